@@ -1,0 +1,3 @@
+"""The `janssen` command line."""
+
+from ._main import main as main

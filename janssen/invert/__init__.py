@@ -1,0 +1,1 @@
+"""Reconstruction engines, the `reconstruct` driver and the seed API."""

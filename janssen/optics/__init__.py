@@ -1,0 +1,24 @@
+"""Optics: wavefronts, propagators, elements, probes, samples and scan geometry."""
+
+from ._fft import (
+    centred_coordinates as centred_coordinates,
+    centred_frequencies as centred_frequencies,
+    fft2c as fft2c,
+    fft2u as fft2u,
+    fourier_shift as fourier_shift,
+    frequency_grid as frequency_grid,
+    ifft2c as ifft2c,
+    ifft2u as ifft2u,
+)
+from ._probe import AbstractProbe as AbstractProbe, Probe as Probe
+from ._sample import SampleFunction as SampleFunction
+from ._scan import (
+    add_to_patch as add_to_patch,
+    extract_patch as extract_patch,
+    object_shape_for as object_shape_for,
+    patch_corner as patch_corner,
+    positions_outside as positions_outside,
+    shift_probe as shift_probe,
+    split_corner as split_corner,
+)
+from ._wavefront import OpticalWavefront as OpticalWavefront

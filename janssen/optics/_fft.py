@@ -1,0 +1,77 @@
+"""The one place where janssen calls an FFT.
+
+Conventions (see `docs/conventions.md`):
+
+- Transforms act on the last two axes `(y, x)`.
+- *Centred*: the zero frequency sits at pixel `(H // 2, W // 2)` in both planes
+  (`fftshift` after the transform, `ifftshift` before it).
+- *Unitary* (`norm="ortho"`): the total energy `sum |u|**2` is the same in both planes,
+  and the inverse transform is the adjoint of the forward one.
+- Sign: the forward transform uses `exp(-2 pi i k.r)`.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array, Complex, Float
+
+_AXES = (-2, -1)
+
+
+def fft2c(field: Complex[Array, "*batch y x"]) -> Complex[Array, "*batch y x"]:
+    """Centred, unitary 2-D forward FFT over the last two axes."""
+    shifted = jnp.fft.ifftshift(field, axes=_AXES)
+    return jnp.fft.fftshift(jnp.fft.fft2(shifted, axes=_AXES, norm="ortho"), axes=_AXES)
+
+
+def ifft2c(field: Complex[Array, "*batch y x"]) -> Complex[Array, "*batch y x"]:
+    """Centred, unitary 2-D inverse FFT over the last two axes (adjoint of `fft2c`)."""
+    shifted = jnp.fft.ifftshift(field, axes=_AXES)
+    return jnp.fft.fftshift(jnp.fft.ifft2(shifted, axes=_AXES, norm="ortho"), axes=_AXES)
+
+
+def fft2u(field: Complex[Array, "*batch y x"]) -> Complex[Array, "*batch y x"]:
+    """Uncentred unitary forward FFT (zero frequency at pixel `[0, 0]`), for hot loops."""
+    return jnp.fft.fft2(field, axes=_AXES, norm="ortho")
+
+
+def ifft2u(field: Complex[Array, "*batch y x"]) -> Complex[Array, "*batch y x"]:
+    """Uncentred unitary inverse FFT, the adjoint of `fft2u`."""
+    return jnp.fft.ifft2(field, axes=_AXES, norm="ortho")
+
+
+def centred_coordinates(n: int, spacing) -> Float[Array, " n"]:
+    """Sample coordinates `(i - n // 2) * spacing`, zero at the centre pixel."""
+    return (jnp.arange(n) - n // 2) * spacing
+
+
+def centred_frequencies(n: int, spacing) -> Float[Array, " n"]:
+    """Frequencies of a centred length-`n` transform with sample spacing `spacing` (1/m)."""
+    return (jnp.arange(n) - n // 2) / (n * spacing)
+
+
+def frequency_grid(
+    shape: tuple[int, int], dx: Float[Array, "2"]
+) -> tuple[Float[Array, "y x"], Float[Array, "y x"]]:
+    """Centred frequency grids `(fx, fy)` in 1/m for a `(H, W)` grid of pitch `dx = (dx_x, dx_y)`."""
+    fy = centred_frequencies(shape[0], dx[1])
+    fx = centred_frequencies(shape[1], dx[0])
+    return jnp.broadcast_to(fx[None, :], shape), jnp.broadcast_to(fy[:, None], shape)
+
+
+def shift_ramp(shape: tuple[int, int], shift_px: Float[Array, "2"]) -> Complex[Array, "y x"]:
+    """Uncentred Fourier-domain ramp that shifts a field by `shift_px = (sx, sy)` pixels.
+
+    `ifft2u(fft2u(u) * shift_ramp(u.shape, s))` is `u(r - s)`, periodic in the grid.
+    """
+    ky = jnp.fft.fftfreq(shape[0])
+    kx = jnp.fft.fftfreq(shape[1])
+    phase = kx[None, :] * shift_px[0] + ky[:, None] * shift_px[1]
+    return jnp.exp(-2j * jnp.pi * phase.astype(jnp.result_type(float)))
+
+
+def fourier_shift(field: Complex[Array, "*batch y x"], shift_px: Float[Array, "2"]) -> Complex[Array, "*batch y x"]:
+    """Shift a field by a (sub-)pixel amount `(sx, sy)` with a Fourier phase ramp (periodic).
+
+    Differentiable with respect to `shift_px`; exact for band-limited periodic fields.
+    """
+    ramp = shift_ramp(field.shape[-2:], shift_px)
+    return ifft2u(fft2u(field) * ramp)

@@ -1,0 +1,84 @@
+"""Probes: the illumination incident on the sample."""
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Complex, Float
+
+from .._custom_types import PairLike, ScalarLike
+from .._validate import check_finite, check_positive, complex_array, pair, real_array
+
+
+class AbstractProbe(eqx.Module):
+    """An illumination described by one or more mutually incoherent modes.
+
+    Subclasses say how their parameters produce the mode fields; engines see only
+    `fields()` (amplitudes with the mode weights folded in, so that the intensity is
+    `sum_m |fields()[m]|**2`) and rebuild the probe with `with_fields`.
+    """
+
+    wavelength: eqx.AbstractVar[Float[Array, ""]]
+    dx: eqx.AbstractVar[Float[Array, "2"]]
+
+    @abc.abstractmethod
+    def fields(self) -> Complex[Array, "modes y x"]:
+        """The mode fields, weights folded in: intensity is `sum |fields|**2` over modes."""
+
+    @abc.abstractmethod
+    def with_fields(self, fields: Complex[Array, "modes y x"]) -> "AbstractProbe":
+        """A probe of the same kind whose `fields()` are (as near as the kind allows) `fields`."""
+
+
+class Probe(AbstractProbe):
+    """A probe given directly by its mode fields.
+
+    A coherent probe has one mode. With several, the modes are incoherent and each
+    carries its own power (no separate weights; see `MixedStateProbe` for that).
+
+    **Arguments:**
+
+    - `modes`: complex array `(y, x)` or `(modes, y, x)`.
+    - `wavelength`: metres, > 0.
+    - `dx`: pixel pitch in the sample plane in metres, scalar or `(x, y)`, > 0.
+    """
+
+    modes: Complex[Array, "modes y x"]
+    wavelength: Float[Array, ""]
+    dx: Float[Array, "2"]
+
+    def __init__(self, modes: Complex[Array, "*modes y x"], wavelength: ScalarLike, dx: PairLike):
+        modes = complex_array("modes", modes)
+        if modes.ndim == 2:
+            modes = modes[None]
+        self.modes = modes
+        self.wavelength = real_array("wavelength", wavelength, shape=())
+        self.dx = pair("dx", dx)
+
+    def __check_init__(self):
+        if self.modes.ndim != 3:
+            raise ValueError(f"`modes` must be (y, x) or (modes, y, x), got shape {self.modes.shape}")
+        check_positive("wavelength", self.wavelength)
+        check_positive("dx", self.dx)
+        check_finite("modes", self.modes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The grid shape `(H, W)`."""
+        return self.modes.shape[-2:]
+
+    @property
+    def num_modes(self) -> int:
+        """Number of incoherent modes."""
+        return self.modes.shape[0]
+
+    def fields(self) -> Complex[Array, "modes y x"]:
+        return self.modes
+
+    def with_fields(self, fields: Complex[Array, "modes y x"]) -> "Probe":
+        return eqx.tree_at(lambda p: p.modes, self, fields)
+
+    @property
+    def intensity(self) -> Float[Array, "y x"]:
+        """Total intensity summed over modes."""
+        return jnp.sum(jnp.abs(self.modes) ** 2, axis=0)

@@ -1,0 +1,94 @@
+"""Scan geometry: where a probe-sized patch sits on the object, and how to cut it out.
+
+A scan position `p = (x, y)` in metres places the probe's centre pixel `(H // 2, W // 2)`
+on the object point `p`, where the object's own centre pixel `(Hs // 2, Ws // 2)` is
+the origin. The patch's top-left corner is therefore, in object pixels,
+`corner = (Ws // 2 - W // 2 + x / dx_x, Hs // 2 - H // 2 + y / dx_y)`.
+
+The corner is split into an integer part (the nearest pixel) used to slice the object,
+and a remainder in `[-0.5, 0.5]` pixels applied as a Fourier shift of the probe, which
+keeps everything differentiable with respect to the position.
+
+`jax.lax.dynamic_slice` clamps indices that run off the array; janssen never relies on
+that. `positions_outside` finds such positions so that constructors can refuse them.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Complex, Float, Int
+
+from ._fft import fourier_shift
+
+
+def patch_corner(
+    position: Float[Array, "2"],
+    dx: Float[Array, "2"],
+    object_shape: tuple[int, int],
+    probe_shape: tuple[int, int],
+) -> Float[Array, "2"]:
+    """The patch's top-left corner `(x, y)` in (fractional) object pixels."""
+    centre = jnp.array(
+        [object_shape[1] // 2 - probe_shape[1] // 2, object_shape[0] // 2 - probe_shape[0] // 2],
+        dtype=position.dtype,
+    )
+    return centre + position / dx
+
+
+def split_corner(corner: Float[Array, "2"]) -> tuple[Int[Array, "2"], Float[Array, "2"]]:
+    """Nearest whole-pixel corner `(x, y)` and the sub-pixel remainder in `[-0.5, 0.5]`."""
+    whole = jnp.round(corner)
+    return whole.astype(jnp.int32), corner - whole
+
+
+def extract_patch(
+    obj: Complex[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]
+) -> Complex[Array, "y x"]:
+    """The `shape` patch of `obj` whose top-left pixel is `corner = (x, y)`."""
+    return jax.lax.dynamic_slice(obj, (corner[1], corner[0]), shape)
+
+
+def add_to_patch(
+    obj: Complex[Array, "Y X"], corner: Int[Array, "2"], update: Complex[Array, "y x"]
+) -> Complex[Array, "Y X"]:
+    """`obj` with `update` added onto the patch whose top-left pixel is `corner = (x, y)`."""
+    current = extract_patch(obj, corner, update.shape)
+    return jax.lax.dynamic_update_slice(obj, current + update, (corner[1], corner[0]))
+
+
+def shift_probe(fields: Complex[Array, "*modes y x"], subpixel: Float[Array, "2"]) -> Complex[Array, "*modes y x"]:
+    """The probe moved by the sub-pixel remainder: `P(r - subpixel)`."""
+    return fourier_shift(fields, subpixel)
+
+
+def positions_outside(
+    positions: Float[Array, "npos 2"],
+    dx: Float[Array, "2"],
+    object_shape: tuple[int, int],
+    probe_shape: tuple[int, int],
+) -> np.ndarray:
+    """Indices of the positions whose patch does not lie wholly inside the object (host-side)."""
+    corners = np.asarray(positions, dtype=np.float64) / np.asarray(dx, dtype=np.float64)
+    corners += [object_shape[1] // 2 - probe_shape[1] // 2, object_shape[0] // 2 - probe_shape[0] // 2]
+    whole = np.round(corners)
+    limit = np.array([object_shape[1] - probe_shape[1], object_shape[0] - probe_shape[0]])
+    bad = np.any((whole < 0) | (whole > limit), axis=1)
+    return np.flatnonzero(bad)
+
+
+def object_shape_for(
+    positions: Float[Array, "npos 2"],
+    dx: Float[Array, "2"],
+    probe_shape: tuple[int, int],
+    padding: int = 0,
+) -> tuple[int, int]:
+    """The smallest even `(H, W)` object grid, centred on the scan's mid-point, that holds every patch.
+
+    Positions are taken relative to the midpoint of their bounding box; `padding` pixels are
+    added on every side.
+    """
+    pos = np.asarray(positions, dtype=np.float64) / np.asarray(dx, dtype=np.float64)
+    span = pos.max(axis=0) - pos.min(axis=0)
+    width = int(np.ceil(span[0])) + probe_shape[1] + 2 * padding + 2
+    height = int(np.ceil(span[1])) + probe_shape[0] + 2 * padding + 2
+    return height + height % 2, width + width % 2
