@@ -3,7 +3,7 @@
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float, Real
 
 from .._custom_types import PairLike, ScalarLike
 from .._validate import check_finite, check_nonnegative, check_positive, is_concrete, pair, real_array
@@ -35,12 +35,12 @@ class MicroscopeData(eqx.Module):
 
     def __init__(
         self,
-        intensities: Float[Array, "npos y x"],
-        positions: Float[Array, "npos 2"],
+        intensities: Real[ArrayLike, "npos y x"],
+        positions: Real[ArrayLike, "npos 2"],
         wavelength: ScalarLike,
         camera_pixel_size: PairLike,
         distance: ScalarLike,
-        bad_pixels: Bool[Array, "y x"] | None = None,
+        bad_pixels: Bool[ArrayLike, "y x"] | None = None,
     ):
         self.intensities = real_array("intensities", intensities)
         self.positions = real_array("positions", positions)

@@ -74,4 +74,18 @@ def fourier_shift(field: Complex[Array, "*batch y x"], shift_px: Float[Array, "2
     Differentiable with respect to `shift_px`; exact for band-limited periodic fields.
     """
     ramp = shift_ramp(field.shape[-2:], shift_px)
+    ramp = ramp.reshape((1,) * (field.ndim - 2) + ramp.shape)
     return ifft2u(fft2u(field) * ramp)
+
+
+def uncentred_frequency_grid(
+    shape: tuple[int, int], dx: Float[Array, "2"]
+) -> tuple[Float[Array, "y x"], Float[Array, "y x"]]:
+    """Frequency grids `(fx, fy)` in 1/m in the uncentred order of `fft2u` (zero at `[0, 0]`).
+
+    For transfer functions applied between `fft2u` and `ifft2u`, which skips the two
+    shifts a centred transform costs.
+    """
+    fy = jnp.fft.fftfreq(shape[0]) / dx[1]
+    fx = jnp.fft.fftfreq(shape[1]) / dx[0]
+    return jnp.broadcast_to(fx[None, :], shape), jnp.broadcast_to(fy[:, None], shape)

@@ -4,7 +4,7 @@ import abc
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import PairLike, ScalarLike
 from .._validate import check_finite, check_positive, complex_array, pair, real_array
@@ -47,7 +47,7 @@ class Probe(AbstractProbe):
     wavelength: Float[Array, ""]
     dx: Float[Array, "2"]
 
-    def __init__(self, modes: Complex[Array, "*modes y x"], wavelength: ScalarLike, dx: PairLike):
+    def __init__(self, modes: Num[ArrayLike, "*modes y x"], wavelength: ScalarLike, dx: PairLike):
         modes = complex_array("modes", modes)
         if modes.ndim == 2:
             modes = modes[None]

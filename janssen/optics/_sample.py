@@ -1,7 +1,7 @@
 """`SampleFunction`: the complex transmission of a thin object."""
 
 import equinox as eqx
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import PairLike
 from .._validate import check_finite, check_positive, complex_array, pair
@@ -19,7 +19,7 @@ class SampleFunction(eqx.Module):
     sample: Complex[Array, "y x"]
     dx: Float[Array, "2"]
 
-    def __init__(self, sample: Complex[Array, "y x"], dx: PairLike):
+    def __init__(self, sample: Num[ArrayLike, "y x"], dx: PairLike):
         self.sample = complex_array("sample", sample, ndim=2)
         self.dx = pair("dx", dx)
 

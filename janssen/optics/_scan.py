@@ -16,7 +16,7 @@ that. `positions_outside` finds such positions so that constructors can refuse t
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Complex, Float, Int
+from jaxtyping import Array, Complex, Float, Inexact, Int
 
 from ._fft import fourier_shift
 
@@ -42,15 +42,15 @@ def split_corner(corner: Float[Array, "2"]) -> tuple[Int[Array, "2"], Float[Arra
 
 
 def extract_patch(
-    obj: Complex[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]
-) -> Complex[Array, "y x"]:
+    obj: Inexact[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]
+) -> Inexact[Array, "y x"]:
     """The `shape` patch of `obj` whose top-left pixel is `corner = (x, y)`."""
     return jax.lax.dynamic_slice(obj, (corner[1], corner[0]), shape)
 
 
 def add_to_patch(
-    obj: Complex[Array, "Y X"], corner: Int[Array, "2"], update: Complex[Array, "y x"]
-) -> Complex[Array, "Y X"]:
+    obj: Inexact[Array, "Y X"], corner: Int[Array, "2"], update: Inexact[Array, "y x"]
+) -> Inexact[Array, "Y X"]:
     """`obj` with `update` added onto the patch whose top-left pixel is `corner = (x, y)`."""
     current = extract_patch(obj, corner, update.shape)
     return jax.lax.dynamic_update_slice(obj, current + update, (corner[1], corner[0]))

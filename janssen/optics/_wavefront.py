@@ -2,7 +2,7 @@
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import PairLike, ScalarLike
 from .._validate import check_finite, check_positive, complex_array, pair, real_array
@@ -29,7 +29,7 @@ class OpticalWavefront(eqx.Module):
 
     def __init__(
         self,
-        field: Complex[Array, "*batch y x"],
+        field: Num[ArrayLike, "*batch y x"],
         wavelength: ScalarLike,
         dx: PairLike,
         z_position: ScalarLike = 0.0,

@@ -74,7 +74,7 @@ class AbstractMicroscope(eqx.Module):
         """Probe modes, moved by the sub-pixel remainder, times the whole-pixel object patch."""
         corner, subpixel = self.locate(position)
         patch = extract_patch(self.sample.sample, corner, self.probe_shape)
-        return shift_probe(self.probe.fields(), subpixel) * patch
+        return shift_probe(self.probe.fields(), subpixel) * patch[None]
 
     def intensity(self, position: Float[Array, "2"]) -> Float[Array, "dety detx"]:
         """Predicted detector intensity at one scan position (incoherent sum over modes)."""

@@ -1,6 +1,6 @@
 """`FarFieldMicroscope`: probe x object, then a Fraunhofer transform onto the camera."""
 
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, ArrayLike, Complex, Float, Real
 
 from ..optics._fft import fft2c, ifft2c
 from ..optics._probe import AbstractProbe
@@ -28,7 +28,7 @@ class FarFieldMicroscope(AbstractMicroscope):
     sample: SampleFunction
     positions: Float[Array, "npos 2"]
 
-    def __init__(self, probe: AbstractProbe, sample: SampleFunction, positions: Float[Array, "npos 2"]):
+    def __init__(self, probe: AbstractProbe, sample: SampleFunction, positions: Real[ArrayLike, "npos 2"]):
         self.probe = probe
         self.sample = sample
         self.positions = real_array("positions", positions)

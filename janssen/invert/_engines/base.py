@@ -1,0 +1,50 @@
+"""`AbstractEngine`: what an engine implements; the driver owns the loop."""
+
+import abc
+from typing import Any, Generic, TypeVar
+
+import equinox as eqx
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from ...io._data import MicroscopeData
+from ...scopes._base import AbstractMicroscope
+
+_State = TypeVar("_State")
+
+
+class AbstractEngine(eqx.Module, Generic[_State]):
+    """A reconstruction algorithm, as four pure functions the `reconstruct` driver calls.
+
+    - `init` builds the engine's state (optimizer moments, momentum buffers, damping…)
+      from the starting microscope; called once per fresh run (not on resume).
+    - `step` performs one iteration (one sweep over the data for PIE engines) and
+      returns the new microscope, the new state and the iteration's data residual.
+    - `terminate` says whether to stop early.
+    - `postprocess` tidies the final microscope (e.g. orthogonalise probe modes).
+
+    `trainable` is a boolean filter spec over the microscope (see
+    `janssen.invert.trainable_spec`). Engines must refine exactly the selected leaves.
+    """
+
+    @abc.abstractmethod
+    def init(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any) -> _State:
+        """The initial engine state."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        microscope: AbstractMicroscope,
+        state: _State,
+        data: MicroscopeData,
+        trainable: Any,
+        key: PRNGKeyArray,
+    ) -> tuple[AbstractMicroscope, _State, Float[Array, ""]]:
+        """One iteration: `(microscope, state, loss)`; `loss` is the RMS amplitude residual."""
+
+    @abc.abstractmethod
+    def terminate(self, state: _State, losses: Float[Array, " n"]) -> Bool[Array, ""]:
+        """Whether to stop now, given the losses so far."""
+
+    @abc.abstractmethod
+    def postprocess(self, microscope: AbstractMicroscope, state: _State) -> AbstractMicroscope:
+        """The microscope to return to the user."""

@@ -1,0 +1,156 @@
+"""`reconstruct`: the one loop that every engine runs in."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import PRNGKeyArray
+
+from ..io._data import MicroscopeData
+from ..scopes._base import AbstractMicroscope
+from ._engines.base import AbstractEngine
+from ._progress import AbstractProgressMeter, NoProgressMeter
+from ._results import RESULTS
+from ._solution import Solution, empty_losses
+from ._trainable import all_finite, trainable_spec
+
+_DEFAULT_TRAINABLE = ("object", "probe")
+
+
+@eqx.filter_jit
+def _step(engine, microscope, state, data, trainable, key):
+    new_microscope, new_state, loss = engine.step(microscope, state, data, trainable, key)
+    finite = jnp.isfinite(loss) & all_finite(eqx.filter(new_microscope, trainable))
+    return new_microscope, new_state, loss, finite
+
+
+def _check_compatible(microscope: AbstractMicroscope, data: MicroscopeData) -> None:
+    if tuple(microscope.detector_shape) != tuple(data.frame_shape):
+        raise ValueError(
+            f"`data` frames are {tuple(data.frame_shape)} pixels but the microscope's detector is "
+            f"{tuple(microscope.detector_shape)}"
+        )
+    if microscope.num_positions != data.num_positions:
+        raise ValueError(
+            f"`data` has {data.num_positions} frames but the microscope has {microscope.num_positions} scan positions"
+        )
+
+
+def reconstruct(
+    microscope: AbstractMicroscope | Solution,
+    data: MicroscopeData,
+    engine: AbstractEngine,
+    *,
+    trainable: Any = None,
+    num_iterations: int = 50,
+    key: PRNGKeyArray | None = None,
+    callback: Callable[[int, float, AbstractMicroscope], None] | None = None,
+    progress_meter: AbstractProgressMeter = NoProgressMeter(),
+    save_every: int = 0,
+    checkpoint: Callable[[Solution], None] | None = None,
+    checkpoint_every: int = 10,
+    throw: bool = False,
+) -> Solution:
+    """Refine a microscope against measured data with an engine.
+
+    One jitted `engine.step` per iteration (compiled once per shapes and engine
+    configuration, so a second call compiles nothing new). After each step the driver
+    checks the loss and the refined leaves: a non-finite value stops the run with
+    `RESULTS.nonfinite` and the **previous** state is returned, never NaN arrays.
+    Ctrl-C stops with `RESULTS.interrupted`, keeping the last completed iteration.
+
+    **Arguments:**
+
+    - `microscope`: the starting microscope, or a `Solution` to continue (its state,
+      iteration count, key and trainable selection are reused).
+    - `data`: the measurements; frames and positions must match the microscope.
+    - `engine`: an `AbstractEngine` (e.g. `janssen.invert.RPIE()`).
+    - `trainable`: what to refine — names (`["object", "probe"]`, `"positions"`,
+      `"aperture.diameter"`…), a function picking leaves, or a filter spec. Defaults to
+      object and probe. Ignored when resuming.
+    - `num_iterations`: iterations to run in this call.
+    - `key`: PRNG key (e.g. the order of positions in sequential PIE). Default `PRNGKey(0)`.
+    - `callback`: called as `callback(iteration, loss, microscope)` after each iteration.
+    - `progress_meter`: e.g. `TextProgressMeter()`; default silent.
+    - `save_every`: keep a snapshot of the microscope every so many iterations (0: none).
+    - `checkpoint`, `checkpoint_every`: called with the current `Solution` every
+      `checkpoint_every` iterations and when the run ends (e.g. `janssen.invert.save_solution`).
+    - `throw`: raise `RuntimeError` instead of returning when the run ends abnormally.
+
+    **Returns:**
+
+    A `Solution`.
+    """
+    if num_iterations < 0:
+        raise ValueError(f"`num_iterations` must be >= 0, got {num_iterations}")
+    if isinstance(microscope, Solution):
+        previous = microscope
+        start_microscope, spec, state = previous.microscope, previous.trainable, previous.state
+        losses, base_key, first, snapshots = previous.losses, previous.key, previous.iteration, previous.snapshots
+    else:
+        spec = trainable_spec(microscope, _DEFAULT_TRAINABLE if trainable is None else trainable)
+        _check_compatible(microscope, data)
+        start_microscope = microscope
+        state = engine.init(microscope, data, spec)
+        losses, base_key, first, snapshots = empty_losses(), (jr.PRNGKey(0) if key is None else key), 0, ()
+    _check_compatible(start_microscope, data)
+
+    current, loss_list, result = start_microscope, [], RESULTS.max_iterations_reached
+    snapshots = list(snapshots)
+    progress_meter.start(num_iterations)
+
+    def solution() -> Solution:
+        all_losses = jnp.concatenate([losses, jnp.asarray(loss_list, dtype=losses.dtype)])
+        return Solution(
+            microscope=current,
+            state=state,
+            losses=all_losses,
+            iteration=first + len(loss_list),
+            result=result,
+            key=base_key,
+            trainable=spec,
+            snapshots=tuple(snapshots),
+        )
+
+    try:
+        for i in range(first, first + num_iterations):
+            new, new_state, loss, finite = _step(engine, current, state, data, spec, jr.fold_in(base_key, i))
+            if not bool(finite):
+                result = RESULTS.nonfinite
+                break
+            current, state = new, new_state
+            loss_list.append(float(loss))
+            progress_meter.update(i + 1, loss_list[-1])
+            if callback is not None:
+                callback(i + 1, loss_list[-1], current)
+            if save_every and (i + 1) % save_every == 0:
+                snapshots.append((i + 1, current))
+            if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
+                checkpoint(solution())
+            so_far = jnp.concatenate([losses, jnp.asarray(loss_list, dtype=losses.dtype)])
+            if bool(engine.terminate(state, so_far)):
+                result = RESULTS.converged
+                break
+    except KeyboardInterrupt:
+        result = RESULTS.interrupted
+    finally:
+        progress_meter.close()
+    current = engine.postprocess(current, state)
+    final = solution()
+    if checkpoint is not None:
+        checkpoint(final)
+    if throw and result in (RESULTS.nonfinite, RESULTS.interrupted):
+        raise RuntimeError(RESULTS[result])
+    return final
+
+
+def data_residual(microscope: AbstractMicroscope, data: MicroscopeData) -> float:
+    """RMS of `sqrt(I_measured) - sqrt(I_predicted)` over all frames and valid pixels."""
+    predicted = jax.jit(lambda m: m())(microscope)
+    diff = (jnp.sqrt(data.intensities) - jnp.sqrt(predicted)) * data.valid[None]
+    count = data.num_positions * jnp.sum(data.valid)
+    return float(np.sqrt(float(jnp.sum(diff**2)) / float(count)))

@@ -1,0 +1,16 @@
+"""Outcome codes of a reconstruction."""
+
+import equinox.internal as eqxi
+
+
+class RESULTS(eqxi.Enumeration):
+    """Why a reconstruction stopped. `RESULTS[code]` is the human-readable message."""
+
+    successful = ""
+    max_iterations_reached = ""
+    converged = ""
+    nonfinite = (
+        "A non-finite (NaN or inf) loss or parameter appeared; the run stopped and returned the "
+        "last finite state. Lower the step sizes or check the data for bad pixels."
+    )
+    interrupted = "The run was interrupted (e.g. Ctrl-C); the last completed iteration was kept."

@@ -1,0 +1,99 @@
+"""Which leaves of a microscope an engine refines: `trainable=` to a boolean filter spec."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+# Short names for the parts users refine most often; each maps to a leaf path.
+ALIASES = {
+    "object": "sample.sample",
+    "sample": "sample.sample",
+    "probe": "probe.modes",
+    "positions": "positions",
+    "distance": "propagator.distance",
+    "travel_distance": "propagator.distance",
+    "zoom": "zoom.zoom_factor",
+    "aperture": ("aperture.diameter", "aperture.center"),
+    "aperture_diameter": "aperture.diameter",
+    "aperture_center": "aperture.center",
+}
+
+
+def _get(tree: Any, path: str) -> Any:
+    node = tree
+    for part in path.split("."):
+        if not hasattr(node, part):
+            raise ValueError(
+                f"`trainable`: {type(tree).__name__} has no parameter '{path}' "
+                f"('{part}' is not a field of {type(node).__name__})"
+            )
+        node = getattr(node, part)
+    return node
+
+
+def _expand(names: Sequence[str]) -> list[str]:
+    paths: list[str] = []
+    for name in names:
+        alias = ALIASES.get(name, name)
+        paths.extend([alias] if isinstance(alias, str) else alias)
+    return paths
+
+
+def is_refinable(leaf: Any) -> bool:
+    """Inexact arrays are the leaves an engine may refine."""
+    return eqx.is_inexact_array(leaf)
+
+
+def trainable_spec(model: Any, trainable: Any) -> Any:
+    """Turn `trainable` into a filter spec: a PyTree like `model` with a bool per leaf.
+
+    `trainable` may be
+
+    - a sequence of names: fields paths such as `"sample.sample"` or `"aperture.diameter"`,
+      or the short names `object`, `probe`, `positions`, `distance`, `zoom`, `aperture`;
+    - a function `model -> leaf or tuple of leaves` (as for `equinox.tree_at`);
+    - a PyTree of bools with the structure of `model` (an `equinox` filter spec).
+
+    Raises `ValueError` when it names something the model lacks, or selects nothing.
+    """
+    false_spec = jtu.tree_map(lambda _: False, model)
+    if isinstance(trainable, str):
+        trainable = [trainable]
+    if isinstance(trainable, Sequence):
+        paths = _expand(trainable)
+        for path in paths:
+            leaf = _get(model, path)
+            if not is_refinable(leaf):
+                raise ValueError(f"`trainable`: '{path}' is not a floating-point array and cannot be refined")
+        where = lambda m: tuple(_get(m, p) for p in paths)  # noqa: E731
+        spec = eqx.tree_at(where, false_spec, replace=(True,) * len(paths))
+    elif isinstance(trainable, Callable) and not isinstance(trainable, eqx.Module):
+        def where(m):
+            picked = trainable(m)
+            return picked if isinstance(picked, tuple) else (picked,)
+
+        picked = where(model)
+        spec = eqx.tree_at(where, false_spec, replace=(True,) * len(picked))
+    else:
+        spec = trainable
+        if jtu.tree_structure(spec) != jtu.tree_structure(false_spec):
+            raise ValueError("`trainable`: a filter spec must have the same PyTree structure as the microscope")
+    spec = jtu.tree_map(lambda s, leaf: bool(s) and is_refinable(leaf), spec, model)
+    if not any(jtu.tree_leaves(spec)):
+        raise ValueError("`trainable` selects no floating-point array of the microscope: nothing would be refined")
+    return spec
+
+
+def selected_paths(model: Any, spec: Any) -> list[str]:
+    """Dotted paths of the selected leaves (for messages and result files)."""
+    leaves = jtu.tree_leaves_with_path(spec)
+    return [jtu.keystr(path).lstrip(".") for path, flag in leaves if flag]
+
+
+def all_finite(tree: Any) -> Any:
+    """A 0-d bool array: every inexact leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -1,0 +1,130 @@
+"""The `reconstruct` driver: resume, non-finite guard, compilation, validation."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from janssen.invert import RESULTS, RPIE, AbstractEngine, MomentumPIE, reconstruct
+
+from helpers import tiny_far_field_problem
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tiny_far_field_problem(jax.random.PRNGKey(5), n=32, grid=4)
+
+
+@pytest.mark.parametrize("engine", [MomentumPIE(), RPIE(mode="batched")], ids=["sequential", "batched"])
+def test_resume_equals_one_run(problem, engine):
+    data, _, start = problem
+    key = jax.random.PRNGKey(11)
+    once = reconstruct(start, data, engine, num_iterations=5, key=key)
+    first = reconstruct(start, data, engine, num_iterations=3, key=key)
+    twice = reconstruct(first, data, engine, num_iterations=2)
+    assert twice.iteration == once.iteration == 5
+    np.testing.assert_array_equal(once.losses, twice.losses)
+    np.testing.assert_array_equal(once.microscope.sample.sample, twice.microscope.sample.sample)
+    np.testing.assert_array_equal(once.state.object_velocity, twice.state.object_velocity)
+
+
+def test_same_key_same_result_different_key_differs(problem):
+    data, _, start = problem
+    a = reconstruct(start, data, RPIE(), num_iterations=2, key=jax.random.PRNGKey(1))
+    b = reconstruct(start, data, RPIE(), num_iterations=2, key=jax.random.PRNGKey(1))
+    c = reconstruct(start, data, RPIE(), num_iterations=2, key=jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(a.microscope.sample.sample, b.microscope.sample.sample)
+    assert not np.array_equal(a.microscope.sample.sample, c.microscope.sample.sample)
+
+
+class _PoisonAfter(AbstractEngine):
+    """Runs RPIE, but puts a NaN into the object from iteration `bad` on."""
+
+    inner: RPIE
+    bad: int
+
+    def init(self, microscope, data, trainable):
+        return (self.inner.init(microscope, data, trainable), jnp.zeros((), jnp.int32))
+
+    def step(self, microscope, state, data, trainable, key):
+        inner_state, count = state
+        new, inner_state, loss = self.inner.step(microscope, inner_state, data, trainable, key)
+        poison = jnp.where(count + 1 >= self.bad, jnp.nan, 0.0)
+        new = eqx.tree_at(lambda m: m.sample.sample, new, new.sample.sample + poison)
+        return new, (inner_state, count + 1), loss
+
+    def terminate(self, state, losses):
+        return jnp.array(False)
+
+    def postprocess(self, microscope, state):
+        return microscope
+
+
+def test_nonfinite_stops_with_last_good_state(problem):
+    data, _, start = problem
+    good = reconstruct(start, data, RPIE(), num_iterations=3)
+    poisoned = reconstruct(start, data, _PoisonAfter(RPIE(), 4), num_iterations=10)
+    assert poisoned.result == RESULTS.nonfinite
+    assert poisoned.iteration == 3
+    assert np.all(np.isfinite(poisoned.microscope.sample.sample))
+    np.testing.assert_allclose(poisoned.microscope.sample.sample, good.microscope.sample.sample, atol=1e-6)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        reconstruct(start, data, _PoisonAfter(RPIE(), 1), num_iterations=3, throw=True)
+
+
+def test_second_call_compiles_nothing(problem):
+    data, _, start = problem
+    traces = []
+
+    class Counting(AbstractEngine):
+        inner: RPIE
+
+        def init(self, microscope, data, trainable):
+            return self.inner.init(microscope, data, trainable)
+
+        def step(self, microscope, state, data, trainable, key):
+            traces.append(1)  # Python side effect: runs only while tracing
+            return self.inner.step(microscope, state, data, trainable, key)
+
+        def terminate(self, state, losses):
+            return jnp.array(False)
+
+        def postprocess(self, microscope, state):
+            return microscope
+
+    engine = Counting(RPIE())
+    first = reconstruct(start, data, engine, num_iterations=3)
+    assert len(traces) == 1
+    reconstruct(first, data, engine, num_iterations=3)
+    reconstruct(start, data, engine, num_iterations=2, key=jax.random.PRNGKey(9))
+    assert len(traces) == 1
+
+
+def test_callback_and_snapshots(problem):
+    data, _, start = problem
+    seen = []
+    solution = reconstruct(
+        start, data, RPIE(), num_iterations=4, save_every=2, callback=lambda i, loss, m: seen.append((i, loss))
+    )
+    assert [i for i, _ in seen] == [1, 2, 3, 4]
+    np.testing.assert_allclose([loss for _, loss in seen], solution.losses)
+    assert [i for i, _ in solution.snapshots] == [2, 4]
+
+
+def test_checkpoint_called(problem):
+    data, _, start = problem
+    saved = []
+    reconstruct(start, data, RPIE(), num_iterations=5, checkpoint=lambda s: saved.append(s.iteration), checkpoint_every=2)
+    assert saved == [2, 4, 5]
+
+
+def test_mismatched_data_raises(problem):
+    data, _, start = problem
+    fewer = type(data)(data.intensities[:-1], data.positions[:-1], data.wavelength, data.camera_pixel_size, data.distance)
+    with pytest.raises(ValueError, match="frames"):
+        reconstruct(start, fewer, RPIE(), num_iterations=1)
+    with pytest.raises(ValueError, match="nothing would be refined|no floating"):
+        reconstruct(start, data, RPIE(), trainable=lambda m: m.probe.wavelength * 0 + 1 if False else (), num_iterations=1)
+    with pytest.raises(ValueError, match="no parameter 'zoom"):
+        reconstruct(start, data, RPIE(), trainable=["zoom"], num_iterations=1)
