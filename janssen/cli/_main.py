@@ -3,10 +3,16 @@
 import argparse
 import sys
 
+from ._reconstruct import add_demo_parser, add_reconstruct_parser
+from ._simulate import add_simulate_parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janssen", description="Ptychographic reconstruction in JAX.")
-    parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_simulate_parser(subparsers)
+    add_reconstruct_parser(subparsers)
+    add_demo_parser(subparsers)
     return parser
 
 

@@ -1,3 +1,21 @@
 """Data: `MicroscopeData`, simulation with ground truth, CXI files and checkpoints."""
 
+from ._cxi import (
+    CXIError as CXIError,
+    read_cxi as read_cxi,
+    read_ground_truth as read_ground_truth,
+    write_cxi as write_cxi,
+)
 from ._data import MicroscopeData as MicroscopeData
+from ._results import read_result as read_result, write_result as write_result
+from ._siemens import MeasuredDataset as MeasuredDataset, load_siemens_star as load_siemens_star
+from ._simulate import (
+    SimulatedDataset as SimulatedDataset,
+    fermat_spiral_scan as fermat_spiral_scan,
+    make_focused_probe as make_focused_probe,
+    make_test_object as make_test_object,
+    raster_scan as raster_scan,
+    simulate as simulate,
+    simulate_measurement as simulate_measurement,
+    simulate_preset as simulate_preset,
+)

@@ -159,9 +159,8 @@ class _Kernel(eqx.Module):
         moved = shift_probe(probe, subpixel)
         return moved if self.checkerboard is None else moved * self.checkerboard[None]
 
-    def __call__(self, obj, probe, corner, subpixel, frame):
-        """Patch, exit-wave change, residual, and both update directions at one position."""
-        patch = extract_patch(obj, corner, probe.shape[-2:])
+    def __call__(self, patch, probe, subpixel, frame):
+        """Exit-wave change, residual, and both update directions at one position."""
         moved = self.illuminate(probe, subpixel)
         dpsi, residual = _exit_correction(moved * patch[None], self.optics, subpixel, frame, self.valid)
         obj_num, obj_w = _object_direction(moved, dpsi)
@@ -186,7 +185,8 @@ def _sequential(cfg, kernel, obj, probe, where, measured, order, update_obj, upd
     def body(carry, index):
         obj, probe, total = carry
         corner = where.corner[index]
-        obj_num, obj_w, probe_num, probe_w, residual = kernel(obj, probe, corner, where.subpixel[index], measured[index])
+        patch = extract_patch(obj, corner, probe.shape[-2:])
+        obj_num, obj_w, probe_num, probe_w, residual = kernel(patch, probe, where.subpixel[index], measured[index])
         if update_obj:
             obj = add_to_patch(obj, corner, _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w)))
         if update_probe:
@@ -195,6 +195,15 @@ def _sequential(cfg, kernel, obj, probe, where, measured, order, update_obj, upd
 
     (obj, probe, total), _ = jax.lax.scan(body, (obj, probe, jnp.zeros((), measured.dtype)), order)
     return obj, probe, total
+
+
+# XLA's gather and scatter over many overlapping patches are slow on the CPU; a loop of
+# dynamic slices costs a fraction of the FFTs.
+def _gather(obj, corners, shape):
+    def body(i, out):
+        return jax.lax.dynamic_update_index_in_dim(out, extract_patch(obj, corners[i], shape), i, 0)
+
+    return jax.lax.fori_loop(0, corners.shape[0], body, jnp.zeros((corners.shape[0], *shape), obj.dtype))
 
 
 def _scatter_add(obj, corners, patches):
@@ -206,8 +215,9 @@ def _scatter_add(obj, corners, patches):
 
 def _batched(cfg, kernel, obj, probe, where, measured, order, update_obj, update_probe):
     del order
-    one = lambda corner, subpixel, frame: kernel(obj, probe, corner, subpixel, frame)  # noqa: E731
-    obj_num, obj_w, probe_num, probe_w, residual = jax.vmap(one)(where.corner, where.subpixel, measured)
+    patches = _gather(obj, where.corner, probe.shape[-2:])
+    one = lambda patch, subpixel, frame: kernel(patch, probe, subpixel, frame)  # noqa: E731
+    obj_num, obj_w, probe_num, probe_w, residual = jax.vmap(one)(patches, where.subpixel, measured)
     new_obj, new_probe = obj, probe
     if update_obj:
         zeros = jnp.zeros_like(obj)

@@ -1,0 +1,144 @@
+"""Reconstruction result files (HDF5): the images, the loss history and a resumable checkpoint.
+
+| HDF5 path | content |
+|---|---|
+| `/object` | `(Y, X)` complex object transmission |
+| `/probe` | `(modes, y, x)` complex probe modes |
+| `/positions` | `(N, 2)` scan positions `(x, y)`, m |
+| `/loss` | `(iterations,)` loss of every completed iteration |
+| `/wavelength`, `/distance` | m |
+| `/object_pixel_size` | `(2,)` object pixel `(x, y)`, m |
+| `/checkpoint/state` | opaque bytes: the engine state, for resuming (optional) |
+| `/extra/<name>` | any further arrays (optional) |
+| attributes of `/` | `engine`, `engine_parameters` (JSON), `janssen_version`, `iteration`, ... |
+"""
+
+import json
+import pathlib
+from typing import Any
+
+import h5py
+import numpy as np
+
+_DATASETS = ("object", "probe", "positions", "loss", "wavelength", "distance", "object_pixel_size")
+
+
+def _attribute(value: Any) -> Any:
+    """An HDF5-storable attribute: dicts and lists become JSON text."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
+    return value
+
+
+def write_result(
+    path: str | pathlib.Path,
+    *,
+    object: Any,
+    probe: Any,
+    positions: Any,
+    loss: Any,
+    wavelength: float,
+    distance: float,
+    object_pixel_size: Any,
+    attrs: dict,
+    extra: dict | None = None,
+    state_bytes: bytes | None = None,
+) -> None:
+    """Write a reconstruction result file (overwriting it, atomically).
+
+    The file is written beside `path` and renamed over it at the end, so an interrupted
+    write never leaves a broken result where a good checkpoint was.
+
+    **Arguments:**
+
+    - `path`: the `.h5` file.
+    - `object`: `(Y, X)` complex object.
+    - `probe`: `(modes, y, x)` (or `(y, x)`) complex probe.
+    - `positions`: `(N, 2)` positions `(x, y)` in metres.
+    - `loss`: `(iterations,)` loss history.
+    - `wavelength`, `distance`: metres.
+    - `object_pixel_size`: `(x, y)` object pixel in metres.
+    - `attrs`: attributes of the root group (`engine`, `engine_parameters`,
+      `janssen_version`, `iteration`…); dicts and lists are stored as JSON text.
+    - `extra`: further arrays, stored under `/extra`.
+    - `state_bytes`: serialised engine state, stored as `/checkpoint/state`.
+
+    **Raises:**
+
+    `OSError` naming the file when it cannot be written.
+    """
+    path = pathlib.Path(path)
+    probe = np.asarray(probe)
+    arrays = {
+        "object": np.asarray(object),
+        "probe": probe[None] if probe.ndim == 2 else probe,
+        "positions": np.asarray(positions, dtype=np.float64),
+        "loss": np.asarray(loss),
+        "wavelength": np.float64(wavelength),
+        "distance": np.float64(distance),
+        "object_pixel_size": np.asarray(object_pixel_size, dtype=np.float64).reshape(2),
+    }
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with h5py.File(partial, "w") as handle:
+            for name, value in arrays.items():
+                handle.create_dataset(name, data=value)
+            for name, value in attrs.items():
+                handle.attrs[name] = _attribute(value)
+            for name, value in (extra or {}).items():
+                handle.create_dataset(f"extra/{name}", data=np.asarray(value))
+            if state_bytes is not None:
+                handle.create_dataset("checkpoint/state", data=np.void(state_bytes))
+        partial.replace(path)
+    except OSError as error:
+        raise OSError(f"cannot write result file {str(path)!r}: {error}") from error
+
+
+def read_result(path: str | pathlib.Path) -> dict[str, Any]:
+    """Read a result file written by `write_result`.
+
+    **Arguments:**
+
+    - `path`: the `.h5` file.
+
+    **Returns:**
+
+    A dict with the arrays of `write_result` under their names (NumPy arrays; scalars as
+    Python floats), `"attrs"` (the root attributes, with `engine_parameters` decoded from
+    JSON), `"extra"` (a dict of arrays) and `"state_bytes"` (`bytes`, or `None` when the
+    file holds no checkpoint).
+
+    **Raises:**
+
+    `ValueError` naming the file when it is missing, unreadable or not a result file.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"result file {str(path)!r} does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"result file {str(path)!r} is not a readable HDF5 file: {error}") from error
+    with handle:
+        missing = [name for name in _DATASETS if name not in handle]
+        if missing:
+            raise ValueError(f"{str(path)!r} is not a janssen result file: it lacks the datasets {missing}")
+        out: dict[str, Any] = {name: handle[name][()] for name in _DATASETS}
+        for name in ("wavelength", "distance"):
+            out[name] = float(out[name])
+        attrs = {name: _plain(value) for name, value in handle.attrs.items()}
+        if "engine_parameters" in attrs:
+            attrs["engine_parameters"] = json.loads(attrs["engine_parameters"])
+        out["attrs"] = attrs
+        out["extra"] = {name: value[()] for name, value in handle.get("extra", {}).items()}
+        out["state_bytes"] = handle["checkpoint/state"][()].tobytes() if "checkpoint/state" in handle else None
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute values as plain Python objects."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,76 @@
+"""The `janssen` command line: `janssen simulate`."""
+
+import h5py
+import numpy as np
+import pytest
+
+import janssen.io as jio
+from janssen.cli import main
+
+
+def test_simulate_small_writes_cxi_with_ground_truth(tmp_path, capsys):
+    out = tmp_path / "small.cxi"
+    code = main(["simulate", "--size", "small", "--photons", "1e5", "--seed", "3", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "100 frames of 64x64" in printed[0] and str(out) in printed[0]
+    with h5py.File(out, "r") as handle:
+        assert int(handle["cxi_version"][()]) == 160
+        frames = handle["entry_1/instrument_1/detector_1/data"][()]
+        assert frames.shape == (100, 64, 64)
+        assert np.array_equal(handle["entry_1/data_1/data"][()], frames)
+        translation = handle["entry_1/sample_1/geometry_1/translation"][()]
+        assert translation.shape == (100, 3)
+        assert handle["ground_truth/probe"].shape == (1, 64, 64)
+        truth_positions = handle["ground_truth/positions"][()]
+        object_shape = handle["ground_truth/object"].shape
+        wavelength = handle["entry_1/instrument_1/source_1/wavelength"][()]
+        distance = handle["entry_1/instrument_1/detector_1/distance"][()]
+        pixel = handle["entry_1/instrument_1/detector_1/x_pixel_size"][()]
+    # The data's positions are the truth's, and CXI stores their negative.
+    np.testing.assert_array_equal(translation[:, :2], -truth_positions)
+    # 100 frames of Poisson counts with mean 1e5 each: the total's relative sd is 3e-4.
+    assert abs(frames.sum() / 1e7 - 1) < 2e-3
+    # Object pixel lambda z / (N dx) = 1e-10 * 0.96 / (64 * 75e-6) = 20 nm.
+    np.testing.assert_allclose(wavelength * distance / (64 * pixel), 2e-8, rtol=1e-6)
+    assert min(object_shape) > 64
+    # 70 % linear overlap of a 24-pixel probe: median nearest-neighbour step 7.2 object
+    # pixels (whole-pixel snapping moves each position by less than a pixel).
+    pixels = truth_positions / 2e-8
+    distances = np.hypot(*(pixels[:, None, :] - pixels[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(distances, np.inf)
+    assert abs(np.median(distances.min(axis=1)) - 7.2) < 1.0
+    np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-3)
+    truth = jio.read_ground_truth(out)
+    assert truth is not None and truth.object.shape == object_shape
+
+
+def test_same_seed_same_file_content(tmp_path):
+    for name in ("a.cxi", "b.cxi"):
+        assert main(["simulate", "--size", "small", "--photons", "1e4", "--out", str(tmp_path / name)]) == 0
+    a, b = jio.read_cxi(tmp_path / "a.cxi"), jio.read_cxi(tmp_path / "b.cxi")
+    assert np.array_equal(np.asarray(a.intensities), np.asarray(b.intensities))
+
+
+def test_unwritable_path_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["simulate", "--size", "small", "--out", str(tmp_path / "missing" / "x.cxi")])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("janssen simulate: error:") and "does not exist" in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_invalid_photons_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["simulate", "--size", "small", "--photons", "-5", "--out", str(tmp_path / "x.cxi")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`photons` must be finite and positive" in err[0]
+    assert not (tmp_path / "x.cxi").exists()
+
+
+def test_unknown_size_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--size", "huge", "--out", str(tmp_path / "x.cxi")])
+    assert info.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
