@@ -21,7 +21,10 @@ def _describe(x: Any) -> str:
     arr = np.asarray(x)
     if arr.size <= 4:
         return repr(arr.tolist())
-    return f"an array of shape {arr.shape} (min {np.nanmin(arr):.3g}, max {np.nanmax(arr):.3g})"
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return f"an array of shape {arr.shape} with no finite element"
+    return f"an array of shape {arr.shape} (finite values from {finite.min():.3g} to {finite.max():.3g})"
 
 
 def real_array(name: str, value: Any, *, shape: tuple[int, ...] | None = None) -> jax.Array:

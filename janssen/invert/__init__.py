@@ -1,7 +1,15 @@
 """Reconstruction engines, the `reconstruct` driver and the seed API."""
 
+from ._checkpoint import load_solution as load_solution, save_solution as save_solution
 from ._engines.base import AbstractEngine as AbstractEngine
 from ._engines.pie import AbstractPIE as AbstractPIE, EPIE as EPIE, MomentumPIE as MomentumPIE, PIEState as PIEState, RPIE as RPIE
+from ._init import (
+    init_far_field_microscope as init_far_field_microscope,
+    init_object as init_object,
+    init_probe as init_probe,
+    positions_in_object_frame as positions_in_object_frame,
+)
+from ._metrics import illumination_map as illumination_map, object_error as object_error
 from ._progress import (
     AbstractProgressMeter as AbstractProgressMeter,
     NoProgressMeter as NoProgressMeter,
@@ -11,3 +19,21 @@ from ._reconstruct import data_residual as data_residual, reconstruct as reconst
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
 from ._trainable import trainable_spec as trainable_spec
+from ._seed_optical import (
+    epie_optical as epie_optical,
+    single_pie_iteration as single_pie_iteration,
+    single_pie_sequential as single_pie_sequential,
+    single_pie_vmap as single_pie_vmap,
+)
+from ._seed_simple import (
+    compute_fov_and_positions as compute_fov_and_positions,
+    init_simple_epie as init_simple_epie,
+    init_simple_microscope as init_simple_microscope,
+    simple_microscope_epie as simple_microscope_epie,
+)
+from ._seed_types import (
+    EpieData as EpieData,
+    GaussNewtonState as GaussNewtonState,
+    PtychographyParams as PtychographyParams,
+    PtychographyReconstruction as PtychographyReconstruction,
+)

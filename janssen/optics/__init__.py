@@ -1,5 +1,11 @@
 """Optics: wavefronts, propagators, elements, probes, samples and scan geometry."""
 
+from ._elements.base import AbstractElement as AbstractElement
+from ._elements.circular_aperture import CircularAperture as CircularAperture
+from ._elements.optical_zoom import OpticalZoom as OpticalZoom
+from ._elements.phase_screen import PhaseScreen as PhaseScreen
+from ._elements.thin_lens import ThinLens as ThinLens
+from ._elements.zernike import ZernikeAberration as ZernikeAberration
 from ._fft import (
     centred_coordinates as centred_coordinates,
     centred_frequencies as centred_frequencies,
@@ -11,6 +17,11 @@ from ._fft import (
     ifft2u as ifft2u,
 )
 from ._probe import AbstractProbe as AbstractProbe, Probe as Probe
+from ._propagator.angular_spectrum import AngularSpectrum as AngularSpectrum
+from ._propagator.base import AbstractPropagator as AbstractPropagator
+from ._propagator.fraunhofer import Fraunhofer as Fraunhofer
+from ._propagator.fresnel import Fresnel as Fresnel
+from ._propagator.scaled_fraunhofer import ScaledFraunhofer as ScaledFraunhofer
 from ._sample import SampleFunction as SampleFunction
 from ._scan import (
     add_to_patch as add_to_patch,

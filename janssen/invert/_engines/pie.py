@@ -28,7 +28,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Complex, Float, PRNGKeyArray
 
 from ...io._data import MicroscopeData
-from ...optics._fft import fft2u, ifft2u
+from ...optics._fft import fft2c, fft2u, ifft2u
 from ...optics._scan import add_to_patch, extract_patch, shift_probe
 from ...scopes._base import AbstractMicroscope
 from ...scopes._far_field import FarFieldMicroscope
@@ -44,12 +44,14 @@ class PIEState(eqx.Module):
 
     - `object_velocity`, `probe_velocity`: momentum buffers (zeros when momentum is off).
     - `iteration`: iterations completed (the probe is held for the first `probe_delay`).
+    - `probe_centroid`: where the probe's far-field intensity centroid started (pixels).
     - `subpixel`: whether positions need sub-pixel probe shifts (decided once, on the host).
     """
 
     object_velocity: Complex[Array, "Y X"]
     probe_velocity: Complex[Array, "modes y x"]
     iteration: Array
+    probe_centroid: Array
     subpixel: bool = eqx.field(static=True)
 
 
@@ -255,6 +257,7 @@ def _pie_init(cfg: _Config, microscope: AbstractMicroscope, data: MicroscopeData
         jnp.zeros_like(microscope.sample.sample),
         jnp.zeros_like(microscope.probe.fields()),
         jnp.zeros((), jnp.int32),
+        _spectrum_centroid(microscope.probe.fields()),
         _has_subpixel(microscope),
     )
 
@@ -291,11 +294,50 @@ def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, t
             obj, obj_v = _with_momentum(obj, obj0, obj_v, cfg.momentum)
         if update_probe:
             probe, probe_v = _with_momentum(probe, fields, probe_v, cfg.momentum)
+    if update_obj and update_probe and _fast_path(microscope):
+        drift = _spectrum_centroid(probe) - state.probe_centroid
+        obj, probe, obj_v, probe_v = _remove_ramp(drift, obj, probe, obj_v, probe_v)
     new = eqx.tree_at(lambda m: m.sample.sample, microscope, obj)
     if update_probe:
         new = eqx.tree_at(lambda m: m.probe, new, new.probe.with_fields(probe))
     count = data.num_positions * jnp.sum(data.valid)
-    return new, PIEState(obj_v, probe_v, state.iteration + 1, shifted), jnp.sqrt(total / count)
+    next_state = PIEState(obj_v, probe_v, state.iteration + 1, state.probe_centroid, shifted)
+    return new, next_state, jnp.sqrt(total / count)
+
+
+# ---- the phase-ramp ambiguity --------------------------------------------------------------
+#
+# In far-field ptychography `O(r) exp(i k.r)` with `P(r) exp(-i k.r)` predicts exactly the
+# same data (each exit wave only gains a constant phase), so joint refinement can drift
+# along this ramp freely, and the object picks up a linear phase that no data can remove.
+# After every iteration the drift of the probe's far-field centroid is measured and the
+# ramp that caused it is moved back from the probe to the object: the prediction does not
+# change, the drift does not accumulate.
+
+
+def _spectrum_centroid(fields: Complex[Array, "modes y x"]) -> Float[Array, "2"]:
+    """Centroid `(x, y)` in pixels of the probe's far-field intensity (summed over modes)."""
+    power = jnp.sum(jnp.abs(fft2c(fields)) ** 2, axis=0)
+    h, w = power.shape
+    total = jnp.sum(power)
+    cx = jnp.sum(power * jnp.arange(w)[None, :]) / total
+    cy = jnp.sum(power * jnp.arange(h)[:, None]) / total
+    return jnp.stack([cx, cy])
+
+
+def _ramp(shape: tuple[int, int], frequency: Float[Array, "2"]) -> Complex[Array, "y x"]:
+    """`exp(2 pi i (fx x + fy y))` on an index grid, `frequency` in cycles per pixel."""
+    y = jnp.arange(shape[0], dtype=frequency.dtype)[:, None]
+    x = jnp.arange(shape[1], dtype=frequency.dtype)[None, :]
+    return jnp.exp(2j * jnp.pi * (frequency[0] * x + frequency[1] * y))
+
+
+def _remove_ramp(drift, obj, probe, obj_v, probe_v):
+    h, w = probe.shape[-2:]
+    frequency = drift / jnp.array([w, h], dtype=drift.dtype)
+    to_probe = _ramp((h, w), -frequency)[None]
+    to_object = _ramp(obj.shape, frequency)
+    return obj * to_object, probe * to_probe, obj_v * to_object, probe_v * to_probe
 
 
 def _check_mode(mode: str) -> None:

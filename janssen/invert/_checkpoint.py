@@ -1,0 +1,141 @@
+"""Saving a `Solution` to a result file and loading it back to resume the run."""
+
+import dataclasses
+import io
+import pathlib
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from ..io._data import MicroscopeData
+from ..io._results import read_result, write_result
+from ._engines.base import AbstractEngine
+from ._results import RESULTS
+from ._solution import Solution
+from ._trainable import selected_paths
+
+
+def engine_parameters(engine: AbstractEngine) -> dict[str, Any]:
+    """An engine's fields as a JSON-ready dict (enough to rebuild it as `type(engine)(**params)`)."""
+    params = {}
+    for field in dataclasses.fields(engine):
+        value = getattr(engine, field.name)
+        if isinstance(value, bool | int | float | str):
+            params[field.name] = value
+        elif np.ndim(value) == 0 and isinstance(value, np.generic | jnp.ndarray):
+            params[field.name] = np.asarray(value).item()
+    return params
+
+
+def result_name(result: Any) -> str:
+    """The name of a `RESULTS` item (`"max_iterations_reached"`, `"interrupted"`, …)."""
+    for name, item in RESULTS._name_to_item.items():
+        if int(item._value) == int(result._value):
+            return name
+    return "unknown"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("janssen")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+def _resumable(solution: Solution) -> tuple:
+    # Everything `reconstruct` needs to continue bit for bit, except the loss history
+    # (stored as its own dataset) and the static iteration count (an attribute).
+    return solution.microscope, solution.state, solution.key, solution.result
+
+
+def save_solution(
+    path: str | pathlib.Path, solution: Solution, data: MicroscopeData, engine: AbstractEngine
+) -> None:
+    """Write a `Solution` to a result file that `load_solution` can resume from.
+
+    The file (see `janssen.io.write_result`) holds the object, probe, positions, loss
+    history and geometry for any HDF5 reader, and a checkpoint: the microscope, engine
+    state, key and result code serialised with `equinox.tree_serialise_leaves`. Use it
+    as `reconstruct`'s checkpoint: `checkpoint=lambda s: save_solution(path, s, data, engine)`.
+
+    **Arguments:**
+
+    - `path`: the `.h5` file (overwritten).
+    - `solution`: what `reconstruct` returned (or passed to its checkpoint).
+    - `data`: the measurements it was refined against (for the geometry).
+    - `engine`: the engine that ran (its class and parameters are recorded).
+    """
+    microscope = solution.microscope
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, _resumable(solution))
+    attrs = {
+        "engine": type(engine).__name__,
+        "engine_parameters": engine_parameters(engine),
+        "janssen_version": _version(),
+        "iteration": int(solution.iteration),
+        "result": result_name(solution.result),
+        "microscope": type(microscope).__name__,
+        "trainable": selected_paths(microscope, solution.trainable),
+    }
+    write_result(
+        path,
+        object=microscope.sample.sample,
+        probe=microscope.probe.fields(),
+        positions=microscope.positions,
+        loss=solution.losses,
+        wavelength=float(data.wavelength),
+        distance=float(data.distance),
+        object_pixel_size=microscope.sample.dx,
+        attrs=attrs,
+        extra={"key": np.asarray(solution.key)},
+        state_bytes=buffer.getvalue(),
+    )
+
+
+def load_solution(path: str | pathlib.Path, like: Solution) -> Solution:
+    """Load a `Solution` saved by `save_solution`, ready to pass back to `reconstruct`.
+
+    The checkpoint is deserialised into the structure of `like`, a template with the
+    same microscope type, shapes, engine and trainable selection. The cheapest way to
+    make one is a run of no iterations:
+    `like = reconstruct(microscope, data, engine, num_iterations=0)`.
+
+    **Arguments:**
+
+    - `path`: a result file written by `save_solution`.
+    - `like`: the template `Solution`.
+
+    **Returns:**
+
+    The saved `Solution` (its `snapshots` are not saved and come back empty).
+
+    **Raises:**
+
+    `ValueError` naming the file when it holds no checkpoint or one that does not fit `like`.
+    """
+    content = read_result(path)
+    if content["state_bytes"] is None:
+        raise ValueError(f"result file {str(path)!r} holds no checkpoint to resume from")
+    try:
+        microscope, state, key, result = eqx.tree_deserialise_leaves(
+            io.BytesIO(content["state_bytes"]), _resumable(like)
+        )
+    except Exception as error:
+        raise ValueError(
+            f"the checkpoint in {str(path)!r} does not fit the template solution (different microscope, "
+            f"shapes or engine?): {error}"
+        ) from error
+    return Solution(
+        microscope=microscope,
+        state=state,
+        losses=jnp.asarray(content["loss"], dtype=like.losses.dtype),
+        iteration=int(content["attrs"]["iteration"]),
+        result=result,
+        key=key,
+        trainable=like.trainable,
+        snapshots=(),
+    )

@@ -1,0 +1,1 @@
+"""Thin optical elements (private package; import from `janssen.optics`)."""

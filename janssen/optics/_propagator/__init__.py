@@ -1,0 +1,1 @@
+"""Propagators between planes (private package; import from `janssen.optics`)."""
