@@ -28,10 +28,17 @@ def test_write_read_round_trip(tmp_path):
     probe = (rng.normal(size=(2, 6, 6)) + 1j * rng.normal(size=(2, 6, 6))).astype(np.complex64)
     path = tmp_path / "r.h5"
     write_result(
-        path, object=obj, probe=probe, positions=rng.normal(size=(4, 2)), loss=np.array([3.0, 2.0, 1.5]),
-        wavelength=1e-10, distance=0.5, object_pixel_size=[1e-8, 2e-8],
+        path,
+        object=obj,
+        probe=probe,
+        positions=rng.normal(size=(4, 2)),
+        loss=np.array([3.0, 2.0, 1.5]),
+        wavelength=1e-10,
+        distance=0.5,
+        object_pixel_size=[1e-8, 2e-8],
         attrs={"engine": "RPIE", "engine_parameters": {"alpha": 0.1}, "iteration": 3},
-        extra={"note": np.arange(3)}, state_bytes=b"\x00\x01abc",
+        extra={"note": np.arange(3)},
+        state_bytes=b"\x00\x01abc",
     )
     out = read_result(path)
     np.testing.assert_array_equal(out["object"], obj)
@@ -68,7 +75,9 @@ def test_resume_from_file_equals_one_run(problem, engine, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(resumed.microscope.sample.sample), np.asarray(whole.microscope.sample.sample)
     )
-    np.testing.assert_array_equal(np.asarray(resumed.microscope.probe.fields()), np.asarray(whole.microscope.probe.fields()))
+    np.testing.assert_array_equal(
+        np.asarray(resumed.microscope.probe.fields()), np.asarray(whole.microscope.probe.fields())
+    )
     np.testing.assert_array_equal(np.asarray(resumed.losses), np.asarray(whole.losses))
     content = read_result(path)
     assert content["attrs"]["engine"] == type(engine).__name__

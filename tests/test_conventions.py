@@ -220,10 +220,11 @@ def _one_negative():
     [
         ("wavelength", -1e-9),
         ("intensities", _one_nan()),
+        ("intensities", jnp.full((3, 8, 8), jnp.nan)),
         ("intensities", _one_negative()),
         ("bad_pixels", jnp.ones((8, 8), bool)),
     ],
-    ids=["negative wavelength", "NaN intensity", "negative intensity", "all-bad mask"],
+    ids=["negative wavelength", "one NaN", "all NaN", "negative intensity", "all bad"],
 )
 def test_microscope_data_rejects_bad_values(argument, value):
     kwargs = _data_kwargs() | {argument: value}

@@ -22,8 +22,17 @@ def make_data(key, *, npos=5, shape=(8, 6), with_mask=True):
     return jio.MicroscopeData(counts, positions, 1.3e-10, jnp.array([75e-6, 55e-6]), 2.5, bad)
 
 
-def write_foreign(path, data, *, wavelength=True, energy=False, mask=False, data_at=DETECTOR + "/data",
-                  translation_at=TRANSLATION, skip=()):
+def write_foreign(
+    path,
+    data,
+    *,
+    wavelength=True,
+    energy=False,
+    mask=False,
+    data_at=DETECTOR + "/data",
+    translation_at=TRANSLATION,
+    skip=(),
+):
     """A CXI file as another program might write it (plain datasets, optional fields)."""
     fields = {
         data_at: np.asarray(data.intensities),
@@ -173,8 +182,9 @@ def test_ground_truth_group(tmp_path, getkey):
 def test_ground_truth_must_match(tmp_path, getkey):
     data = make_data(getkey(), shape=(8, 8))
     other = make_data(getkey(), npos=3, shape=(8, 8))
-    truth = jio.SimulatedDataset(other, jnp.ones((20, 20), jnp.complex64), jnp.ones((8, 8), jnp.complex64),
-                                 other.positions)
+    truth = jio.SimulatedDataset(
+        other, jnp.ones((20, 20), jnp.complex64), jnp.ones((8, 8), jnp.complex64), other.positions
+    )
     with pytest.raises(ValueError, match="`ground_truth` must match `data`"):
         jio.write_cxi(tmp_path / "t.cxi", data, ground_truth=truth)
 

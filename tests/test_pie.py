@@ -4,11 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import illumination_map, object_error, tiny_far_field_problem
 
 import janssen.invert._engines.pie as pie_module
-from janssen.invert import EPIE, RPIE, MomentumPIE, RESULTS, data_residual, reconstruct
-
-from helpers import illumination_map, object_error, tiny_far_field_problem
+from janssen.invert import EPIE, RESULTS, RPIE, MomentumPIE, data_residual, reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,9 @@ ENGINES = [
 ]
 
 
-@pytest.mark.parametrize("engine, target, loss_ratio", ENGINES, ids=lambda e: f"{type(e).__name__}-{e.mode}" if hasattr(e, "mode") else "")
+@pytest.mark.parametrize(
+    "engine, target, loss_ratio", ENGINES, ids=lambda e: f"{type(e).__name__}-{e.mode}" if hasattr(e, "mode") else ""
+)
 def test_converges(problem, engine, target, loss_ratio):
     data, true, start = problem
     illum = illumination_map(true)
@@ -81,7 +82,12 @@ def test_fast_far_field_path_matches_generic(problem, monkeypatch, mode):
     monkeypatch.setattr(pie_module, "_fast_path", lambda microscope: False)
     slow = reconstruct(start, data, engine, num_iterations=2)
     np.testing.assert_allclose(fast.microscope.sample.sample, slow.microscope.sample.sample, rtol=0, atol=2e-4)
-    np.testing.assert_allclose(fast.microscope.probe.modes, slow.microscope.probe.modes, rtol=0, atol=2e-3 * float(jnp.max(jnp.abs(start.probe.modes))))
+    np.testing.assert_allclose(
+        fast.microscope.probe.modes,
+        slow.microscope.probe.modes,
+        rtol=0,
+        atol=2e-3 * float(jnp.max(jnp.abs(start.probe.modes))),
+    )
     np.testing.assert_allclose(fast.losses, slow.losses, rtol=1e-4)
 
 
@@ -107,7 +113,9 @@ def test_bad_pixels_are_ignored(problem):
     bad[3:6, 10:14] = True
     masked = type(data)(data.intensities, data.positions, data.wavelength, data.camera_pixel_size, data.distance, bad)
     corrupted_counts = data.intensities.at[:, 3:6, 10:14].set(1e6)
-    corrupted = type(data)(corrupted_counts, data.positions, data.wavelength, data.camera_pixel_size, data.distance, bad)
+    corrupted = type(data)(
+        corrupted_counts, data.positions, data.wavelength, data.camera_pixel_size, data.distance, bad
+    )
     a = reconstruct(start, masked, RPIE(), num_iterations=3)
     b = reconstruct(start, corrupted, RPIE(), num_iterations=3)
     np.testing.assert_allclose(a.microscope.sample.sample, b.microscope.sample.sample, atol=1e-5)

@@ -5,10 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_far_field_problem
 
 from janssen.invert import RESULTS, RPIE, AbstractEngine, MomentumPIE, reconstruct
-
-from helpers import tiny_far_field_problem
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +114,22 @@ def test_callback_and_snapshots(problem):
 def test_checkpoint_called(problem):
     data, _, start = problem
     saved = []
-    reconstruct(start, data, RPIE(), num_iterations=5, checkpoint=lambda s: saved.append(s.iteration), checkpoint_every=2)
+    reconstruct(
+        start, data, RPIE(), num_iterations=5, checkpoint=lambda s: saved.append(s.iteration), checkpoint_every=2
+    )
     assert saved == [2, 4, 5]
 
 
 def test_mismatched_data_raises(problem):
     data, _, start = problem
-    fewer = type(data)(data.intensities[:-1], data.positions[:-1], data.wavelength, data.camera_pixel_size, data.distance)
+    fewer = type(data)(
+        data.intensities[:-1], data.positions[:-1], data.wavelength, data.camera_pixel_size, data.distance
+    )
     with pytest.raises(ValueError, match="frames"):
         reconstruct(start, fewer, RPIE(), num_iterations=1)
     with pytest.raises(ValueError, match="nothing would be refined|no floating"):
-        reconstruct(start, data, RPIE(), trainable=lambda m: m.probe.wavelength * 0 + 1 if False else (), num_iterations=1)
+        reconstruct(
+            start, data, RPIE(), trainable=lambda m: m.probe.wavelength * 0 + 1 if False else (), num_iterations=1
+        )
     with pytest.raises(ValueError, match="no parameter 'zoom"):
         reconstruct(start, data, RPIE(), trainable=["zoom"], num_iterations=1)

@@ -295,3 +295,14 @@ def test_epie_optical_recovers_object_and_surface():
     assert object_error(obj, start.field, envelope**2) > 0.3  # the start was far away
     with pytest.raises(ValueError, match="magnification"):
         ji.epie_optical(data, start, flat, mask, OPT_Z1, OPT_Z2, 3)
+
+
+def test_epie_zero_iterations_and_foreign_state(problem):
+    data, recon = problem["data"], problem["recon"]
+    same = ji.simple_microscope_epie(data, recon, ji.PtychographyParams(CAMERA, 0, 1.0))
+    np.testing.assert_array_equal(np.asarray(same.sample.sample), np.asarray(recon.sample.sample))
+    assert same.losses.shape == (1, 2) and same.solution is not None
+    # A solution whose state is not PIE's (e.g. from a gradient engine) restarts PIE but keeps the history.
+    foreign = eqx.tree_at(lambda r: r.solution.state, same, None, is_leaf=lambda x: x is None)
+    more = ji.simple_microscope_epie(data, foreign, ji.PtychographyParams(CAMERA, 2, 1.0))
+    np.testing.assert_array_equal(np.asarray(more.losses[:, 0]), [0, 1, 2])

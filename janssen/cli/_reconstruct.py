@@ -7,6 +7,7 @@ import time
 import tomllib
 from typing import Any
 
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
@@ -80,7 +81,9 @@ def _read_config(path: pathlib.Path | None) -> tuple[dict[str, Any], dict[str, A
             config["engine"] = params.pop("name")
     unknown = sorted(set(config) - set(_DEFAULTS))
     if unknown:
-        raise UsageError(f"unknown key {unknown[0]!r} in config {str(path)!r} (allowed: {', '.join(_DEFAULTS)}, [engine])")
+        raise UsageError(
+            f"unknown key {unknown[0]!r} in config {str(path)!r} (allowed: {', '.join(_DEFAULTS)}, [engine])"
+        )
     return config, params
 
 
@@ -132,15 +135,22 @@ def _load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read probe {str(path)!r}: {error}") from error
     if probe.shape[-2:] != tuple(data.frame_shape) or probe.ndim not in (2, 3):
-        raise UsageError(f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {data.frame_shape}, got {probe.shape}")
+        raise UsageError(
+            f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {data.frame_shape}, got {probe.shape}"
+        )
     # Scale to the measured counts: with a unit object the model then predicts the data's power.
     counts = float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
     return probe * np.sqrt(counts / np.sum(np.abs(probe) ** 2))
 
 
 def _start_microscope(settings: dict[str, Any], data: jio.MicroscopeData, bundled: Any) -> FarFieldMicroscope:
+    # A model probe (from a file or bundled with the data) is centred on the measured
+    # far field first: the engines pin the probe's far-field centroid (phase-ramp ambiguity).
     if settings["probe"] is not None:
-        return jinv.init_far_field_microscope(data, _load_probe(pathlib.Path(settings["probe"]), data))
+        model = _load_probe(pathlib.Path(settings["probe"]), data)
+        return jinv.init_far_field_microscope(data, jinv.align_probe_to_data(jnp.asarray(model), data))
+    if bundled is not None:
+        bundled = jinv.align_probe_to_data(jnp.asarray(bundled), data)
     return jinv.init_far_field_microscope(data, bundled)
 
 

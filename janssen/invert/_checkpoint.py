@@ -52,9 +52,7 @@ def _resumable(solution: Solution) -> tuple:
     return solution.microscope, solution.state, solution.key, solution.result
 
 
-def save_solution(
-    path: str | pathlib.Path, solution: Solution, data: MicroscopeData, engine: AbstractEngine
-) -> None:
+def save_solution(path: str | pathlib.Path, solution: Solution, data: MicroscopeData, engine: AbstractEngine) -> None:
     """Write a `Solution` to a result file that `load_solution` can resume from.
 
     The file (see `janssen.io.write_result`) holds the object, probe, positions, loss

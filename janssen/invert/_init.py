@@ -6,6 +6,7 @@ from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from ..io._data import MicroscopeData
 from ..optics._fft import ifft2c
+from ._ramp import align_probe_to_data
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
@@ -128,7 +129,10 @@ def init_probe(
     # Bad pixels carry no measurement: they get no amplitude, so the guess predicts the
     # measured mean counts on the valid pixels.
     pupil = jnp.sqrt(mean) * jnp.exp(1j * phase)
-    return ifft2c(pupil.astype(dtype))[None]
+    # The mean frame's intensity centroid is pulled off the beam by the object's own
+    # scattering; centre the guess on the bright field's geometric centre instead (the
+    # engines keep the probe's far-field centroid where it starts).
+    return align_probe_to_data(ifft2c(pupil.astype(dtype))[None], data)
 
 
 def init_far_field_microscope(

@@ -193,6 +193,10 @@ def single_pie_vmap(
     return jnp.mean(obj_fts, axis=0), jnp.mean(surfaces, axis=0)
 
 
+def _or(value, default: float) -> Array:
+    return jnp.asarray(default if value is None else value, dtype=jnp.result_type(float))
+
+
 @eqx.filter_jit
 def _loops(obj_ft, surface, data, settings, num_vmap: int, num_sequential: int):
     def run(sweep, count, state):
@@ -258,8 +262,9 @@ def epie_optical(
         )
     to_diffuser = AngularSpectrum(propagation_distance_1)
     fx, fy = uncentred_frequency_grid(field.shape, initial_object.dx)
-    settings = (fx, fy, pixel_mask, jnp.asarray(propagation_distance_2), m,
-                *(jnp.asarray(v) for v in (alpha_object, gamma_object, alpha_surface, gamma_surface)),
+    # `None` (allowed by the original's signature) means the documented default.
+    steps = [_or(alpha_object, 0.1), _or(gamma_object, 0.5), _or(alpha_surface, 0.1), _or(gamma_surface, 0.5)]
+    settings = (fx, fy, pixel_mask, jnp.asarray(propagation_distance_2), m, *steps,
                 initial_object.wavelength, initial_object.dx)  # fmt: skip
     data = (microscope_data.intensities, microscope_data.positions)
     obj_ft = fft2u(to_diffuser(initial_object).field)

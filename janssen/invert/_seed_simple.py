@@ -51,7 +51,7 @@ def _fov(raw_px: np.ndarray, probe_shape: tuple[int, int], pad: np.ndarray) -> t
 def compute_fov_and_positions(
     experimental_data: MicroscopeData,
     probe_lightwave: OpticalWavefront,
-    padding: int | None = None,
+    padding: int | np.integer | None = None,
 ) -> tuple[int, int, Float[Array, "npos 2"], Float[Array, "2"]]:
     """The field of view that holds every scan position, and the positions in its pixels.
 
@@ -126,7 +126,7 @@ def init_simple_microscope(
     travel_distance: ScalarLike,
     camera_pixel_size: PairLike,
     aperture_center: PairLike | None = None,
-    padding: int | None = None,
+    padding: int | np.integer | None = None,
     regularization: float = 1e-6,
     seed: int = 42,
 ) -> PtychographyReconstruction:
@@ -192,7 +192,7 @@ def init_simple_epie(
     aperture_diameter: ScalarLike,
     travel_distance: ScalarLike,
     camera_pixel_size: PairLike,
-    padding: int | None = None,
+    padding: int | np.integer | None = None,
 ) -> EpieData:
     """Pixel-unit inputs for a PIE reconstruction with no probe measurement at hand.
 

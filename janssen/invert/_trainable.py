@@ -71,6 +71,7 @@ def trainable_spec(model: Any, trainable: Any) -> Any:
         where = lambda m: tuple(_get(m, p) for p in paths)  # noqa: E731
         spec = eqx.tree_at(where, false_spec, replace=(True,) * len(paths))
     elif isinstance(trainable, Callable) and not isinstance(trainable, eqx.Module):
+
         def where(m):
             picked = trainable(m)
             return picked if isinstance(picked, tuple) else (picked,)

@@ -210,7 +210,9 @@ def _read_data(handle: h5py.File, path: pathlib.Path) -> MicroscopeData:
             frames,
             -translation[:, :2],
             _wavelength(handle, path),
-            np.array([_scalar(handle, path, f"{_DETECTOR}/x_pixel_size"), _scalar(handle, path, f"{_DETECTOR}/y_pixel_size")]),
+            np.array(
+                [_scalar(handle, path, f"{_DETECTOR}/x_pixel_size"), _scalar(handle, path, f"{_DETECTOR}/y_pixel_size")]
+            ),
             _scalar(handle, path, f"{_DETECTOR}/distance"),
             _mask(handle, path, frames.shape),
         )
@@ -260,7 +262,9 @@ def _first_present(handle: h5py.File, path: pathlib.Path, names: tuple[str, ...]
 def _dataset(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
     item = handle.get(name)
     if item is None:
-        raise CXIError(f"CXI file {str(path)!r}: missing required dataset '/{name}' (expected a dataset, found nothing)")
+        raise CXIError(
+            f"CXI file {str(path)!r}: missing required dataset '/{name}' (expected a dataset, found nothing)"
+        )
     if not isinstance(item, h5py.Dataset):
         raise CXIError(f"CXI file {str(path)!r}: '/{name}' must be a dataset, got a {type(item).__name__}")
     return np.asarray(item[()])

@@ -61,7 +61,8 @@ class MicroscopeData(eqx.Module):
             )
         if self.bad_pixels.shape != self.intensities.shape[1:]:
             raise ValueError(
-                f"`bad_pixels` must have the frame shape {self.intensities.shape[1:]}, got shape {self.bad_pixels.shape}"
+                f"`bad_pixels` must have the frame shape {self.intensities.shape[1:]}, "
+                f"got shape {self.bad_pixels.shape}"
             )
         check_positive("wavelength", self.wavelength)
         check_positive("camera_pixel_size", self.camera_pixel_size)

@@ -33,9 +33,7 @@ class MeasuredDataset(eqx.Module):
 
     def __check_init__(self):
         if self.probe.shape != self.data.frame_shape:
-            raise ValueError(
-                f"`probe` must have the frame shape {self.data.frame_shape}, got shape {self.probe.shape}"
-            )
+            raise ValueError(f"`probe` must have the frame shape {self.data.frame_shape}, got shape {self.probe.shape}")
 
 
 def load_siemens_star(

@@ -48,9 +48,7 @@ def centred_frequencies(n: int, spacing) -> Float[Array, " n"]:
     return (jnp.arange(n) - n // 2) / (n * spacing)
 
 
-def frequency_grid(
-    shape: tuple[int, int], dx: Float[Array, "2"]
-) -> tuple[Float[Array, "y x"], Float[Array, "y x"]]:
+def frequency_grid(shape: tuple[int, int], dx: Float[Array, "2"]) -> tuple[Float[Array, "y x"], Float[Array, "y x"]]:
     """Centred frequency grids `(fx, fy)` in 1/m for a `(H, W)` grid of pitch `dx = (dx_x, dx_y)`."""
     fy = centred_frequencies(shape[0], dx[1])
     fx = centred_frequencies(shape[1], dx[0])

@@ -41,9 +41,7 @@ def split_corner(corner: Float[Array, "2"]) -> tuple[Int[Array, "2"], Float[Arra
     return whole.astype(jnp.int32), corner - whole
 
 
-def extract_patch(
-    obj: Inexact[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]
-) -> Inexact[Array, "y x"]:
+def extract_patch(obj: Inexact[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]) -> Inexact[Array, "y x"]:
     """The `shape` patch of `obj` whose top-left pixel is `corner = (x, y)`."""
     return jax.lax.dynamic_slice(obj, (corner[1], corner[0]), shape)
 

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float, Int
 
+from .._validate import is_concrete
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import extract_patch, patch_corner, positions_outside, shift_probe, split_corner
-from .._validate import is_concrete
 
 
 class AbstractMicroscope(eqx.Module):

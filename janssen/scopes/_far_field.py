@@ -2,10 +2,10 @@
 
 from jaxtyping import Array, ArrayLike, Complex, Float, Real
 
+from .._validate import real_array
 from ..optics._fft import fft2c, ifft2c
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
-from .._validate import real_array
 from ._base import AbstractMicroscope
 
 
@@ -48,5 +48,3 @@ class FarFieldMicroscope(AbstractMicroscope):
     def backpropagate(self, detector_fields: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]):
         del subpixel
         return ifft2c(detector_fields)
-
-

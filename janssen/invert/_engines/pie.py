@@ -25,13 +25,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, Bool, Complex, Float, PRNGKeyArray
+from jaxtyping import Array, Complex
 
 from ...io._data import MicroscopeData
-from ...optics._fft import fft2c, fft2u, ifft2u
+from ...optics._fft import fft2u, ifft2u
 from ...optics._scan import add_to_patch, extract_patch, shift_probe
 from ...scopes._base import AbstractMicroscope
 from ...scopes._far_field import FarFieldMicroscope
+from .._ramp import move_ramp_to_object, spectrum_centroid
 from .._trainable import selected_paths
 from .base import AbstractEngine
 
@@ -63,6 +64,7 @@ class _Config(eqx.Module):
     momentum: float
     mode: str
     probe_delay: int
+    pin_ramp: bool
 
 
 # ---- detector operators ----------------------------------------------------------------
@@ -91,7 +93,6 @@ class _Optics(eqx.Module):
 
     def backpropagate(self, field, subpixel):
         return ifft2u(field) if self.fast else self.microscope.backpropagate(field, subpixel)
-
 
 
 def _fast_path(microscope: AbstractMicroscope) -> bool:
@@ -190,7 +191,9 @@ def _sequential(cfg, kernel, obj, probe, where, measured, order, update_obj, upd
         patch = extract_patch(obj, corner, probe.shape[-2:])
         obj_num, obj_w, probe_num, probe_w, residual = kernel(patch, probe, where.subpixel[index], measured[index])
         if update_obj:
-            obj = add_to_patch(obj, corner, _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w)))
+            obj = add_to_patch(
+                obj, corner, _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w))
+            )
         if update_probe:
             probe = probe + _regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, jnp.max(probe_w))
         return (obj, probe, total + residual), None
@@ -240,9 +243,7 @@ def _batched(cfg, kernel, obj, probe, where, measured, order, update_obj, update
 def _pie_targets(microscope: AbstractMicroscope, trainable: Any) -> tuple[bool, bool]:
     obj_spec = trainable.sample.sample
     probe_spec = any(jtu.tree_leaves(trainable.probe))
-    others = [
-        p for p in selected_paths(microscope, trainable) if not (p == "sample.sample" or p.startswith("probe."))
-    ]
+    others = [p for p in selected_paths(microscope, trainable) if not (p == "sample.sample" or p.startswith("probe."))]
     if others:
         raise ValueError(
             f"`trainable`: PIE engines refine only the object and the probe, but {others} were selected; "
@@ -257,7 +258,7 @@ def _pie_init(cfg: _Config, microscope: AbstractMicroscope, data: MicroscopeData
         jnp.zeros_like(microscope.sample.sample),
         jnp.zeros_like(microscope.probe.fields()),
         jnp.zeros((), jnp.int32),
-        _spectrum_centroid(microscope.probe.fields()),
+        spectrum_centroid(microscope.probe.fields()),
         _has_subpixel(microscope),
     )
 
@@ -294,50 +295,16 @@ def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, t
             obj, obj_v = _with_momentum(obj, obj0, obj_v, cfg.momentum)
         if update_probe:
             probe, probe_v = _with_momentum(probe, fields, probe_v, cfg.momentum)
-    if update_obj and update_probe and _fast_path(microscope):
-        drift = _spectrum_centroid(probe) - state.probe_centroid
-        obj, probe, obj_v, probe_v = _remove_ramp(drift, obj, probe, obj_v, probe_v)
+    if cfg.pin_ramp and update_obj and update_probe and isinstance(microscope, FarFieldMicroscope):
+        # No correction while the probe is held (`probe_delay`): it has not moved.
+        drift = jnp.where(state.iteration >= cfg.probe_delay, spectrum_centroid(probe) - state.probe_centroid, 0.0)
+        obj, probe, obj_v, probe_v = move_ramp_to_object(drift, obj, probe, obj_v, probe_v)
     new = eqx.tree_at(lambda m: m.sample.sample, microscope, obj)
     if update_probe:
         new = eqx.tree_at(lambda m: m.probe, new, new.probe.with_fields(probe))
     count = data.num_positions * jnp.sum(data.valid)
     next_state = PIEState(obj_v, probe_v, state.iteration + 1, state.probe_centroid, shifted)
     return new, next_state, jnp.sqrt(total / count)
-
-
-# ---- the phase-ramp ambiguity --------------------------------------------------------------
-#
-# In far-field ptychography `O(r) exp(i k.r)` with `P(r) exp(-i k.r)` predicts exactly the
-# same data (each exit wave only gains a constant phase), so joint refinement can drift
-# along this ramp freely, and the object picks up a linear phase that no data can remove.
-# After every iteration the drift of the probe's far-field centroid is measured and the
-# ramp that caused it is moved back from the probe to the object: the prediction does not
-# change, the drift does not accumulate.
-
-
-def _spectrum_centroid(fields: Complex[Array, "modes y x"]) -> Float[Array, "2"]:
-    """Centroid `(x, y)` in pixels of the probe's far-field intensity (summed over modes)."""
-    power = jnp.sum(jnp.abs(fft2c(fields)) ** 2, axis=0)
-    h, w = power.shape
-    total = jnp.sum(power)
-    cx = jnp.sum(power * jnp.arange(w)[None, :]) / total
-    cy = jnp.sum(power * jnp.arange(h)[:, None]) / total
-    return jnp.stack([cx, cy])
-
-
-def _ramp(shape: tuple[int, int], frequency: Float[Array, "2"]) -> Complex[Array, "y x"]:
-    """`exp(2 pi i (fx x + fy y))` on an index grid, `frequency` in cycles per pixel."""
-    y = jnp.arange(shape[0], dtype=frequency.dtype)[:, None]
-    x = jnp.arange(shape[1], dtype=frequency.dtype)[None, :]
-    return jnp.exp(2j * jnp.pi * (frequency[0] * x + frequency[1] * y))
-
-
-def _remove_ramp(drift, obj, probe, obj_v, probe_v):
-    h, w = probe.shape[-2:]
-    frequency = drift / jnp.array([w, h], dtype=drift.dtype)
-    to_probe = _ramp((h, w), -frequency)[None]
-    to_object = _ramp(obj.shape, frequency)
-    return obj * to_object, probe * to_probe, obj_v * to_object, probe_v * to_probe
 
 
 def _check_mode(mode: str) -> None:
@@ -397,19 +364,24 @@ class EPIE(AbstractPIE):
     - `mode`: `"sequential"` (update after every position, random order each
       iteration) or `"batched"` (all positions from the same state, updates summed).
     - `probe_delay`: iterations during which the probe is held fixed.
+    - `pin_ramp`: for far-field microscopes refining object and probe together, hold the
+      probe's far-field centroid where it started, so that the phase-ramp ambiguity
+      (`O exp(ik.r)`, `P exp(-ik.r)` predict the same data) cannot drift
+      (`janssen.invert.align_probe_to_data` centres a model probe on the data first).
     """
 
     object_step: float = 1.0
     probe_step: float = 1.0
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
+    pin_ramp: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
         _check_steps(object_step=self.object_step, probe_step=self.probe_step)
 
     def _config(self) -> _Config:
-        return _Config(1.0, self.object_step, 1.0, self.probe_step, 0.0, self.mode, self.probe_delay)
+        return _Config(1.0, self.object_step, 1.0, self.probe_step, 0.0, self.mode, self.probe_delay, self.pin_ramp)
 
 
 class RPIE(AbstractPIE):
@@ -426,6 +398,10 @@ class RPIE(AbstractPIE):
     - `object_step`, `probe_step`: step sizes, >= 0.
     - `mode`: `"sequential"` or `"batched"` (see `EPIE`).
     - `probe_delay`: iterations during which the probe is held fixed.
+    - `pin_ramp`: for far-field microscopes refining object and probe together, hold the
+      probe's far-field centroid where it started, so that the phase-ramp ambiguity
+      (`O exp(ik.r)`, `P exp(-ik.r)` predict the same data) cannot drift
+      (`janssen.invert.align_probe_to_data` centres a model probe on the data first).
     """
 
     alpha: float = 0.1
@@ -434,6 +410,7 @@ class RPIE(AbstractPIE):
     probe_step: float = 0.3
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
+    pin_ramp: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
@@ -442,7 +419,16 @@ class RPIE(AbstractPIE):
         )
 
     def _config(self) -> _Config:
-        return _Config(self.alpha, self.object_step, self.probe_alpha, self.probe_step, 0.0, self.mode, self.probe_delay)
+        return _Config(
+            self.alpha,
+            self.object_step,
+            self.probe_alpha,
+            self.probe_step,
+            0.0,
+            self.mode,
+            self.probe_delay,
+            self.pin_ramp,
+        )
 
 
 class MomentumPIE(AbstractPIE):
@@ -456,7 +442,7 @@ class MomentumPIE(AbstractPIE):
 
     - `alpha`, `probe_alpha`, `object_step`, `probe_step`: as for `RPIE`.
     - `momentum`: in [0, 1).
-    - `mode`, `probe_delay`: as for `RPIE`.
+    - `mode`, `probe_delay`, `pin_ramp`: as for `RPIE`.
     """
 
     alpha: float = 0.1
@@ -466,6 +452,7 @@ class MomentumPIE(AbstractPIE):
     momentum: float = 0.5
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
+    pin_ramp: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
@@ -479,5 +466,12 @@ class MomentumPIE(AbstractPIE):
 
     def _config(self) -> _Config:
         return _Config(
-            self.alpha, self.object_step, self.probe_alpha, self.probe_step, self.momentum, self.mode, self.probe_delay
+            self.alpha,
+            self.object_step,
+            self.probe_alpha,
+            self.probe_step,
+            self.momentum,
+            self.mode,
+            self.probe_delay,
+            self.pin_ramp,
         )

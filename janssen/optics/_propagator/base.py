@@ -95,9 +95,7 @@ def moved(
     return eqx.tree_at(lambda w: (w.field, w.dx, w.z_position), wavefront, (field, dx, z_position))
 
 
-def broadcast_like(
-    field: Complex[Array, "*batch y x"], factor: Complex[Array, "y x"]
-) -> Complex[Array, "*#batch y x"]:
+def broadcast_like(field: Complex[Array, "*batch y x"], factor: Complex[Array, "y x"]) -> Complex[Array, "*#batch y x"]:
     """`factor` reshaped to multiply `field` over its leading axes.
 
     The reshape is explicit because janssen's tests run with rank promotion off.

@@ -1,0 +1,80 @@
+"""The far-field phase-ramp ambiguity, and the tools that pin it down.
+
+In far-field ptychography `O(r) exp(i k.r)` together with `P(r) exp(-i k.r)` predicts
+exactly the same data: every exit wave only gains a constant phase. Joint refinement of
+object and probe can therefore drift along this ramp, and the object picks up a linear
+phase that no data can remove. A ramp on the probe moves its far field: the ramp is
+pinned by holding the probe's far-field intensity centroid where it started.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array, Complex, Float
+
+from ..io._data import MicroscopeData
+from ..optics._fft import fft2c
+
+
+def spectrum_centroid(fields: Complex[Array, "modes y x"]) -> Float[Array, "2"]:
+    """Centroid `(x, y)` in pixels of the far-field intensity `sum_m |fft2c(fields_m)|**2`."""
+    return intensity_centroid(jnp.sum(jnp.abs(fft2c(fields)) ** 2, axis=0))
+
+
+def intensity_centroid(intensity: Float[Array, "y x"]) -> Float[Array, "2"]:
+    """Centroid `(x, y)` in pixels of a non-negative image."""
+    h, w = intensity.shape
+    total = jnp.sum(intensity)
+    cx = jnp.sum(intensity * jnp.arange(w, dtype=intensity.dtype)[None, :]) / total
+    cy = jnp.sum(intensity * jnp.arange(h, dtype=intensity.dtype)[:, None]) / total
+    return jnp.stack([cx, cy])
+
+
+def phase_ramp(shape: tuple[int, int], frequency: Float[Array, "2"]) -> Complex[Array, "y x"]:
+    """`exp(2 pi i (fx x + fy y))` on a pixel-index grid; `frequency` in cycles per pixel."""
+    y = jnp.arange(shape[0], dtype=frequency.dtype)[:, None]
+    x = jnp.arange(shape[1], dtype=frequency.dtype)[None, :]
+    return jnp.exp(2j * jnp.pi * (frequency[0] * x + frequency[1] * y))
+
+
+def move_ramp_to_object(drift_px, obj, probe, *others_obj_probe):
+    """Undo a far-field drift of `drift_px` of the probe by trading the ramp to the object.
+
+    Returns `obj, probe` (and any further `(object-like, probe-like)` pairs, e.g. momentum
+    buffers) multiplied by the opposite ramps; predictions do not change.
+    """
+    h, w = probe.shape[-2:]
+    frequency = drift_px / jnp.array([w, h], dtype=drift_px.dtype)
+    to_probe = phase_ramp((h, w), -frequency)[None]
+    to_object = phase_ramp(obj.shape, frequency)
+    out = [obj * to_object, probe * to_probe]
+    for o, p in zip(others_obj_probe[::2], others_obj_probe[1::2]):
+        out += [o * to_object, p * to_probe]
+    return tuple(out)
+
+
+def align_probe_to_data(probe: Complex[Array, "*modes y x"], data: MicroscopeData) -> Complex[Array, "*modes y x"]:
+    """Tilt a model probe so that its far field is centred where the measured frames are.
+
+    A probe guess from a lens or zone-plate model is centred on the detector's middle,
+    while the beam may hit the camera a few pixels off. Because the engines hold the
+    probe's far-field centroid fixed (to pin the phase-ramp ambiguity), such a guess
+    would force a compensating phase ramp onto the object. This moves the guess's far
+    field onto the geometric centre of the bright field: the centroid of the valid
+    pixels where the mean measured frame exceeds a fifth of its maximum. (The plain intensity
+    centroid would be biased by the object's own scattering.)
+
+    **Arguments:**
+
+    - `probe`: `(y, x)` or `(modes, y, x)` probe in the sample plane.
+    - `data`: the measurements (frames of the probe's shape).
+
+    **Returns:**
+
+    The probe times a linear phase ramp, same shape.
+    """
+    fields = probe if probe.ndim == 3 else probe[None]
+    mean = jnp.mean(data.intensities, axis=0) * data.valid
+    target = intensity_centroid((mean > 0.2 * jnp.max(mean)).astype(mean.dtype))
+    drift = target - spectrum_centroid(fields)
+    h, w = fields.shape[-2:]
+    tilted = fields * phase_ramp((h, w), drift / jnp.array([w, h], dtype=drift.dtype))[None]
+    return tilted if probe.ndim == 3 else tilted[0]
