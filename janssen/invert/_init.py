@@ -6,11 +6,11 @@ from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from ..io._data import MicroscopeData
 from ..optics._fft import ifft2c
-from ._ramp import align_probe_to_data
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._far_field import FarFieldMicroscope
+from ._ramp import align_probe_to_data
 
 
 def _default_padding(probe_shape: tuple[int, int]) -> int:

@@ -218,23 +218,56 @@ def _scatter_add(obj, corners, patches):
     return jax.lax.fori_loop(0, patches.shape[0], body, obj)
 
 
+# Positions per vectorised block in batched mode: batched FFTs with bounded memory. Measured
+# on the medium preset (CPU): 8 per block runs at 1.3x the FFT floor; 1 at 1.4x, 32 at 2.7x
+# and 128 at 3.4x (large blocks are memory-bound).
+_CHUNK = 8
+_DEFAULT_MOMENTUM = {"sequential": 0.3, "batched": 0.9}
+
+
 def _batched(cfg, kernel, obj, probe, where, measured, order, update_obj, update_probe):
+    """All positions from the same object and probe; updates summed, then normalised.
+
+    Positions are processed in blocks of `_CHUNK` (`vmap` inside a `lax.scan`), so the
+    FFTs are batched while the intermediate arrays stay a block's size, not the scan's.
+    """
     del order
-    patches = _gather(obj, where.corner, probe.shape[-2:])
-    one = lambda patch, subpixel, frame: kernel(patch, probe, subpixel, frame)  # noqa: E731
-    obj_num, obj_w, probe_num, probe_w, residual = jax.vmap(one)(patches, where.subpixel, measured)
+    count = where.corner.shape[0]
+    blocks = -(-count // _CHUNK)
+    pad = blocks * _CHUNK - count
+    index = jnp.concatenate([jnp.arange(count), jnp.zeros(pad, jnp.int32)]).reshape(blocks, _CHUNK)
+    alive = jnp.concatenate([jnp.ones(count), jnp.zeros(pad)]).astype(measured.dtype).reshape(blocks, _CHUNK)
+    shape = probe.shape[-2:]
+
+    def block(carry, inputs):
+        obj_num, obj_w, probe_num, probe_w, total = carry
+        ids, live = inputs
+        corners = where.corner[ids]
+        patches = _gather(obj, corners, shape)
+        one = lambda patch, subpixel, frame: kernel(patch, probe, subpixel, frame)  # noqa: E731
+        o_num, o_w, p_num, p_w, residual = jax.vmap(one)(patches, where.subpixel[ids], measured[ids])
+        o_num, o_w = o_num * live[:, None, None], o_w * live[:, None, None]
+        obj_num = _scatter_add(obj_num, corners, o_num)
+        obj_w = _scatter_add(obj_w, corners, o_w)
+        probe_num = probe_num + jnp.sum(p_num * live[:, None, None, None], axis=0)
+        probe_w = probe_w + jnp.sum(p_w * live[:, None, None, None], axis=0)
+        return (obj_num, obj_w, probe_num, probe_w, total + jnp.sum(residual * live)), None
+
+    zeros = jnp.zeros_like(obj)
+    init = (
+        zeros,
+        zeros.real,
+        jnp.zeros_like(probe),
+        jnp.zeros((1, *shape), obj.real.dtype),
+        jnp.zeros((), measured.dtype),
+    )
+    (obj_num, obj_w, probe_num, probe_w, total), _ = jax.lax.scan(block, init, (index, alive))
     new_obj, new_probe = obj, probe
     if update_obj:
-        zeros = jnp.zeros_like(obj)
-        num = _scatter_add(zeros, where.corner, obj_num)
-        weight = _scatter_add(zeros.real, where.corner, obj_w)
-        new_obj = obj + _regularised(num, weight, cfg.object_alpha, cfg.object_step, jnp.max(weight))
+        new_obj = obj + _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w))
     if update_probe:
-        weight = jnp.sum(probe_w, axis=0)
-        new_probe = probe + _regularised(
-            jnp.sum(probe_num, axis=0), weight, cfg.probe_alpha, cfg.probe_step, jnp.max(weight)
-        )
-    return new_obj, new_probe, jnp.sum(residual)
+        new_probe = probe + _regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, jnp.max(probe_w))
+    return new_obj, new_probe, total
 
 
 # ---- shared engine logic ------------------------------------------------------------------
@@ -407,7 +440,7 @@ class RPIE(AbstractPIE):
     alpha: float = 0.1
     probe_alpha: float = 1.0
     object_step: float = 1.0
-    probe_step: float = 0.3
+    probe_step: float = 0.1
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
     pin_ramp: bool = eqx.field(default=True, static=True)
@@ -441,15 +474,19 @@ class MomentumPIE(AbstractPIE):
     **Arguments:**
 
     - `alpha`, `probe_alpha`, `object_step`, `probe_step`: as for `RPIE`.
-    - `momentum`: in [0, 1).
+    - `momentum`: in [0, 1). Default: 0.3 sequential, 0.9 batched. A sweep of the
+      batched schedule is a small, smooth step (all positions from one state), which
+      heavy momentum accelerates well; sequential sweeps are already large, and more
+      than about 0.5 makes them oscillate (measured on the medium preset: batched
+      0.9 reaches object error 0.035 in 50 iterations, sequential 0.9 stalls at 0.12).
     - `mode`, `probe_delay`, `pin_ramp`: as for `RPIE`.
     """
 
     alpha: float = 0.1
     probe_alpha: float = 1.0
     object_step: float = 1.0
-    probe_step: float = 0.3
-    momentum: float = 0.5
+    probe_step: float = 0.1
+    momentum: float | None = None
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
     pin_ramp: bool = eqx.field(default=True, static=True)
@@ -461,8 +498,13 @@ class MomentumPIE(AbstractPIE):
             probe_alpha=self.probe_alpha,
             object_step=self.object_step,
             probe_step=self.probe_step,
-            momentum=self.momentum,
+            momentum=self._momentum(),
         )
+
+    def _momentum(self) -> float:
+        if self.momentum is not None:
+            return self.momentum
+        return _DEFAULT_MOMENTUM[self.mode] if self.mode in _DEFAULT_MOMENTUM else 0.0
 
     def _config(self) -> _Config:
         return _Config(
@@ -470,7 +512,7 @@ class MomentumPIE(AbstractPIE):
             self.object_step,
             self.probe_alpha,
             self.probe_step,
-            self.momentum,
+            self._momentum(),
             self.mode,
             self.probe_delay,
             self.pin_ramp,
