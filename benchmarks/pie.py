@@ -136,12 +136,14 @@ def main(argv=None):
     parser.add_argument("--engines", default="epie,rpie,mpie")
     parser.add_argument("--modes", default="sequential,batched")
     parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="append one JSON line per run to this file")
+    parser.add_argument("--markdown", default=None, help="also write the rows as a Markdown table here")
     args = parser.parse_args(argv)
     unknown = [e for e in args.engines.split(",") if e not in ENGINES]
     if unknown:
         parser.error(f"unknown engine(s) {unknown}; valid: {sorted(ENGINES)}")
     out = open(args.out, "a") if args.out else None
+    rows = []
     for size in args.sizes.split(","):
         dataset = simulate_preset(size, key=jr.PRNGKey(0))
         start = starting_point(dataset)
@@ -162,10 +164,38 @@ def main(argv=None):
                     jax=jax.__version__,
                 )
                 print(json.dumps(row), flush=True)
+                rows.append(row)
                 if out:
                     out.write(json.dumps(row) + "\n")
     if out:
         out.close()
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(markdown_table(rows))
+
+
+COLUMNS = [
+    ("size", "size"),
+    ("engine", "engine"),
+    ("mode", "mode"),
+    ("per_iter_s", "s / iteration"),
+    ("fft_floor_s", "FFT floor (s)"),
+    ("ratio", "× floor"),
+    ("compile_s", "first iteration (s)"),
+    ("obj_err_at_10", "error @10"),
+    ("obj_err", "error @N"),
+    ("iters_to_0.066", "iterations to 0.066"),
+    ("residual", "residual"),
+    ("noise_floor", "noise floor"),
+]
+
+
+def markdown_table(rows):
+    """The rows as a Markdown table (one line per engine, schedule and size)."""
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join("—" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
