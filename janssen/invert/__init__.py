@@ -3,6 +3,8 @@
 from ._checkpoint import load_solution as load_solution
 from ._checkpoint import save_solution as save_solution
 from ._engines.base import AbstractEngine as AbstractEngine
+from ._engines.gradient import Gradient as Gradient
+from ._engines.gradient import GradientState as GradientState
 from ._engines.pie import EPIE as EPIE
 from ._engines.pie import RPIE as RPIE
 from ._engines.pie import AbstractPIE as AbstractPIE
@@ -20,6 +22,15 @@ from ._init import (
 from ._init import (
     positions_in_object_frame as positions_in_object_frame,
 )
+from ._losses import AbstractLoss as AbstractLoss
+from ._losses import AmplitudeLoss as AmplitudeLoss
+from ._losses import IntensityLoss as IntensityLoss
+from ._losses import MAELoss as MAELoss
+from ._losses import MSELoss as MSELoss
+from ._losses import PoissonLoss as PoissonLoss
+from ._losses import RMSELoss as RMSELoss
+from ._losses import create_loss_function as create_loss_function
+from ._losses import loss_from_name as loss_from_name
 from ._metrics import illumination_map as illumination_map
 from ._metrics import object_error as object_error
 from ._progress import (

@@ -6,6 +6,11 @@ from ._elements.optical_zoom import OpticalZoom as OpticalZoom
 from ._elements.phase_screen import PhaseScreen as PhaseScreen
 from ._elements.thin_lens import ThinLens as ThinLens
 from ._elements.zernike import ZernikeAberration as ZernikeAberration
+from ._coherence import CoherentModeSet as CoherentModeSet
+from ._coherence import MixedStateProbe as MixedStateProbe
+from ._coherence import gaussian_schell_modes as gaussian_schell_modes
+from ._coherence import gsm_parameters as gsm_parameters
+from ._coherence import orthogonalize_modes as orthogonalize_modes
 from ._fft import (
     centred_coordinates as centred_coordinates,
 )

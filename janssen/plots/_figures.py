@@ -34,23 +34,34 @@ def _save(figure, path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
-def plot_object(obj: Any, path: str | pathlib.Path) -> pathlib.Path:
+def plot_object(obj: Any, path: str | pathlib.Path, *, remove_ramp: bool = False) -> pathlib.Path:
     """Save the object's amplitude and phase side by side, with colour bars.
 
     **Arguments:**
 
     - `obj`: `(Y, X)` complex object (array or `janssen.optics.SampleFunction`).
     - `path`: the PNG file to write.
+    - `remove_ramp`: show the phase without its mean linear ramp (the mean phase step
+      between neighbouring pixels, weighted by amplitude). Far-field data cannot determine
+      that ramp (see `janssen.invert.align_probe_to_data`); only the figure changes.
 
     **Returns:**
 
     The path written.
     """
     values = np.asarray(getattr(obj, "sample", obj))
+    title = "phase (rad)"
+    if remove_ramp:
+        gx = np.angle(np.sum(values[:, 1:] * np.conj(values[:, :-1])))
+        gy = np.angle(np.sum(values[1:, :] * np.conj(values[:-1, :])))
+        rows, cols = np.indices(values.shape)
+        values = values * np.exp(-1j * (gx * cols + gy * rows))
+        values = values * np.exp(-1j * np.angle(np.sum(values)))
+        title = "phase (rad), mean linear ramp removed"
     figure = _figure(10, 4.5)
     left, right = figure.subplots(1, 2)
     _image(figure, left, np.abs(values), "amplitude", "gray")
-    _image(figure, right, np.angle(values), "phase (rad)", "twilight")
+    _image(figure, right, np.angle(values), title, "twilight")
     return _save(figure, path)
 
 
@@ -110,7 +121,9 @@ def plot_loss(losses: Any, path: str | pathlib.Path) -> pathlib.Path:
     return _save(figure, path)
 
 
-def save_figures(solution: Any, directory: str | pathlib.Path, prefix: str) -> dict[str, pathlib.Path]:
+def save_figures(
+    solution: Any, directory: str | pathlib.Path, prefix: str, *, remove_ramp: bool = True
+) -> dict[str, pathlib.Path]:
     """Write `<prefix>_object.png`, `<prefix>_probe.png` and `<prefix>_loss.png`.
 
     **Arguments:**
@@ -118,6 +131,8 @@ def save_figures(solution: Any, directory: str | pathlib.Path, prefix: str) -> d
     - `solution`: a `janssen.invert.Solution`.
     - `directory`: where to write (created if missing).
     - `prefix`: file-name prefix.
+    - `remove_ramp`: draw the object's phase without its mean linear ramp (see
+      `plot_object`; the saved arrays are untouched).
 
     **Returns:**
 
@@ -127,7 +142,7 @@ def save_figures(solution: Any, directory: str | pathlib.Path, prefix: str) -> d
     directory.mkdir(parents=True, exist_ok=True)
     microscope = solution.microscope
     return {
-        "object": plot_object(microscope.sample.sample, directory / f"{prefix}_object.png"),
+        "object": plot_object(microscope.sample.sample, directory / f"{prefix}_object.png", remove_ramp=remove_ramp),
         "probe": plot_probe(microscope.probe.fields(), directory / f"{prefix}_probe.png", phase=True),
         "loss": plot_loss(solution.losses, directory / f"{prefix}_loss.png"),
     }

@@ -46,6 +46,7 @@ class PIEState(eqx.Module):
     - `object_velocity`, `probe_velocity`: momentum buffers (zeros when momentum is off).
     - `iteration`: iterations completed (the probe is held for the first `probe_delay`).
     - `probe_centroid`: where the probe's far-field intensity centroid started (pixels).
+    - `probe_power`: the probe's total power at the start.
     - `subpixel`: whether positions need sub-pixel probe shifts (decided once, on the host).
     """
 
@@ -53,6 +54,7 @@ class PIEState(eqx.Module):
     probe_velocity: Complex[Array, "modes y x"]
     iteration: Array
     probe_centroid: Array
+    probe_power: Array
     subpixel: bool = eqx.field(static=True)
 
 
@@ -64,7 +66,7 @@ class _Config(eqx.Module):
     momentum: float
     mode: str
     probe_delay: int
-    pin_ramp: bool
+    fix_gauge: bool
 
 
 # ---- detector operators ----------------------------------------------------------------
@@ -292,6 +294,7 @@ def _pie_init(cfg: _Config, microscope: AbstractMicroscope, data: MicroscopeData
         jnp.zeros_like(microscope.probe.fields()),
         jnp.zeros((), jnp.int32),
         spectrum_centroid(microscope.probe.fields()),
+        _power(microscope.probe.fields()),
         _has_subpixel(microscope),
     )
 
@@ -328,16 +331,35 @@ def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, t
             obj, obj_v = _with_momentum(obj, obj0, obj_v, cfg.momentum)
         if update_probe:
             probe, probe_v = _with_momentum(probe, fields, probe_v, cfg.momentum)
-    if cfg.pin_ramp and update_obj and update_probe and isinstance(microscope, FarFieldMicroscope):
-        # No correction while the probe is held (`probe_delay`): it has not moved.
-        drift = jnp.where(state.iteration >= cfg.probe_delay, spectrum_centroid(probe) - state.probe_centroid, 0.0)
-        obj, probe, obj_v, probe_v = move_ramp_to_object(drift, obj, probe, obj_v, probe_v)
+    if cfg.fix_gauge and update_obj and update_probe:
+        obj, probe, obj_v, probe_v = _fix_gauge(cfg, microscope, state, obj, probe, obj_v, probe_v)
     new = eqx.tree_at(lambda m: m.sample.sample, microscope, obj)
     if update_probe:
         new = eqx.tree_at(lambda m: m.probe, new, new.probe.with_fields(probe))
     count = data.num_positions * jnp.sum(data.valid)
-    next_state = PIEState(obj_v, probe_v, state.iteration + 1, state.probe_centroid, shifted)
+    next_state = PIEState(obj_v, probe_v, state.iteration + 1, state.probe_centroid, state.probe_power, shifted)
     return new, next_state, jnp.sqrt(total / count)
+
+
+def _power(fields):
+    return jnp.sum(fields.real**2 + fields.imag**2)
+
+
+def _fix_gauge(cfg, microscope, state, obj, probe, obj_v, probe_v):
+    """Undo the drift along the exact ambiguities of joint object-probe refinement.
+
+    Scale: `c O` with `P / c` predicts the same data, so the probe's power is held at its
+    starting value (a probe scaled to the measured counts keeps the object's transmission
+    near 1). Far field only, the phase ramp: see `janssen.invert._ramp`. Nothing is
+    corrected while the probe is held (`probe_delay`): it has not moved.
+    """
+    active = state.iteration >= cfg.probe_delay
+    scale = jnp.where(active, jnp.sqrt(_power(probe) / state.probe_power), 1.0)
+    obj, obj_v, probe, probe_v = obj * scale, obj_v * scale, probe / scale, probe_v / scale
+    if isinstance(microscope, FarFieldMicroscope):
+        drift = jnp.where(active, spectrum_centroid(probe) - state.probe_centroid, 0.0)
+        obj, probe, obj_v, probe_v = move_ramp_to_object(drift, obj, probe, obj_v, probe_v)
+    return obj, probe, obj_v, probe_v
 
 
 def _check_mode(mode: str) -> None:
@@ -397,9 +419,10 @@ class EPIE(AbstractPIE):
     - `mode`: `"sequential"` (update after every position, random order each
       iteration) or `"batched"` (all positions from the same state, updates summed).
     - `probe_delay`: iterations during which the probe is held fixed.
-    - `pin_ramp`: for far-field microscopes refining object and probe together, hold the
-      probe's far-field centroid where it started, so that the phase-ramp ambiguity
-      (`O exp(ik.r)`, `P exp(-ik.r)` predict the same data) cannot drift
+    - `fix_gauge`: when object and probe are refined together, hold the probe's power
+      (the `c O`, `P / c` ambiguity) and, for far-field microscopes, its far-field
+      centroid (the ramp ambiguity: `O exp(ik.r)`, `P exp(-ik.r)` predict the same
+      data) where they started, so neither can drift
       (`janssen.invert.align_probe_to_data` centres a model probe on the data first).
     """
 
@@ -407,14 +430,14 @@ class EPIE(AbstractPIE):
     probe_step: float = 1.0
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
-    pin_ramp: bool = eqx.field(default=True, static=True)
+    fix_gauge: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
         _check_steps(object_step=self.object_step, probe_step=self.probe_step)
 
     def _config(self) -> _Config:
-        return _Config(1.0, self.object_step, 1.0, self.probe_step, 0.0, self.mode, self.probe_delay, self.pin_ramp)
+        return _Config(1.0, self.object_step, 1.0, self.probe_step, 0.0, self.mode, self.probe_delay, self.fix_gauge)
 
 
 class RPIE(AbstractPIE):
@@ -431,9 +454,10 @@ class RPIE(AbstractPIE):
     - `object_step`, `probe_step`: step sizes, >= 0.
     - `mode`: `"sequential"` or `"batched"` (see `EPIE`).
     - `probe_delay`: iterations during which the probe is held fixed.
-    - `pin_ramp`: for far-field microscopes refining object and probe together, hold the
-      probe's far-field centroid where it started, so that the phase-ramp ambiguity
-      (`O exp(ik.r)`, `P exp(-ik.r)` predict the same data) cannot drift
+    - `fix_gauge`: when object and probe are refined together, hold the probe's power
+      (the `c O`, `P / c` ambiguity) and, for far-field microscopes, its far-field
+      centroid (the ramp ambiguity: `O exp(ik.r)`, `P exp(-ik.r)` predict the same
+      data) where they started, so neither can drift
       (`janssen.invert.align_probe_to_data` centres a model probe on the data first).
     """
 
@@ -443,7 +467,7 @@ class RPIE(AbstractPIE):
     probe_step: float = 0.1
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
-    pin_ramp: bool = eqx.field(default=True, static=True)
+    fix_gauge: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
@@ -460,7 +484,7 @@ class RPIE(AbstractPIE):
             0.0,
             self.mode,
             self.probe_delay,
-            self.pin_ramp,
+            self.fix_gauge,
         )
 
 
@@ -479,7 +503,7 @@ class MomentumPIE(AbstractPIE):
       heavy momentum accelerates well; sequential sweeps are already large, and more
       than about 0.5 makes them oscillate (measured on the medium preset: batched
       0.9 reaches object error 0.035 in 50 iterations, sequential 0.9 stalls at 0.12).
-    - `mode`, `probe_delay`, `pin_ramp`: as for `RPIE`.
+    - `mode`, `probe_delay`, `fix_gauge`: as for `RPIE`.
     """
 
     alpha: float = 0.1
@@ -489,7 +513,7 @@ class MomentumPIE(AbstractPIE):
     momentum: float | None = None
     mode: str = eqx.field(default="sequential", static=True)
     probe_delay: int = eqx.field(default=1, static=True)
-    pin_ramp: bool = eqx.field(default=True, static=True)
+    fix_gauge: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _check_mode(self.mode)
@@ -515,5 +539,5 @@ class MomentumPIE(AbstractPIE):
             self._momentum(),
             self.mode,
             self.probe_delay,
-            self.pin_ramp,
+            self.fix_gauge,
         )

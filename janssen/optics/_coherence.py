@@ -1,0 +1,319 @@
+"""Partial coherence: coherent mode sets, mixed-state probes and Gaussian–Schell modes.
+
+A partially coherent field is described by its cross-spectral density
+`W(r1, r2) = sum_k w_k phi_k(r1) conj(phi_k(r2))`: mutually incoherent, orthonormal
+modes `phi_k` carrying powers `w_k` (Wolf's coherent-mode representation). Mixed-state
+ptychography refines such a set (P. Thibault and A. Menzel, "Reconstructing state
+mixtures from diffraction measurements", Nature 494, 68 (2013)).
+
+References for the Gaussian–Schell model:
+
+- L. Mandel and E. Wolf, *Optical Coherence and Quantum Optics* (Cambridge, 1995), §7.5.
+- A. Starikov and E. Wolf, "Coherent-mode representation of Gaussian Schell-model
+  sources and of their radiation fields", J. Opt. Soc. Am. 72, 923 (1982).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Complex, Float, Num, Real
+
+from .._custom_types import PairLike, ScalarLike
+from .._validate import check_finite, check_nonnegative, check_positive, complex_array, pair, real_array
+from ._fft import centred_coordinates
+from ._probe import AbstractProbe
+
+
+class CoherentModeSet(eqx.Module):
+    """Mutually incoherent modes with their weights: a partially coherent field.
+
+    The intensity is `sum_m weights[m] * |modes[m]|**2`. `orthogonalize_modes` and
+    `gaussian_schell_modes` return modes of unit power (`sum |modes[m]|**2 = 1`), so
+    that the weights are the modes' powers; other sets are accepted as given.
+
+    **Arguments:**
+
+    - `modes`: complex array `(modes, y, x)`.
+    - `weights`: `(modes,)` real, >= 0.
+    - `wavelength`: metres, > 0.
+    - `dx`: pixel pitch in metres, scalar or `(x, y)`, > 0.
+    - `z_position`: position along the optical axis in metres (default 0).
+    """
+
+    modes: Complex[Array, "modes y x"]
+    weights: Float[Array, " _modes"]
+    wavelength: Float[Array, ""]
+    dx: Float[Array, "2"]
+    z_position: Float[Array, ""]
+
+    def __init__(
+        self,
+        modes: Num[ArrayLike, "modes y x"],
+        weights: Real[ArrayLike, " _modes"],
+        wavelength: ScalarLike,
+        dx: PairLike,
+        z_position: ScalarLike = 0.0,
+    ):
+        self.modes = complex_array("modes", modes, ndim=3)
+        self.weights = real_array("weights", weights)
+        self.wavelength = real_array("wavelength", wavelength, shape=())
+        self.dx = pair("dx", dx)
+        self.z_position = real_array("z_position", z_position, shape=())
+
+    def __check_init__(self):
+        _check_modes_and_weights(self.modes, self.weights)
+        check_positive("wavelength", self.wavelength)
+        check_positive("dx", self.dx)
+        check_finite("z_position", self.z_position)
+
+    @property
+    def num_modes(self) -> int:
+        """Number of modes."""
+        return self.modes.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The grid shape `(H, W)`."""
+        return self.modes.shape[-2:]
+
+    @property
+    def intensity(self) -> Float[Array, "y x"]:
+        """`sum_m weights[m] |modes[m]|**2`."""
+        return _weighted_intensity(self.modes, self.weights)
+
+    @property
+    def effective_mode_count(self) -> Float[Array, ""]:
+        """`1 / sum_m p_m**2` with `p = weights / sum(weights)`: 1 for a coherent field, M for M equal modes."""
+        return _effective_mode_count(self.weights)
+
+
+def _check_modes_and_weights(modes: Array, weights: Array) -> None:
+    if weights.shape != (modes.shape[0],):
+        raise ValueError(
+            f"`weights` must have shape ({modes.shape[0]},) (one per mode of `modes` {modes.shape}), "
+            f"got shape {weights.shape}"
+        )
+    check_nonnegative("weights", weights)
+    check_finite("modes", modes)
+
+
+def _weighted_intensity(modes: Array, weights: Array) -> Array:
+    return jnp.sum(weights[:, None, None] * (modes.real**2 + modes.imag**2), axis=0)
+
+
+def _effective_mode_count(weights: Array) -> Array:
+    p = weights / jnp.sum(weights)
+    return 1.0 / jnp.sum(p**2)
+
+
+def orthogonalize_modes(
+    fields: Complex[Array, "modes y x"],
+) -> tuple[Complex[Array, "modes y x"], Float[Array, " modes"]]:
+    """The orthonormal modes and powers of an incoherent sum of fields.
+
+    With `A` the `(M, H*W)` matrix of the fields and `A = U S V^H` its thin SVD, the
+    new fields are `U^H A = S V^H`: a unitary mixing of the old ones, so the density
+    matrix `A^H A` (and with it the intensity `sum |fields|**2`) is unchanged. The
+    modes are the rows of `V^H` (unit power, mutually orthogonal) and the weights are
+    `S**2`, each mode's power, in decreasing order. Rank-deficient inputs give
+    zero weights (their modes are still orthonormal).
+
+    **Arguments:**
+
+    - `fields`: `(M, H, W)` complex, with `M <= H * W`.
+
+    **Returns:**
+
+    `(modes, weights)`: `(M, H, W)` orthonormal modes and `(M,)` powers, sorted by
+    decreasing power, with `sum_m weights[m] |modes[m]|**2 == sum_m |fields[m]|**2`.
+    """
+    fields = complex_array("fields", fields, ndim=3)
+    m, h, w = fields.shape
+    if m > h * w:
+        raise ValueError(f"`fields` must have at most H * W = {h * w} modes, got {m}")
+    _, s, vh = jnp.linalg.svd(fields.reshape(m, h * w), full_matrices=False)
+    return vh.reshape(m, h, w), s**2
+
+
+class MixedStateProbe(AbstractProbe):
+    """A partially coherent probe: a `CoherentModeSet` refined as a mixed state.
+
+    `fields()` are `sqrt(weights) * modes`. Engines that update the fields (the PIE
+    family) rebuild the probe through `with_fields`, which re-orthogonalises them
+    (`orthogonalize_modes`), so the weights are refined along with the modes.
+    `modes` and `weights` are array fields: gradient engines refine them directly
+    (`trainable=["probe.modes", "probe.weights"]`). Thibault & Menzel (2013).
+
+    **Arguments:**
+
+    - `mode_set`: the starting `CoherentModeSet`.
+    """
+
+    modes: Complex[Array, "modes y x"]
+    weights: Float[Array, " _modes"]
+    wavelength: Float[Array, ""]
+    dx: Float[Array, "2"]
+    z_position: Float[Array, ""]
+
+    def __init__(self, mode_set: CoherentModeSet):
+        self.modes = mode_set.modes
+        self.weights = mode_set.weights
+        self.wavelength = mode_set.wavelength
+        self.dx = mode_set.dx
+        self.z_position = mode_set.z_position
+
+    def __check_init__(self):
+        _check_modes_and_weights(self.modes, self.weights)
+
+    @property
+    def mode_set(self) -> CoherentModeSet:
+        """The probe's modes and weights as a `CoherentModeSet`."""
+        return CoherentModeSet(self.modes, self.weights, self.wavelength, self.dx, self.z_position)
+
+    @property
+    def num_modes(self) -> int:
+        """Number of modes."""
+        return self.modes.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The grid shape `(H, W)`."""
+        return self.modes.shape[-2:]
+
+    @property
+    def intensity(self) -> Float[Array, "y x"]:
+        """Total intensity `sum_m weights[m] |modes[m]|**2`."""
+        return _weighted_intensity(self.modes, self.weights)
+
+    def fields(self) -> Complex[Array, "modes y x"]:
+        # A gradient step can push a weight below zero; clipping keeps the amplitude real.
+        amplitude = jnp.sqrt(jnp.maximum(self.weights, 0.0)).astype(self.modes.dtype)
+        return amplitude[:, None, None] * self.modes
+
+    def with_fields(self, fields: Complex[Array, "modes y x"]) -> "MixedStateProbe":
+        modes, weights = orthogonalize_modes(fields)
+        return eqx.tree_at(lambda p: (p.modes, p.weights), self, (modes.astype(self.modes.dtype), weights))
+
+
+# ---- Gaussian–Schell model ----------------------------------------------------------------
+
+
+def gaussian_schell_modes(
+    shape: tuple[int, int],
+    dx: PairLike,
+    wavelength: ScalarLike,
+    *,
+    beam_width: PairLike,
+    coherence_width: PairLike,
+    num_modes: int,
+    z_position: ScalarLike = 0.0,
+) -> CoherentModeSet:
+    """The coherent modes of a Gaussian–Schell-model source, in two dimensions.
+
+    The source has intensity `S(r) = exp(-x**2 / (2 sx**2) - y**2 / (2 sy**2))`
+    (`beam_width = (sx, sy)`) and degree of coherence
+    `exp(-dx**2 / (2 mx**2) - dy**2 / (2 my**2))` (`coherence_width = (mx, my)`). Its
+    cross-spectral density separates in x and y, and along each axis (Mandel & Wolf
+    §7.5; Starikov & Wolf 1982), with `a = 1 / (4 s**2)`, `b = 1 / (2 m**2)` and
+    `c = sqrt(a**2 + 2 a b)`, the eigenfunctions are Hermite–Gauss functions
+    `H_n(sqrt(2c) x) exp(-c x**2)` with eigenvalues proportional to
+    `q**n`, `q = b / (a + b + c)`. The 2-D modes are the products
+    `H_m(sqrt(2c_x) x) H_n(sqrt(2c_y) y) exp(-c_x x**2 - c_y y**2)` with eigenvalues
+    `q_x**m q_y**n`; the `num_modes` largest are kept, in decreasing order.
+
+    The modes are normalised to unit power on the grid and the weights to a total of 1.
+    Everything is differentiable in `beam_width` and `coherence_width` (which may be
+    traced arrays); the choice of the kept modes is not (it is piecewise constant).
+
+    **Arguments:**
+
+    - `shape`: grid `(H, W)`; the origin is pixel `(H // 2, W // 2)`.
+    - `dx`: pixel pitch in metres, scalar or `(x, y)`, > 0.
+    - `wavelength`: metres, > 0 (carried by the result).
+    - `beam_width`: rms width `s` of the intensity in metres, scalar or `(x, y)`, > 0.
+    - `coherence_width`: rms width `m` of the degree of coherence in metres, scalar or
+      `(x, y)`, > 0.
+    - `num_modes`: number of modes kept, >= 1.
+    - `z_position`: axial position in metres (default 0).
+
+    **Returns:**
+
+    A `CoherentModeSet` of `num_modes` modes.
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"`shape` must be a pair of positive ints (H, W), got {shape}")
+    if not isinstance(num_modes, (int, np.integer)) or num_modes < 1:
+        raise ValueError(f"`num_modes` must be an int >= 1, got {num_modes!r}")
+    dx = pair("dx", dx)
+    beam_width = pair("beam_width", beam_width)
+    coherence_width = pair("coherence_width", coherence_width)
+    for name, value in (("dx", dx), ("beam_width", beam_width), ("coherence_width", coherence_width)):
+        check_positive(name, value)
+    ratio, c = gsm_parameters(beam_width, coherence_width)
+    x = centred_coordinates(shape[1], dx[0])
+    y = centred_coordinates(shape[0], dx[1])
+    hx = _hermite_functions(x * jnp.sqrt(2 * c[0]), num_modes)
+    hy = _hermite_functions(y * jnp.sqrt(2 * c[1]), num_modes)
+    order_x, order_y = _largest_products(jnp.log(ratio), num_modes)
+    modes = hy[order_y][:, :, None] * hx[order_x][:, None, :]
+    modes = modes / jnp.sqrt(jnp.sum(modes**2, axis=(1, 2), keepdims=True))
+    weights = ratio[0] ** order_x * ratio[1] ** order_y
+    return CoherentModeSet(modes, weights / jnp.sum(weights), wavelength, dx, z_position)
+
+
+def gsm_parameters(
+    beam_width: Float[Array, "*axes"], coherence_width: Float[Array, "*axes"]
+) -> tuple[Float[Array, "*axes"], Float[Array, "*axes"]]:
+    """The 1-D Gaussian–Schell eigenvalue ratio `q` and mode parameter `c`.
+
+    With `a = 1 / (4 beam_width**2)`, `b = 1 / (2 coherence_width**2)`:
+    `c = sqrt(a**2 + 2 a b)` (mode `n` is `H_n(sqrt(2c) x) exp(-c x**2)`) and
+    `q = b / (a + b + c)` (eigenvalue `n` is proportional to `q**n`).
+
+    **Arguments:**
+
+    - `beam_width`, `coherence_width`: rms widths of intensity and degree of coherence.
+
+    **Returns:**
+
+    `(q, c)`, broadcast over the inputs.
+    """
+    a = 1.0 / (4.0 * beam_width**2)
+    b = 1.0 / (2.0 * coherence_width**2)
+    c = jnp.sqrt(a**2 + 2.0 * a * b)
+    return b / (a + b + c), c
+
+
+def _hermite_functions(u: Float[Array, " n"], count: int) -> Float[Array, "count n"]:
+    """`psi_k(u) = H_k(u) exp(-u**2 / 2) / sqrt(2**k k! sqrt(pi))` for `k < count`.
+
+    The three-term recurrence of the *normalised* functions never forms `H_k` or `k!`,
+    which overflow long before the functions themselves do.
+    """
+    psi0 = jnp.exp(-(u**2) / 2) * np.pi**-0.25
+    psi1 = np.sqrt(2.0) * u * psi0
+
+    def step(carry, k):
+        previous, current = carry
+        following = jnp.sqrt(2.0 / (k + 1)) * u * current - jnp.sqrt(k / (k + 1)) * previous
+        return (current, following), current
+
+    ks = jnp.arange(1, count + 1, dtype=u.dtype)
+    _, rest = jax.lax.scan(step, (psi0, psi1), ks)
+    return jnp.concatenate([psi0[None], rest[: count - 1]], axis=0)
+
+
+def _largest_products(log_ratio: Float[Array, "2"], count: int) -> tuple[Array, Array]:
+    """Orders `(m, n)` of the `count` largest `q_x**m q_y**n`, in decreasing order.
+
+    Exact ties (an isotropic source) would be ordered by rounding noise, which a small
+    change of a width could reorder; quantising the key first keeps the order fixed
+    (ties go to the lower x order) so the result is smooth in the widths.
+    """
+    m, n = jnp.meshgrid(jnp.arange(count), jnp.arange(count), indexing="ij")
+    m, n = m.reshape(-1), n.reshape(-1)
+    key = jax.lax.stop_gradient(m * log_ratio[0] + n * log_ratio[1])
+    key = jnp.round(key * 1e4)
+    _, index = jax.lax.top_k(key, count)
+    return m[index], n[index]
