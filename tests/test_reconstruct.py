@@ -133,3 +133,15 @@ def test_mismatched_data_raises(problem):
         )
     with pytest.raises(ValueError, match="no parameter 'zoom"):
         reconstruct(start, data, RPIE(), trainable=["zoom"], num_iterations=1)
+
+
+def test_text_progress_meter_reports_losses(problem, capsys):
+    from janssen.invert import TextProgressMeter
+
+    data, _, start = problem
+    solution = reconstruct(start, data, RPIE(), num_iterations=20, progress_meter=TextProgressMeter())
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    # Not a terminal: one line every tenth of the run, each with that iteration's loss.
+    assert [int(line.split("iter ")[1].split()[0]) for line in lines] == list(range(2, 21, 2))
+    reported = [float(line.split("loss ")[1].split()[0]) for line in lines]
+    np.testing.assert_allclose(reported, np.asarray(solution.losses)[1::2], rtol=1e-3)

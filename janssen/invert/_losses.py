@@ -201,9 +201,9 @@ def create_loss_function(
 
     `loss_fn(*args, **kwargs)` evaluates `forward_function(*args, **kwargs)` and compares
     it with `experimental_data` through the loss named by `loss_type`, averaged over all
-    elements. Differentiate it with `jax.grad` / `eqx.filter_grad` (for complex
-    parameters, pass the gradient through the conjugation described in
-    `janssen.invert.Gradient`'s notes before stepping).
+    elements. Differentiate it with `jax.grad` / `eqx.filter_grad`; for a complex
+    parameter the result is the *conjugate* of the steepest-ascent direction, so step
+    along `-conj(grad)` (the `Gradient` engine does this for you).
 
     **Arguments:**
 

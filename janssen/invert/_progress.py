@@ -39,6 +39,9 @@ class NoProgressMeter(AbstractProgressMeter):
 class TextProgressMeter(AbstractProgressMeter):
     """A one-line bar on stderr: iteration, loss and iterations per second.
 
+    On a terminal the line is redrawn after every iteration; when stderr is a file or a
+    pipe (a log, CI) a plain line is written at every tenth of the run instead.
+
     **Arguments:**
 
     - `width`: characters of the bar itself.
@@ -57,11 +60,14 @@ class TextProgressMeter(AbstractProgressMeter):
         rate = clock["done"] / elapsed if elapsed > 0 else float("nan")
         filled = int(self.width * clock["done"] / max(clock["total"], 1))
         bar = "#" * filled + "-" * (self.width - filled)
-        sys.stderr.write(
-            f"\r[{bar}] {clock['done']}/{clock['total']}  iter {iteration}  loss {loss:.4g}  {rate:.2f} it/s"
-        )
+        line = f"[{bar}] {clock['done']}/{clock['total']}  iter {iteration}  loss {loss:.4g}  {rate:.2f} it/s"
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + line)
+        elif clock["done"] == clock["total"] or clock["done"] % max(clock["total"] // 10, 1) == 0:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+            sys.stderr.flush()
