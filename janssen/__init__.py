@@ -6,10 +6,7 @@ unless you enable x64 yourself (`jax.config.update("jax_enable_x64", True)`).
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import invert as invert
-from . import io as io
-from . import optics as optics
-from . import scopes as scopes
+from . import invert as invert, io as io, optics as optics, scopes as scopes
 
 try:
     __version__ = version("janssen")

@@ -133,6 +133,10 @@ def test_mixed_state_probe_fields_are_weighted_modes(getkey):
     expected = jnp.stack([2.0 * modes[0], modes[1]])
     assert np.allclose(probe.fields(), expected, atol=1e-6)
     assert probe.num_modes == 2 and probe.shape == (8, 8)
+    # A zero weight (rank-deficient fields) has a finite gradient, not NaN.
+    dark = eqx.tree_at(lambda p: p.weights, probe, jnp.array([1.0, 0.0]))
+    grad = jax.grad(lambda w: jnp.sum(jnp.abs(eqx.tree_at(lambda p: p.weights, dark, w).fields()) ** 2))(dark.weights)
+    assert np.allclose(grad, [1.0, 0.0], atol=1e-6)
 
 
 def test_mixed_state_probe_with_fields_jit(getkey):

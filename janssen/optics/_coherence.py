@@ -187,8 +187,11 @@ class MixedStateProbe(AbstractProbe):
         return _weighted_intensity(self.modes, self.weights)
 
     def fields(self) -> Complex[Array, "modes y x"]:
-        # A gradient step can push a weight below zero; clipping keeps the amplitude real.
-        amplitude = jnp.sqrt(jnp.maximum(self.weights, 0.0)).astype(self.modes.dtype)
+        # A gradient step can push a weight below zero: such modes are dark. The inner
+        # `where` keeps sqrt's infinite slope at 0 out of the gradient (no NaN).
+        positive = self.weights > 0
+        amplitude = jnp.where(positive, jnp.sqrt(jnp.where(positive, self.weights, 1.0)), 0.0)
+        amplitude = amplitude.astype(self.modes.dtype)
         return amplitude[:, None, None] * self.modes
 
     def with_fields(self, fields: Complex[Array, "modes y x"]) -> "MixedStateProbe":

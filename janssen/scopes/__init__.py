@@ -3,5 +3,4 @@
 from ._base import AbstractMicroscope as AbstractMicroscope
 from ._far_field import FarFieldMicroscope as FarFieldMicroscope
 from ._near_field import NearFieldMicroscope as NearFieldMicroscope
-from ._simple import SimpleMicroscope as SimpleMicroscope
-from ._simple import simple_microscope as simple_microscope
+from ._simple import SimpleMicroscope as SimpleMicroscope, simple_microscope as simple_microscope
