@@ -30,30 +30,10 @@ import jax.random as jr
 import numpy as np
 
 import janssen
-from janssen.invert import EPIE, RPIE, MomentumPIE, data_residual, reconstruct
+from janssen.invert import EPIE, RPIE, MomentumPIE, data_residual, illumination_map, object_error, reconstruct
 from janssen.io import simulate_preset
 from janssen.optics import Probe, SampleFunction, fft2c, ifft2c
 from janssen.scopes import FarFieldMicroscope
-
-
-def object_error(truth, reconstruction, illumination, max_shift=2):
-    mask = illumination > 0.5 * np.percentile(illumination, 99)
-    best = np.inf
-    for sy in range(-max_shift, max_shift + 1):
-        for sx in range(-max_shift, max_shift + 1):
-            r = np.roll(reconstruction, (sy, sx), (0, 1))[mask]
-            gamma = np.vdot(r, truth[mask]) / np.vdot(r, r)
-            best = min(best, np.linalg.norm(truth[mask] - gamma * r) / np.linalg.norm(truth[mask]))
-    return float(best)
-
-
-def illumination(microscope):
-    probe = np.asarray(jnp.sum(jnp.abs(microscope.probe.fields()) ** 2, axis=0))
-    out = np.zeros(microscope.sample.shape)
-    corners = np.asarray(jax.vmap(lambda p: microscope.locate(p)[0])(microscope.positions))
-    for cx, cy in corners:
-        out[cy : cy + probe.shape[0], cx : cx + probe.shape[1]] += probe
-    return out
 
 
 def starting_point(dataset):
@@ -147,7 +127,7 @@ def main(argv=None):
     for size in args.sizes.split(","):
         dataset = simulate_preset(size, key=jr.PRNGKey(0))
         start = starting_point(dataset)
-        illum = illumination(dataset.microscope())
+        illum = np.asarray(illumination_map(dataset.microscope()))
         floor = fft_floor(dataset.data)
         noise = data_residual(dataset.microscope(), dataset.data)
         unit = object_error(np.asarray(dataset.object), np.asarray(start.sample.sample), illum)
