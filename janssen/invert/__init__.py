@@ -2,6 +2,10 @@
 
 from ._checkpoint import load_solution as load_solution, save_solution as save_solution
 from ._engines.base import AbstractEngine as AbstractEngine
+from ._engines.gauss_newton import (
+    GaussNewton as GaussNewton,
+    GaussNewtonEngineState as GaussNewtonEngineState,
+)
 from ._engines.gradient import Gradient as Gradient, GradientState as GradientState
 from ._engines.pie import (
     EPIE as EPIE,
@@ -36,6 +40,16 @@ from ._progress import (
 from ._ramp import align_probe_to_data as align_probe_to_data
 from ._reconstruct import data_residual as data_residual, reconstruct as reconstruct
 from ._results import RESULTS as RESULTS
+from ._seed_mixed import (
+    MixedStatePtychoData as MixedStatePtychoData,
+    coherence_parameterized_loss as coherence_parameterized_loss,
+    make_mixed_state_ptycho_data as make_mixed_state_ptycho_data,
+    mixed_state_forward as mixed_state_forward,
+    mixed_state_forward_single_position as mixed_state_forward_single_position,
+    mixed_state_gradient_step as mixed_state_gradient_step,
+    mixed_state_loss as mixed_state_loss,
+    mixed_state_reconstruct as mixed_state_reconstruct,
+)
 from ._seed_optical import (
     epie_optical as epie_optical,
     single_pie_iteration as single_pie_iteration,
