@@ -62,6 +62,11 @@ from ._seed_simple import (
     init_simple_microscope as init_simple_microscope,
     simple_microscope_epie as simple_microscope_epie,
 )
+from ._seed_solvers import (
+    profile_gn_memory as profile_gn_memory,
+    simple_microscope_gn as simple_microscope_gn,
+    simple_microscope_optim as simple_microscope_optim,
+)
 from ._seed_types import (
     EpieData as EpieData,
     GaussNewtonState as GaussNewtonState,
