@@ -1,5 +1,7 @@
 """`janssen reconstruct` and `janssen demo`: files written, errors reported, resume continues."""
 
+import json
+
 import jax.random as jr
 import numpy as np
 import pytest
@@ -77,3 +79,129 @@ def test_missing_data_file(tmp_path, capsys):
     assert main(["reconstruct", str(garbage), "--out", str(tmp_path / "r.h5")]) == 2
     captured = capsys.readouterr()
     assert "bad.cxi" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+# ---- gradient and Gauss-Newton engines, refinement, mixed states, near field -------------------
+
+
+@pytest.mark.parametrize("engine", ["adam", "sgd", "gauss-newton"])
+def test_new_engines_lower_the_loss(engine, cxi_file, tmp_path):
+    out = tmp_path / f"{engine}.h5"
+    args = ["reconstruct", str(cxi_file), "--iterations", "3", "--out", str(out), "--engine", engine]
+    if engine == "sgd":
+        args += ["--loss", "poisson", "--learning-rate", "0.5"]
+    assert main(args) == 0
+    result = read_result(out)
+    assert result["attrs"]["iteration"] == 3 and result["loss"].shape == (3,)
+    # Measured (RMS amplitude residual, sqrt(counts)): adam 2.35 -> 2.14, sgd 2.35 -> 1.99 (Poisson
+    # loss, rate 0.5), gauss-newton 1.77 -> 1.50 (it reports the residual after its step).
+    assert result["loss"][-1] < 0.97 * result["loss"][0]
+    params = result["attrs"]["engine_parameters"]
+    if engine == "gauss-newton":
+        assert result["attrs"]["engine"] == "GaussNewton" and params["initial_damping"] == 1e-3
+    else:
+        assert result["attrs"]["engine"] == "Gradient" and params["optimizer"] == engine
+        assert params["learning_rate"] == (0.02 if engine == "adam" else 0.5)
+        assert params["loss"] == ("poisson" if engine == "sgd" else "amplitude")
+
+
+def test_adam_resume_and_refined_positions(cxi_file, tmp_path):
+    out = tmp_path / "adam.h5"
+    args = ["reconstruct", str(cxi_file), "--engine", "adam", "--refine", "probe,positions", "--out", str(out)]
+    assert main([*args, "--iterations", "3"]) == 0
+    first = read_result(out)
+    assert set(json.loads(first["attrs"]["trainable"])) == {"sample.sample", "probe.modes", "positions"}
+    # Positions move by about 0.02 object pixel per iteration (the default factor is the pixel).
+    start = np.asarray(first["positions"])
+    assert main(["reconstruct", str(cxi_file), "--resume", str(out), "--iterations", "2"]) == 0
+    second = read_result(out)
+    assert second["attrs"]["iteration"] == 5 and second["attrs"]["engine_parameters"]["optimizer"] == "adam"
+    np.testing.assert_array_equal(second["loss"][:3], first["loss"])
+    assert second["loss"][-1] < first["loss"][-1]
+    pixel = float(np.mean(first["object_pixel_size"]))
+    moved = np.abs(np.asarray(second["positions"]) - start).max() / pixel
+    assert 1e-3 < moved < 0.1  # measured 0.037 px: two more Adam steps of ~0.02 px each
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--refine", "probe,positions"], "'positions'"),
+        (["--loss", "poisson"], "--loss"),
+        (["--engine", "adam", "--refine", "zoom"], "zoom"),
+        (["--engine", "gauss-newton", "--refine", "positions"], "gauss-newton"),
+        (["--distance", "0.1"], "--near-field"),
+    ],
+)
+def test_unsupported_combinations_exit_2(extra, message, cxi_file, tmp_path, capsys):
+    code = main(["reconstruct", str(cxi_file), "--iterations", "1", "--out", str(tmp_path / "x.h5"), *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_mixed_state_probe(cxi_file, tmp_path):
+    out = tmp_path / "modes.h5"
+    assert main(["reconstruct", str(cxi_file), "--iterations", "2", "--modes", "2", "--out", str(out)]) == 0
+    result = read_result(out)
+    probe = result["probe"]
+    assert probe.shape == (2, 32, 32)
+    powers = np.sum(np.abs(probe) ** 2, axis=(1, 2))
+    # The second mode starts with 5 % of the power; after two rPIE iterations it holds 4.4 %.
+    assert 0 < powers[1] < 0.3 * powers[0]
+    assert result["loss"][-1] < result["loss"][0]
+
+
+def test_extra_modes_preserve_power_and_are_orthonormal():
+    from janssen.cli._reconstruct import _extra_modes
+
+    y, x = np.mgrid[:16, :16] - 8.0
+    fields = (np.exp(-(x**2 + y**2) / 20) * np.exp(0.1j * x))[None] * 3.0
+    modes, weights = _extra_modes(fields, 4)
+    gram = np.einsum("myx,nyx->mn", modes.conj(), modes)
+    np.testing.assert_allclose(gram, np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(np.sum(weights), np.sum(np.abs(fields) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(weights[1:] / np.sum(weights), 0.05, rtol=1e-5)
+    # The first mode is the given probe (up to a global phase).
+    overlap = abs(np.vdot(modes[0], fields[0])) / np.linalg.norm(fields[0])
+    assert overlap == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def near_field_file(tmp_path_factory):
+    from janssen.io import MicroscopeData, make_test_object, raster_scan
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import NearFieldMicroscope
+
+    dx, wavelength, distance = 1e-6, 1e-10, 0.04  # lambda z / dx^2 = 4 pixels: strong fringes
+    obj = make_test_object((48, 48), key=jr.PRNGKey(3), max_phase=1.0, min_amplitude=0.7)
+    y, x = np.mgrid[:32, :32] - 16.0
+    # A structured probe (a soft disc with a phase ripple), as from a diffuser, near-field style.
+    probe = 20 * np.exp(-(((x**2 + y**2) / 300) ** 2)) * np.exp(0.5j * np.sin(x / 3) * np.cos(y / 4))
+    positions = raster_scan(3, 3, 4 * dx)
+    microscope = NearFieldMicroscope(
+        Probe(probe.astype(np.complex64), wavelength, dx), SampleFunction(obj, dx), positions, distance=distance
+    )
+    intensities = np.asarray(microscope())
+    data = MicroscopeData(intensities, positions, wavelength, dx, distance)
+    path = tmp_path_factory.mktemp("near") / "near.cxi"
+    write_cxi(path, data)
+    return path
+
+
+def test_near_field_reconstruction(near_field_file, tmp_path, capsys):
+    out = tmp_path / "near.h5"
+    args = ["reconstruct", str(near_field_file), "--near-field", "--iterations", "4", "--out", str(out)]
+    assert main(args) == 0
+    result = read_result(out)
+    assert result["attrs"]["microscope"] == "NearFieldMicroscope"
+    # Parallel beam: the object pixel is the detector pixel.
+    np.testing.assert_allclose(result["object_pixel_size"], [1e-6, 1e-6], rtol=1e-6)
+    assert result["loss"][-1] < 0.9 * result["loss"][0]  # measured 3.58 -> 2.30 in 4 rPIE iterations
+    capsys.readouterr()
+    # A cone beam: the sample pixel is the detector pixel over M = (z1 + z2) / z1 = 5.
+    cone = tmp_path / "cone.h5"
+    cone_args = ["reconstruct", str(near_field_file), "--near-field", "--focus-to-sample", "0.01"]
+    assert main([*cone_args, "--iterations", "1", "--out", str(cone)]) == 0
+    np.testing.assert_allclose(read_result(cone)["object_pixel_size"], [2e-7, 2e-7], rtol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import tiny_far_field_problem
 
-from janssen.invert import RESULTS, RPIE, AbstractEngine, MomentumPIE, reconstruct
+from janssen.invert import RESULTS, RPIE, AbstractEngine, MomentumPIE, reconstruct, trainable_spec
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,38 @@ def test_text_progress_meter_reports_losses(problem, capsys):
     assert [int(line.split("iter ")[1].split()[0]) for line in lines] == list(range(2, 21, 2))
     reported = [float(line.split("loss ")[1].split()[0]) for line in lines]
     np.testing.assert_allclose(reported, np.asarray(solution.losses)[1::2], rtol=1e-3)
+
+
+class _Drift(AbstractEngine):
+    """Runs RPIE on the object, and moves every position by `drift` metres per iteration."""
+
+    inner: RPIE
+    drift: float
+
+    def init(self, microscope, data, trainable):
+        return self.inner.init(microscope, data, trainable_spec(microscope, "object"))
+
+    def step(self, microscope, state, data, trainable, key):
+        new, state, loss = self.inner.step(microscope, state, data, trainable_spec(microscope, "object"), key)
+        return eqx.tree_at(lambda m: m.positions, new, new.positions + self.drift), state, loss
+
+    def terminate(self, state, losses):
+        return jnp.array(False)
+
+    def postprocess(self, microscope, state):
+        return microscope
+
+
+def test_positions_off_object_stop_the_run(problem):
+    """Slicing inside jit would clamp a window that runs off the object; the driver must stop."""
+    from janssen.optics import positions_outside
+
+    data, _, start = problem
+    # 3 object pixels per iteration; the smallest margin of this scan is 3-6 pixels.
+    step = 3 * float(start.sample.dx[0])
+    solution = reconstruct(start, data, _Drift(RPIE(), step), trainable=["object", "positions"], num_iterations=10)
+    assert solution.result == RESULTS.positions_off_object
+    assert 0 < solution.iteration < 10
+    m = solution.microscope
+    assert positions_outside(m.positions, m.sample.dx, m.sample.shape, m.probe_shape).size == 0
+    np.testing.assert_allclose(m.positions, start.positions + solution.iteration * step, rtol=1e-5)

@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ..io._data import MicroscopeData
+from ..optics._scan import positions_outside
 from ..scopes._base import AbstractMicroscope
 from ._engines.base import AbstractEngine
 from ._progress import AbstractProgressMeter, NoProgressMeter
@@ -26,6 +27,14 @@ def _step(engine, microscope, state, data, trainable, key):
     new_microscope, new_state, loss = engine.step(microscope, state, data, trainable, key)
     finite = jnp.isfinite(loss) & all_finite(eqx.filter(new_microscope, trainable))
     return new_microscope, new_state, loss, finite
+
+
+def _windows_inside(microscope: AbstractMicroscope) -> bool:
+    """Whether every probe window lies on the object (slicing inside `jit` would clamp)."""
+    outside = positions_outside(
+        microscope.positions, microscope.sample.dx, microscope.sample.shape, microscope.probe_shape
+    )
+    return outside.size == 0
 
 
 def _check_compatible(microscope: AbstractMicroscope, data: MicroscopeData) -> None:
@@ -60,7 +69,9 @@ def reconstruct(
     One jitted `engine.step` per iteration (compiled once per shapes and engine
     configuration, so a second call compiles nothing new). After each step the driver
     checks the loss and the refined leaves: a non-finite value stops the run with
-    `RESULTS.nonfinite` and the **previous** state is returned, never NaN arrays.
+    `RESULTS.nonfinite` and the **previous** state is returned, never NaN arrays. When
+    positions are refined, a step that moves a probe window off the object stops the run
+    with `RESULTS.positions_off_object`, again keeping the previous state.
     Ctrl-C stops with `RESULTS.interrupted`, keeping the last completed iteration.
 
     **Arguments:**
@@ -100,6 +111,7 @@ def reconstruct(
     _check_compatible(start_microscope, data)
 
     current, loss_list, result = start_microscope, [], RESULTS.max_iterations_reached
+    refines_positions = bool(spec.positions) if hasattr(spec, "positions") else False
     snapshots = list(snapshots)
     progress_meter.start(num_iterations)
 
@@ -122,6 +134,9 @@ def reconstruct(
             if not bool(finite):
                 result = RESULTS.nonfinite
                 break
+            if refines_positions and not _windows_inside(new):
+                result = RESULTS.positions_off_object
+                break
             current, state = new, new_state
             loss_list.append(float(loss))
             progress_meter.update(i + 1, loss_list[-1])
@@ -143,7 +158,7 @@ def reconstruct(
     final = solution()
     if checkpoint is not None:
         checkpoint(final)
-    if throw and result in (RESULTS.nonfinite, RESULTS.interrupted):
+    if throw and result in (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object):
         raise RuntimeError(RESULTS[result])
     return final
 

@@ -14,3 +14,7 @@ class RESULTS(eqxi.Enumeration):
         "last finite state. Lower the step sizes or check the data for bad pixels."
     )
     interrupted = "The run was interrupted (e.g. Ctrl-C); the last completed iteration was kept."
+    positions_off_object = (
+        "A refined scan position put the probe partly off the object; the run stopped and returned "
+        "the last state with every probe window inside it. Pad the object or lower the position step."
+    )
