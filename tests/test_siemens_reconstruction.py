@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from janssen.invert import RPIE, align_probe_to_data, init_far_field_microscope, reconstruct
+from janssen.invert import RPIE, align_probe_to_data, init_far_field_microscope, reconstruct, remove_linear_phase
 from janssen.io import load_siemens_star
 
 SPOKES = 30  # periods of the star's pattern around a circle (counted on the reconstruction)
@@ -17,11 +17,7 @@ def _detrended_phase(obj):
 
     The far-field phase-ramp ambiguity leaves the object's tilt undetermined; the mean
     phase step between neighbouring pixels measures it without any phase unwrapping."""
-    gx = np.angle(np.sum(obj[:, 1:] * np.conj(obj[:, :-1])))
-    gy = np.angle(np.sum(obj[1:, :] * np.conj(obj[:-1, :])))
-    rows, cols = np.indices(obj.shape)
-    flat = obj * np.exp(-1j * (gx * cols + gy * rows))
-    return np.angle(flat * np.conj(np.mean(flat)))
+    return np.angle(remove_linear_phase(obj))
 
 
 def _angular_spectrum(phase, centre, radius):

@@ -37,7 +37,7 @@ from ._progress import (
     NoProgressMeter as NoProgressMeter,
     TextProgressMeter as TextProgressMeter,
 )
-from ._ramp import align_probe_to_data as align_probe_to_data
+from ._ramp import align_probe_to_data as align_probe_to_data, remove_linear_phase as remove_linear_phase
 from ._reconstruct import data_residual as data_residual, reconstruct as reconstruct
 from ._results import RESULTS as RESULTS
 from ._seed_mixed import (

@@ -8,7 +8,8 @@ pinned by holding the probe's far-field intensity centroid where it started.
 """
 
 import jax.numpy as jnp
-from jaxtyping import Array, Complex, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Complex, Float
 
 from ..io._data import MicroscopeData
 from ..optics._fft import fft2c
@@ -78,3 +79,26 @@ def align_probe_to_data(probe: Complex[Array, "*modes y x"], data: MicroscopeDat
     h, w = fields.shape[-2:]
     tilted = fields * phase_ramp((h, w), drift / jnp.array([w, h], dtype=drift.dtype))[None]
     return tilted if probe.ndim == 3 else tilted[0]
+
+
+def remove_linear_phase(obj: Complex[ArrayLike, "y x"]) -> np.ndarray:
+    """The object without its mean linear phase ramp and mean phase (host-side, NumPy).
+
+    The ramp is the mean phase step between neighbouring pixels, weighted by amplitude
+    (no phase unwrapping needed). Far-field data cannot determine it (see
+    `align_probe_to_data`), so compare or display phases after removing it.
+
+    **Arguments:**
+
+    - `obj`: `(y, x)` complex object.
+
+    **Returns:**
+
+    A complex NumPy array of the same shape.
+    """
+    values = np.asarray(obj)
+    gx = np.angle(np.sum(values[:, 1:] * np.conj(values[:, :-1])))
+    gy = np.angle(np.sum(values[1:, :] * np.conj(values[:-1, :])))
+    rows, cols = np.indices(values.shape)
+    flat = values * np.exp(-1j * (gx * cols + gy * rows))
+    return flat * np.exp(-1j * np.angle(np.sum(flat)))

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..invert._ramp import remove_linear_phase
+
 
 def _figure(width: float | int, height: float | int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -52,11 +54,7 @@ def plot_object(obj: Any, path: str | pathlib.Path, *, remove_ramp: bool = False
     values = np.asarray(getattr(obj, "sample", obj))
     title = "phase (rad)"
     if remove_ramp:
-        gx = np.angle(np.sum(values[:, 1:] * np.conj(values[:, :-1])))
-        gy = np.angle(np.sum(values[1:, :] * np.conj(values[:-1, :])))
-        rows, cols = np.indices(values.shape)
-        values = values * np.exp(-1j * (gx * cols + gy * rows))
-        values = values * np.exp(-1j * np.angle(np.sum(values)))
+        values = remove_linear_phase(values)
         title = "phase (rad), mean linear ramp removed"
     figure = _figure(10, 4.5)
     left, right = figure.subplots(1, 2)
