@@ -75,3 +75,29 @@ def tiny_far_field_problem(key, *, n=32, grid=5, step=5, photons=1e5, subpixel=F
     guess = ifft2c((pupil * jnp.exp(0.3j * jnp.cos(3 * jnp.pi * r2))).astype(jnp.complex64)) * scale
     start = FarFieldMicroscope(Probe(guess, wavelength, dx), SampleFunction(jnp.ones_like(obj), dx), positions)
     return data, true, start
+
+
+def noiseless_far_field_problem(*, n=32, grid=4, step=6, seed=0):
+    """A quick noiseless far-field problem (NumPy object, one jitted prediction): (data, true, start).
+
+    A Gaussian probe with quadratic phase, a random complex object, a jittered raster of
+    `grid**2` whole-pixel positions. The start has a unit object and the true probe.
+    """
+    from janssen.io import MicroscopeData
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import FarFieldMicroscope
+
+    rng = np.random.default_rng(seed)
+    dx, wavelength = 1e-8, 1e-9
+    c = np.arange(n) - n // 2
+    r2 = (c[None, :] ** 2 + c[:, None] ** 2) / (n / 4) ** 2
+    probe = 30 * np.exp(-r2) * np.exp(1j * r2)
+    g = (np.arange(grid) - (grid - 1) / 2) * step
+    pos = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2) + rng.integers(-1, 2, (grid * grid, 2))
+    size = int(np.ptp(pos)) + n + 4
+    obj = (0.8 + 0.2 * rng.random((size, size))) * np.exp(0.5j * rng.random((size, size)))
+    true = FarFieldMicroscope(Probe(probe, wavelength, dx), SampleFunction(obj, dx), pos * dx)
+    intensities = jax.jit(lambda microscope: microscope())(true)
+    data = MicroscopeData(intensities, pos * dx, wavelength, wavelength / (n * dx), 1.0)
+    start = FarFieldMicroscope(true.probe, SampleFunction(np.ones_like(obj), dx), true.positions)
+    return data, true, start

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from janssen.cli import main
-from janssen.io import read_result, simulate, write_cxi
+from janssen.io import read_cxi, read_result, simulate, write_cxi
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_missing_data_file(tmp_path, capsys):
 # ---- gradient and Gauss-Newton engines, refinement, mixed states, near field -------------------
 
 
-@pytest.mark.parametrize("engine", ["adam", "sgd", "gauss-newton"])
+@pytest.mark.parametrize("engine", ["adam", "sgd", "gauss-newton", "lm", "optx-lm"])
 def test_new_engines_lower_the_loss(engine, cxi_file, tmp_path):
     out = tmp_path / f"{engine}.h5"
     args = ["reconstruct", str(cxi_file), "--iterations", "3", "--out", str(out), "--engine", engine]
@@ -97,8 +97,11 @@ def test_new_engines_lower_the_loss(engine, cxi_file, tmp_path):
     # loss, rate 0.5), gauss-newton 1.77 -> 1.50 (it reports the residual after its step).
     assert result["loss"][-1] < 0.97 * result["loss"][0]
     params = result["attrs"]["engine_parameters"]
-    if engine == "gauss-newton":
-        assert result["attrs"]["engine"] == "GaussNewton" and params["initial_damping"] == 1e-3
+    if engine in ("gauss-newton", "lm"):
+        assert result["attrs"]["engine"] == "GaussNewton"
+        assert params["initial_damping"] == (1e-6 if engine == "gauss-newton" else 1e-3)
+    elif engine == "optx-lm":
+        assert result["attrs"]["engine"] == "OptimistixLeastSquares" and params["solver"] == "levenberg-marquardt"
     else:
         assert result["attrs"]["engine"] == "Gradient" and params["optimizer"] == engine
         assert params["learning_rate"] == (0.02 if engine == "adam" else 0.5)
@@ -129,7 +132,8 @@ def test_adam_resume_and_refined_positions(cxi_file, tmp_path):
         (["--refine", "probe,positions"], "'positions'"),
         (["--loss", "poisson"], "--loss"),
         (["--engine", "adam", "--refine", "zoom"], "zoom"),
-        (["--engine", "gauss-newton", "--refine", "positions"], "gauss-newton"),
+        (["--engine", "lm", "--refine", "zoom"], "zoom"),
+        (["--engine", "lm", "--loss", "poisson"], "amplitude loss only"),
         (["--distance", "0.1"], "--near-field"),
     ],
 )
@@ -139,6 +143,27 @@ def test_unsupported_combinations_exit_2(extra, message, cxi_file, tmp_path, cap
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_lm_refines_distance_and_positions_then_resumes(cxi_file, tmp_path):
+    """`--refine probe,positions,distance`: the far field's distance is carried by its object
+    pixel (`sample.dx`, written under `extra/refined`); the file's `distance` is the refined one."""
+    out = tmp_path / "lm.h5"
+    args = ["reconstruct", str(cxi_file), "--engine", "lm", "--refine", "probe,positions,distance", "--out", str(out)]
+    assert main([*args, "--iterations", "2"]) == 0
+    first = read_result(out)
+    assert set(json.loads(first["attrs"]["trainable"])) == {"sample.sample", "probe.modes", "positions", "sample.dx"}
+    dx = np.asarray(first["extra"]["refined"]["sample.dx"])
+    np.testing.assert_allclose(dx, first["object_pixel_size"], rtol=1e-7)
+    data = read_cxi(cxi_file)
+    # distance = dx * N * camera pixel / wavelength, per axis, averaged.
+    expected = np.mean(dx * np.asarray(data.frame_shape[::-1]) * np.asarray(data.camera_pixel_size) / data.wavelength)
+    np.testing.assert_allclose(float(first["distance"]), expected, rtol=1e-6)
+    assert main(["reconstruct", str(cxi_file), "--resume", str(out), "--iterations", "1"]) == 0
+    second = read_result(out)
+    assert second["attrs"]["iteration"] == 3
+    np.testing.assert_array_equal(second["loss"][:2], first["loss"])
+    assert second["loss"][-1] <= first["loss"][-1]  # Levenberg-Marquardt never raises the residual
 
 
 def test_mixed_state_probe(cxi_file, tmp_path):
@@ -205,3 +230,31 @@ def test_near_field_reconstruction(near_field_file, tmp_path, capsys):
     cone_args = ["reconstruct", str(near_field_file), "--near-field", "--focus-to-sample", "0.01"]
     assert main([*cone_args, "--iterations", "1", "--out", str(cone)]) == 0
     np.testing.assert_allclose(read_result(cone)["object_pixel_size"], [2e-7, 2e-7], rtol=1e-6)
+
+
+def test_uncertainty_map_is_written(cxi_file, tmp_path, capsys):
+    """`--uncertainty --noise-std 0.5` stores `object_std` as `janssen.invert.object_std`
+    computes it for the saved solution (same key): finite on covered pixels, inf elsewhere."""
+    import jax.numpy as jnp
+
+    import janssen.invert as jinv
+    from janssen.io import read_cxi
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import FarFieldMicroscope
+
+    out = tmp_path / "std.h5"
+    args = ["reconstruct", str(cxi_file), "--engine", "lm", "--iterations", "3", "--out", str(out)]
+    assert main([*args, "--uncertainty", "--noise-std", "0.5"]) == 0
+    assert "object_std: median" in capsys.readouterr().out
+    result = read_result(out)
+    std = np.asarray(result["object_std"])
+    assert std.shape == result["object"].shape
+    dx = result["object_pixel_size"]
+    probe = Probe(jnp.asarray(result["probe"]), result["wavelength"], dx)
+    microscope = FarFieldMicroscope(probe, SampleFunction(jnp.asarray(result["object"]), dx), result["positions"])
+    expected = np.asarray(jinv.object_std(microscope, read_cxi(cxi_file), noise_std=0.5, key=jr.PRNGKey(0)))
+    finite = np.isfinite(expected)
+    assert 0 < finite.sum() < finite.size
+    np.testing.assert_array_equal(np.isfinite(std), finite)
+    np.testing.assert_allclose(std[finite], expected[finite], rtol=1e-3)
+    assert main([*args, "--noise-std", "0.5"]) == 2  # --noise-std needs --uncertainty

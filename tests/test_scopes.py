@@ -16,7 +16,7 @@ DX = np.array([1.0e-6, 1.2e-6])  # sample pitch (x, y), deliberately anisotropic
 LAM = 500e-9
 Z = 0.05  # far-field travel distance
 ZOOM = 1.5
-KINDS = ["far_field", "simple", "fresnel", "angular_spectrum", "cone"]
+KINDS = ["far_field", "scaled_far_field", "simple", "fresnel", "angular_spectrum", "cone"]
 
 
 def _probe(sigma_px=2.5, modes=1):
@@ -40,6 +40,9 @@ def _microscope(kind, sample, positions, probe=None, **overrides):
     probe = _probe() if probe is None else probe
     if kind == "far_field":
         return js.FarFieldMicroscope(probe, sample, positions)
+    if kind == "scaled_far_field":
+        propagator = jo.ScaledFraunhofer(Z, 0.9 * _nyquist_camera(1.0), (36, 34))
+        return js.FarFieldMicroscope(probe, sample, positions, propagator)
     if kind == "simple":
         options = dict(
             zoom_factor=ZOOM,
@@ -114,6 +117,25 @@ def test_simple_microscope_reduces_to_far_field(x64):
     )
     expected = predict(far)
     np.testing.assert_allclose(predict(simple), expected, rtol=0, atol=1e-12 * float(jnp.max(expected)))
+
+
+def test_scaled_far_field_equals_fft_far_field(x64):
+    """At the Nyquist camera pitch the ScaledFraunhofer far field is the FFT's, and its
+    distance is a differentiable parameter (gradient vs central difference)."""
+    sample = jo.SampleFunction(_object_array(), DX)
+    far = js.FarFieldMicroscope(_probe(modes=2), sample, POSITIONS)
+    scaled = js.FarFieldMicroscope(
+        _probe(modes=2), sample, POSITIONS, jo.ScaledFraunhofer(Z, _nyquist_camera(1.0), (N, N))
+    )
+    expected = predict(far)
+    np.testing.assert_allclose(predict(scaled), expected, rtol=0, atol=1e-12 * float(jnp.max(expected)))
+    loss = eqx.filter_jit(lambda z: jnp.sum(predict(eqx.tree_at(lambda m: m.propagator.distance, scaled, z)) ** 0.5))
+    grad = jax.grad(loss)(jnp.asarray(Z))
+    h = 1e-6 * Z
+    numeric = (loss(jnp.asarray(Z + h)) - loss(jnp.asarray(Z - h))) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5)
+    with pytest.raises(ValueError, match="propagator"):
+        js.FarFieldMicroscope(_probe(), sample, POSITIONS, jo.Fraunhofer(Z))
 
 
 def test_simple_microscope_function_returns_data(x64):

@@ -23,6 +23,7 @@ from janssen.optics import (
     MixedStateProbe,
     Probe,
     SampleFunction,
+    ScaledFraunhofer,
     object_shape_for,
     orthogonalize_modes,
 )
@@ -36,7 +37,11 @@ _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # at 10 the object alone diverges).
 _DEFAULT_LEARNING_RATES = {"adam": 0.02, "sgd": 1.0}
 _GAUSS_NEWTON = "gauss-newton"
-_ENGINE_NAMES = sorted([*_PIE_ENGINES, *_OPTIMIZERS, _GAUSS_NEWTON])
+# `GaussNewton` is Levenberg-Marquardt; "gauss-newton" starts it with almost no damping.
+_LEAST_SQUARES = {_GAUSS_NEWTON: {"initial_damping": 1e-6}, "lm": {}}
+_OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
+_ENGINE_NAMES = sorted([*_PIE_ENGINES, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX])
+
 _LOSSES = ("amplitude", "poisson", "intensity")
 _PROPAGATORS = ("fresnel", "angular_spectrum")
 _PIE_REFINABLE = ("object", "sample", "probe")
@@ -58,6 +63,8 @@ _DEFAULTS = {
     "distance": None,
     "focus_to_sample": None,
     "propagator": None,
+    "uncertainty": False,
+    "noise_std": None,
 }
 _CHECKPOINT_EVERY = 10
 _INTERRUPTED = 130  # the shell's code for a run stopped by SIGINT
@@ -89,7 +96,11 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         "--learning-rate", dest="learning_rate", type=float, help="adam/sgd learning rate (default 0.02 / 1.0)"
     )
     parser.add_argument(
-        "--refine", help="comma-separated parts to refine besides the object, e.g. probe,positions (default probe)"
+        "--refine",
+        help=(
+            "comma-separated parts to refine besides the object, e.g. probe,positions,distance (default probe); "
+            "in the far field, distance refines the object pixel wavelength * distance / (N * camera pixel)"
+        ),
     )
     parser.add_argument("--modes", type=int, help="probe modes of a mixed-state probe (default 1)")
     parser.add_argument(
@@ -100,6 +111,19 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         "--focus-to-sample", dest="focus_to_sample", type=float, help="near field: focus-to-sample distance, m"
     )
     parser.add_argument("--propagator", choices=_PROPAGATORS, help="near field: propagator (default fresnel)")
+    parser.add_argument(
+        "--uncertainty",
+        action="store_true",
+        default=None,
+        help="after the run, write object_std: the per-pixel standard error of the object from the Gauss-Newton "
+        "curvature (64 CG solves; meaningful at a converged solution)",
+    )
+    parser.add_argument(
+        "--noise-std",
+        dest="noise_std",
+        type=float,
+        help="with --uncertainty: amplitude noise in sqrt(counts) (0.5 for Poisson counts; default: from the residual)",
+    )
     parser.add_argument("--out", type=pathlib.Path, help="result file (default: DATA's name + _result.h5)")
     parser.add_argument("--resume", type=pathlib.Path, help="continue from this result file's checkpoint")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -183,8 +207,8 @@ def _check_settings(settings: dict[str, Any]) -> None:
             raise UsageError(f"unknown loss {loss!r} (choose from {', '.join(_LOSSES)})")
         if _is_pie(engine):
             raise UsageError(f"--loss applies to the gradient engines (adam, sgd) only, not {engine!r}")
-        if engine == _GAUSS_NEWTON and loss != "amplitude":
-            raise UsageError(f"gauss-newton minimises the amplitude loss only, got --loss {loss!r}")
+        if engine not in _OPTIMIZERS and loss != "amplitude":
+            raise UsageError(f"{engine} minimises the amplitude loss only, got --loss {loss!r}")
     rate = settings["learning_rate"]
     if rate is not None:
         if engine not in _OPTIMIZERS:
@@ -196,16 +220,15 @@ def _check_settings(settings: dict[str, Any]) -> None:
     if _is_pie(engine) and unsupported:
         raise UsageError(
             f"--refine {unsupported[0]!r} is not supported by {engine!r}: PIE engines refine the object and "
-            "probe only (use adam, sgd or gauss-newton)"
-        )
-    if engine == _GAUSS_NEWTON and unsupported:
-        # GaussNewton damps every parameter alike (D = I), so parameters in metres next to
-        # an object of order 1 get steps on the wrong scale; until it scales them, refuse.
-        raise UsageError(
-            f"--refine {unsupported[0]!r} is not supported by gauss-newton yet (it refines the object and "
-            "probe; use adam or sgd to refine positions or optics)"
+            "probe only (use adam, sgd, lm, gauss-newton or an optx engine)"
         )
     settings["refine"] = names
+    noise = settings["noise_std"]
+    if noise is not None:
+        if not settings["uncertainty"]:
+            raise UsageError("--noise-std needs --uncertainty")
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not (np.isfinite(noise) and noise > 0):
+            raise UsageError(f"noise std must be a finite number > 0, got {noise!r}")
     modes = settings["modes"]
     if isinstance(modes, bool) or not isinstance(modes, int) or modes < 1:
         raise UsageError(f"modes must be an integer >= 1, got {modes!r}")
@@ -261,9 +284,18 @@ def _make_engine(
         params = dict(params)
         params.setdefault("mode", "batched" if settings["batched"] else "sequential")
         return _construct(cls, params), {}
-    if name == _GAUSS_NEWTON:
+    if name in _LEAST_SQUARES:
         _check_params(jinv.GaussNewton, params, _fields_of(jinv.GaussNewton))
-        return _construct(jinv.GaussNewton, params), {}
+        return _construct(jinv.GaussNewton, {**_LEAST_SQUARES[name], **params}), {}
+    if name in _OPTIMISTIX:
+        allowed = {"rtol", "atol", "cg_max_steps", "eps", "solver"}
+        _check_params(jinv.OptimistixLeastSquares, params, allowed)
+        params = {key: value for key, value in params.items() if key != "solver"}
+        try:
+            engine = jinv.optimistix_engine(_OPTIMISTIX[name], **params)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"bad {name} parameters: {error}") from error
+        return engine, {"solver": _OPTIMISTIX[name], **params}
     return _gradient_engine(name, params, settings, microscope)
 
 
@@ -496,6 +528,9 @@ def _engine_name(saved: dict[str, Any], path: pathlib.Path) -> str:
     names = {cls.__name__: name for name, cls in _PIE_ENGINES.items()} | {"GaussNewton": _GAUSS_NEWTON}
     if attrs.get("engine") in names:
         return names[attrs["engine"]]
+    solver = attrs.get("engine_parameters", {}).get("solver")
+    if attrs.get("engine") == "OptimistixLeastSquares" and solver in _OPTIMISTIX.values():
+        return {value: key for key, value in _OPTIMISTIX.items()}[solver]
     optimizer = attrs.get("engine_parameters", {}).get("optimizer")
     if attrs.get("engine") == "Gradient" and optimizer in _OPTIMIZERS:
         return optimizer
@@ -519,7 +554,10 @@ def _resumed(path: pathlib.Path, saved: dict[str, Any], data: jio.MicroscopeData
         if cli.get("near_field"):
             microscope = _near_field_microscope(probe, sample, positions, cli)
         else:
-            microscope = FarFieldMicroscope(probe, sample, positions)
+            propagator = None
+            if cli.get("scaled_far_field"):
+                propagator = ScaledFraunhofer(saved["distance"], data.camera_pixel_size, tuple(data.frame_shape))
+            microscope = FarFieldMicroscope(probe, sample, positions, propagator)
         engine, record = _make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
         trainable = saved["attrs"].get("trainable", '["object", "probe"]')
         trainable = json.loads(trainable) if isinstance(trainable, str) else list(trainable)
@@ -606,6 +644,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         solution, seconds = _run(
             start, data, engine, settings, out, meter=jinv.TextProgressMeter(), trainable=trainable, records=records
         )
+        if settings["uncertainty"] and solution.result != jinv.RESULTS.interrupted:
+            _write_uncertainty(solution, data, engine, settings, out, records)
     except UsageError as error:
         return _error("reconstruct", error)
     except (OSError, ValueError) as error:
@@ -616,6 +656,16 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         print(f"interrupted: checkpoint saved; continue with `janssen reconstruct {args.data} --resume {out}`")
         return _INTERRUPTED
     return 0
+
+
+def _write_uncertainty(solution, data, engine, settings: dict[str, Any], out: pathlib.Path, records) -> None:
+    """Rewrite the result file with the object's standard-error map (after the last checkpoint)."""
+    std = jinv.object_std(solution.microscope, data, noise_std=settings["noise_std"], key=jr.PRNGKey(settings["seed"]))
+    jinv.save_solution(out, solution, data, engine, object_std=std)
+    if records is not None:
+        _annotate(out, *records)
+    covered = np.asarray(std)[np.isfinite(np.asarray(std))]
+    print(f"object_std: median {float(np.median(covered)):.3g} over the {covered.size} covered object pixels")
 
 
 def _summary(solution: jinv.Solution, seconds: float, out: pathlib.Path, figures: list[pathlib.Path]) -> str:

@@ -1,12 +1,19 @@
 """Reconstruction engines, the `reconstruct` driver and the seed API."""
 
 from ._checkpoint import load_solution as load_solution, save_solution as save_solution
+from ._constraints import project_scan_step as project_scan_step, scan_gauges as scan_gauges
 from ._engines.base import AbstractEngine as AbstractEngine
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,
     GaussNewtonEngineState as GaussNewtonEngineState,
 )
 from ._engines.gradient import Gradient as Gradient, GradientState as GradientState
+from ._engines.optimistix import (
+    OptimistixLeastSquares as OptimistixLeastSquares,
+    OptimistixState as OptimistixState,
+    normal_cg as normal_cg,
+    optimistix_engine as optimistix_engine,
+)
 from ._engines.pie import (
     EPIE as EPIE,
     RPIE as RPIE,
@@ -73,5 +80,11 @@ from ._seed_types import (
     PtychographyParams as PtychographyParams,
     PtychographyReconstruction as PtychographyReconstruction,
 )
+from ._sharding import (
+    POSITIONS_AXIS as POSITIONS_AXIS,
+    positions_mesh as positions_mesh,
+    shard_positions as shard_positions,
+)
 from ._solution import Solution as Solution
 from ._trainable import trainable_spec as trainable_spec
+from ._uncertainty import object_std as object_std

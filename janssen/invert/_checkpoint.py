@@ -11,10 +11,12 @@ import numpy as np
 
 from ..io._data import MicroscopeData
 from ..io._results import read_result, write_result
+from ..scopes._far_field import FarFieldMicroscope
+from ..scopes._simple import SimpleMicroscope
 from ._engines.base import AbstractEngine
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import selected_paths
+from ._trainable import _get, selected_paths
 
 
 def engine_parameters(engine: AbstractEngine) -> dict[str, Any]:
@@ -52,7 +54,14 @@ def _resumable(solution: Solution) -> tuple:
     return solution.microscope, solution.state, solution.key, solution.result
 
 
-def save_solution(path: str | pathlib.Path, solution: Solution, data: MicroscopeData, engine: AbstractEngine) -> None:
+def save_solution(
+    path: str | pathlib.Path,
+    solution: Solution,
+    data: MicroscopeData,
+    engine: AbstractEngine,
+    *,
+    object_std: Any = None,
+) -> None:
     """Write a `Solution` to a result file that `load_solution` can resume from.
 
     The file (see `janssen.io.write_result`) holds the object, probe, positions, loss
@@ -66,6 +75,8 @@ def save_solution(path: str | pathlib.Path, solution: Solution, data: Microscope
     - `solution`: what `reconstruct` returned (or passed to its checkpoint).
     - `data`: the measurements it was refined against (for the geometry).
     - `engine`: the engine that ran (its class and parameters are recorded).
+    - `object_std`: an optional `(Y, X)` standard-error map of the object (see
+      `janssen.invert.object_std`), stored as `/object_std`.
     """
     microscope = solution.microscope
     buffer = io.BytesIO()
@@ -79,6 +90,12 @@ def save_solution(path: str | pathlib.Path, solution: Solution, data: Microscope
         "microscope": type(microscope).__name__,
         "trainable": selected_paths(microscope, solution.trainable),
     }
+    extra = {"key": np.asarray(solution.key)}
+    # Refined parameters besides object, probe and positions (distance, zoom, aperture…),
+    # under their leaf paths.
+    for leaf_path in selected_paths(microscope, solution.trainable):
+        if leaf_path not in ("sample.sample", "probe.modes", "positions"):
+            extra[f"refined/{leaf_path}"] = np.asarray(_get(microscope, leaf_path))
     write_result(
         path,
         object=microscope.sample.sample,
@@ -86,12 +103,28 @@ def save_solution(path: str | pathlib.Path, solution: Solution, data: Microscope
         positions=microscope.positions,
         loss=solution.losses,
         wavelength=float(data.wavelength),
-        distance=float(data.distance),
+        distance=_distance(microscope, data),
         object_pixel_size=microscope.sample.dx,
         attrs=attrs,
-        extra={"key": np.asarray(solution.key)},
+        extra=extra,
         state_bytes=buffer.getvalue(),
+        object_std=object_std,
     )
+
+
+def _distance(microscope: Any, data: MicroscopeData) -> float:
+    """The sample-to-camera distance: the refined one where the far-field model carries it."""
+    propagator = getattr(microscope, "propagator", None)
+    if isinstance(microscope, FarFieldMicroscope | SimpleMicroscope) and propagator is not None:
+        return float(propagator.distance)
+    if isinstance(microscope, FarFieldMicroscope):
+        # The FFT far field's object pixel is wavelength * distance / (N * camera pixel).
+        shape = np.asarray(data.frame_shape[::-1], dtype=np.float64)
+        per_axis = (
+            np.asarray(microscope.sample.dx) * shape * np.asarray(data.camera_pixel_size) / float(data.wavelength)
+        )
+        return float(np.mean(per_axis))
+    return float(data.distance)
 
 
 def load_solution(path: str | pathlib.Path, like: Solution) -> Solution:

@@ -7,6 +7,7 @@ from jaxtyping import Array, ArrayLike, Complex, Float, Num
 from ..io._data import MicroscopeData
 from ..optics._fft import ifft2c
 from ..optics._probe import AbstractProbe, Probe
+from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._far_field import FarFieldMicroscope
@@ -140,6 +141,7 @@ def init_far_field_microscope(
     probe: AbstractProbe | Num[ArrayLike, "*modes y x"] | None = None,
     *,
     padding: int | None = None,
+    refine_distance: bool = False,
 ) -> FarFieldMicroscope:
     """A `FarFieldMicroscope` ready for `reconstruct`: unit object, centred scan, probe guess.
 
@@ -150,6 +152,9 @@ def init_far_field_microscope(
       complex array on the detector's grid in the sample plane (used as given). Default:
       `init_probe(data)`, scaled to the measured mean counts per frame.
     - `padding`: extra object pixels on every side (see `init_object`).
+    - `refine_distance`: propagate with a `ScaledFraunhofer` at the data's distance and
+      camera pixel (same prediction, several times slower than the FFT), so that
+      `trainable=["distance"]` can refine the distance.
 
     **Returns:**
 
@@ -164,4 +169,5 @@ def init_far_field_microscope(
     if shape != tuple(data.frame_shape):
         raise ValueError(f"`probe` must have the frame shape {tuple(data.frame_shape)}, got shape {shape}")
     sample = init_object(data, shape, padding=padding, dtype=probe.fields().dtype)
-    return FarFieldMicroscope(probe, sample, positions_in_object_frame(data))
+    propagator = ScaledFraunhofer(data.distance, data.camera_pixel_size, shape) if refine_distance else None
+    return FarFieldMicroscope(probe, sample, positions_in_object_frame(data), propagator)

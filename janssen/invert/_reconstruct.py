@@ -1,6 +1,6 @@
 """`reconstruct`: the one loop that every engine runs in."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -13,6 +13,7 @@ from jaxtyping import PRNGKeyArray
 from ..io._data import MicroscopeData
 from ..optics._scan import positions_outside
 from ..scopes._base import AbstractMicroscope
+from ._constraints import Bounds, constrain_step
 from ._engines.base import AbstractEngine
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
@@ -23,10 +24,28 @@ _DEFAULT_TRAINABLE = ("object", "probe")
 
 
 @eqx.filter_jit
-def _step(engine, microscope, state, data, trainable, key):
+def _step(engine, microscope, state, data, trainable, key, bounds):
     new_microscope, new_state, loss = engine.step(microscope, state, data, trainable, key)
+    new_microscope = constrain_step(new_microscope, microscope, trainable)
+    if bounds is not None:
+        new_microscope = bounds(new_microscope)
     finite = jnp.isfinite(loss) & all_finite(eqx.filter(new_microscope, trainable))
     return new_microscope, new_state, loss, finite
+
+
+def _strongly_typed(tree: Any) -> Any:
+    """`tree` with weakly typed arrays (from Python scalars) made strong.
+
+    An engine's step returns strongly typed leaves; a start with weak ones would make the
+    second iteration's arguments differ in type from the first's, and compile again.
+    """
+
+    def strong(leaf):
+        if eqx.is_array(leaf) and getattr(leaf, "weak_type", False):
+            return jnp.array(leaf, dtype=leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map(strong, tree)
 
 
 def _windows_inside(microscope: AbstractMicroscope) -> bool:
@@ -55,6 +74,7 @@ def reconstruct(
     engine: AbstractEngine,
     *,
     trainable: Any = None,
+    bounds: Mapping[str, Any] | None = None,
     num_iterations: int = 50,
     key: PRNGKeyArray | None = None,
     callback: Callable[[int, float, AbstractMicroscope], None] | None = None,
@@ -72,6 +92,12 @@ def reconstruct(
     `RESULTS.nonfinite` and the **previous** state is returned, never NaN arrays. When
     positions are refined, a step that moves a probe window off the object stops the run
     with `RESULTS.positions_off_object`, again keeping the previous state.
+
+    Two constraints hold after every step, whatever the engine: refined positions keep
+    the scan's mean when the object is refined too (a common shift of the scan moves the
+    object), and its overall scale when the distance (or zoom) is refined too (a common
+    dilation trades off against it; see `janssen.invert.project_scan_step`); and leaves
+    named in `bounds` are clipped into their boxes.
     Ctrl-C stops with `RESULTS.interrupted`, keeping the last completed iteration.
 
     **Arguments:**
@@ -83,6 +109,10 @@ def reconstruct(
     - `trainable`: what to refine — names (`["object", "probe"]`, `"positions"`,
       `"aperture.diameter"`…), a function picking leaves, or a filter spec. Defaults to
       object and probe. Ignored when resuming.
+    - `bounds`: `{name: (min, max)}` box constraints on refined parameters, by trainable
+      name or dotted path (`{"zoom": (0.9, 1.1), "aperture.diameter": (1e-4, 3e-4)}`),
+      enforced by clipping after each step (`None`: unbounded side). Not stored in the
+      `Solution`: pass them again when resuming.
     - `num_iterations`: iterations to run in this call.
     - `key`: PRNG key (e.g. the order of positions in sequential PIE). Default `PRNGKey(0)`.
     - `callback`: called as `callback(iteration, loss, microscope)` after each iteration.
@@ -109,6 +139,8 @@ def reconstruct(
         state = engine.init(microscope, data, spec)
         losses, base_key, first, snapshots = empty_losses(), (jr.PRNGKey(0) if key is None else key), 0, ()
     _check_compatible(start_microscope, data)
+    start_microscope, state = _strongly_typed(start_microscope), _strongly_typed(state)
+    box = None if not bounds else Bounds(bounds, start_microscope)
 
     current, loss_list, result = start_microscope, [], RESULTS.max_iterations_reached
     refines_positions = bool(spec.positions) if hasattr(spec, "positions") else False
@@ -130,7 +162,7 @@ def reconstruct(
 
     try:
         for i in range(first, first + num_iterations):
-            new, new_state, loss, finite = _step(engine, current, state, data, spec, jr.fold_in(base_key, i))
+            new, new_state, loss, finite = _step(engine, current, state, data, spec, jr.fold_in(base_key, i), box)
             if not bool(finite):
                 result = RESULTS.nonfinite
                 break

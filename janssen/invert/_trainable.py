@@ -34,12 +34,22 @@ def _get(tree: Any, path: str) -> Any:
     return node
 
 
-def _expand(names: Sequence[str]) -> list[str]:
+def _expand(names: Sequence[str], model: Any = None) -> list[str]:
     paths: list[str] = []
     for name in names:
         alias = ALIASES.get(name, name)
+        if name in ("distance", "travel_distance") and _fft_far_field(model):
+            # The FFT far field has no distance: its object pixel `wavelength * distance /
+            # (N * camera_pixel)` carries it, and refining the pixel refines the distance.
+            alias = "sample.dx"
         paths.extend([alias] if isinstance(alias, str) else alias)
     return paths
+
+
+def _fft_far_field(model: Any) -> bool:
+    from ..scopes._far_field import FarFieldMicroscope
+
+    return isinstance(model, FarFieldMicroscope) and model.propagator is None
 
 
 def is_refinable(leaf: Any) -> bool:
@@ -53,7 +63,10 @@ def trainable_spec(model: Any, trainable: Any) -> Any:
     `trainable` may be
 
     - a sequence of names: fields paths such as `"sample.sample"` or `"aperture.diameter"`,
-      or the short names `object`, `probe`, `positions`, `distance`, `zoom`, `aperture`;
+      or the short names `object`, `probe`, `positions`, `distance`, `zoom`, `aperture`
+      (`distance` of a `FarFieldMicroscope` without a propagator is its object pixel
+      `sample.dx = wavelength * distance / (N * camera_pixel)`: the FFT far field's
+      geometry);
     - a function `model -> leaf or tuple of leaves` (as for `equinox.tree_at`);
     - a PyTree of bools with the structure of `model` (an `equinox` filter spec).
 
@@ -63,7 +76,7 @@ def trainable_spec(model: Any, trainable: Any) -> Any:
     if isinstance(trainable, str):
         trainable = [trainable]
     if isinstance(trainable, Sequence):
-        paths = _expand(trainable)
+        paths = _expand(trainable, model)
         for path in paths:
             leaf = _get(model, path)
             if not is_refinable(leaf):

@@ -7,6 +7,7 @@ from ._cxi import (
     write_cxi as write_cxi,
 )
 from ._data import MicroscopeData as MicroscopeData
+from ._lazy import CXIFrames as CXIFrames
 from ._results import read_result as read_result, write_result as write_result
 from ._siemens import MeasuredDataset as MeasuredDataset, load_siemens_star as load_siemens_star
 from ._simulate import (

@@ -8,6 +8,7 @@
 | `/loss` | `(iterations,)` loss of every completed iteration |
 | `/wavelength`, `/distance` | m |
 | `/object_pixel_size` | `(2,)` object pixel `(x, y)`, m |
+| `/object_std` | `(Y, X)` standard error of each object pixel (optional; `janssen.invert.object_std`) |
 | `/checkpoint/state` | opaque bytes: the engine state, for resuming (optional) |
 | `/extra/<name>` | any further arrays (optional) |
 | attributes of `/` | `engine`, `engine_parameters` (JSON), `janssen_version`, `iteration`, ... |
@@ -43,6 +44,7 @@ def write_result(
     attrs: dict,
     extra: dict | None = None,
     state_bytes: bytes | None = None,
+    object_std: Any = None,
 ) -> None:
     """Write a reconstruction result file (overwriting it, atomically).
 
@@ -62,10 +64,13 @@ def write_result(
       `janssen_version`, `iteration`…); dicts and lists are stored as JSON text.
     - `extra`: further arrays, stored under `/extra`.
     - `state_bytes`: serialised engine state, stored as `/checkpoint/state`.
+    - `object_std`: `(Y, X)` per-pixel standard error of the object (e.g. from
+      `janssen.invert.object_std`), stored as `/object_std`; optional.
 
     **Raises:**
 
-    `OSError` naming the file when it cannot be written.
+    `OSError` naming the file when it cannot be written; `ValueError` when `object_std`
+    is complex or not of the object's shape.
     """
     path = pathlib.Path(path)
     probe = np.asarray(probe)
@@ -78,6 +83,8 @@ def write_result(
         "distance": np.float64(distance),
         "object_pixel_size": np.asarray(object_pixel_size, dtype=np.float64).reshape(2),
     }
+    if object_std is not None:
+        object_std = _object_std(object_std, arrays["object"].shape)
     partial = path.with_name(path.name + ".partial")
     try:
         with h5py.File(partial, "w") as handle:
@@ -89,6 +96,8 @@ def write_result(
                 handle.create_dataset(f"extra/{name}", data=np.asarray(value))
             if state_bytes is not None:
                 handle.create_dataset("checkpoint/state", data=np.void(state_bytes))
+            if object_std is not None:
+                handle.create_dataset("object_std", data=object_std)
         partial.replace(path)
     except OSError as error:
         raise OSError(f"cannot write result file {str(path)!r}: {error}") from error
@@ -105,8 +114,9 @@ def read_result(path: str | pathlib.Path) -> dict[str, Any]:
 
     A dict with the arrays of `write_result` under their names (NumPy arrays; scalars as
     Python floats), `"attrs"` (the root attributes, with `engine_parameters` decoded from
-    JSON), `"extra"` (a dict of arrays) and `"state_bytes"` (`bytes`, or `None` when the
-    file holds no checkpoint).
+    JSON), `"extra"` (a dict of arrays), `"state_bytes"` (`bytes`, or `None` when the
+    file holds no checkpoint) and `"object_std"` (the `(Y, X)` standard-error map, or
+    `None` when the file has none).
 
     **Raises:**
 
@@ -130,9 +140,25 @@ def read_result(path: str | pathlib.Path) -> dict[str, Any]:
         if "engine_parameters" in attrs:
             attrs["engine_parameters"] = json.loads(attrs["engine_parameters"])
         out["attrs"] = attrs
-        out["extra"] = {name: value[()] for name, value in handle.get("extra", {}).items()}
+        out["extra"] = _read_group(handle.get("extra", {}))
         out["state_bytes"] = handle["checkpoint/state"][()].tobytes() if "checkpoint/state" in handle else None
+        out["object_std"] = handle["object_std"][()] if "object_std" in handle else None
     return out
+
+
+def _read_group(group: Any) -> dict[str, Any]:
+    """A group's datasets as arrays, its subgroups as nested dicts."""
+    return {name: _read_group(value) if isinstance(value, h5py.Group) else value[()] for name, value in group.items()}
+
+
+def _object_std(value: Any, object_shape: tuple[int, ...]) -> np.ndarray:
+    """The standard-error map as a real array of the object's shape (checked before writing)."""
+    std = np.asarray(value)
+    if np.iscomplexobj(std) or std.shape != object_shape:
+        raise ValueError(
+            f"`object_std` must be a real array of the object's shape {object_shape}, got {std.dtype} {std.shape}"
+        )
+    return std
 
 
 def _plain(value: Any) -> Any:

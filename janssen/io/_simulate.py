@@ -290,6 +290,8 @@ def make_focused_probe(
     modes: int = 1,
     pupil_fraction: ScalarLike = 0.5,
     central_stop: ScalarLike = 0.0,
+    coherence_width: PairLike | None = None,
+    beam_width: PairLike | None = None,
 ) -> Complex[Array, "modes y x"]:
     """A defocused probe from a circular pupil, as made by a lens or zone plate.
 
@@ -301,10 +303,36 @@ def make_focused_probe(
     f_max)`. The result is a compact disc with Fresnel fringes and a diffraction-limited
     edge, and its far field fills `pupil_fraction` of the detector.
 
-    With `modes > 1` the extra modes are the pupil field times low-order polynomials of
-    the pupil coordinates (`1, u, v, u**2, uv, v**2, ...`), made orthogonal by a QR
-    decomposition; mode `m` carries a power proportional to `2**-m`. This is a simple
-    stand-in for partial coherence, not a physical coherence model.
+    **Partial coherence** (`coherence_width` given). The lens is lit by a Schell-model
+    beam: its degree of coherence across the pupil is the Gaussian
+    `mu(f1 - f2) = exp(-(fx1 - fx2)**2 / (2 mx**2) - (fy1 - fy2)**2 / (2 my**2))`,
+    so the pupil's cross-spectral density is
+    `W(f1, f2) = A(f1) conj(A(f2)) g(f1) g(f2) mu(f1 - f2)`, with `A` the coherent pupil
+    field above and `g` the beam's amplitude envelope (`1`: the beam overfills the
+    lens, the usual case; with `beam_width`, `exp(-fx**2 / (4 sx**2) - fy**2 / (4 sy**2))`,
+    a Gaussian–Schell-model beam). This is the same as an incoherent Gaussian source
+    imaged onto the sample: every source point gives the coherent probe, shifted. The
+    cone maps pupil frequency `f` onto the sample-plane position `wavelength * dz * f`,
+    so the widths are given where they act, in the sample plane:
+    `coherence_width = wavelength * dz * m` is the rms width of the degree of coherence
+    across the illuminated disc in geometric optics (at the presets' Fresnel numbers
+    the disc's own fringes lower `|mu|` at one coherence width from 0.61 to about
+    0.55), and `beam_width = wavelength * dz * s` the rms width the unclipped beam
+    would have there. The returned modes are the `modes` strongest eigenmodes of `W` (Wolf's
+    coherent modes), computed numerically: the separable kernel `g g mu` is
+    diagonalised along each axis on the pupil's support (`eigh`), the strongest
+    products of the two axes' eigenvectors (at most `max(128, 4 * modes)`) are
+    multiplied by `A`, and the eigenvectors of those fields' Gram matrix turn them into
+    the eigenmodes of `W` with their eigenvalues. The weights are the eigenvalues of
+    the kept modes, normalised to a total power of 1 (the power of the weaker modes is
+    dropped: the result is the best rank-`modes` approximation of the beam,
+    renormalised). For a Gaussian–Schell beam that the aperture does not clip, they are
+    the analytic ratios `q_x**m q_y**n` (`janssen.optics.gsm_parameters`).
+
+    Without `coherence_width`, `modes > 1` makes extra modes from the pupil field times
+    low-order polynomials of the pupil coordinates (`1, u, v, u**2, uv, v**2, ...`),
+    made orthogonal by a QR decomposition; mode `m` carries a power proportional to
+    `2**-m`. This is a simple stand-in, not a physical coherence model.
 
     **Arguments:**
 
@@ -318,10 +346,17 @@ def make_focused_probe(
       `(0, 1]` (default 0.5).
     - `central_stop`: diameter of an opaque central stop as a fraction of the pupil's,
       in `[0, 1)` (default 0, none).
+    - `coherence_width`: rms width of the degree of coherence in the sample plane, in
+      metres, scalar or `(x, y)`, > 0; `None` (default) for a coherent beam (or the
+      polynomial stand-in when `modes > 1`).
+    - `beam_width`: rms width of the Gaussian–Schell beam's intensity, mapped onto the
+      sample plane, in metres, scalar or `(x, y)`, > 0; `None` (default) for a beam
+      that lights the pupil uniformly. Only with `coherence_width`.
 
     **Returns:**
 
-    `(modes, H, W)` complex modes, orthogonal, with total power `sum |P|**2` equal to 1.
+    `(modes, H, W)` complex modes, orthogonal, with total power `sum |P|**2` equal to 1
+    (the weights folded in: mode `m` carries power `sum |P[m]|**2`).
     """
     _check_shape("shape", shape)
     dx = pair("dx", dx)
@@ -336,27 +371,54 @@ def make_focused_probe(
     if not 0 <= central_stop < 1:
         raise ValueError(f"`central_stop` must lie in [0, 1), got {central_stop}")
     _check_count("modes", modes)
-    return _focused_probe(tuple(shape), modes, dx, wavelength, diameter_px, pupil_fraction, central_stop)
+    pupil = _Pupil(tuple(shape), dx, wavelength, diameter_px, pupil_fraction, central_stop)
+    if coherence_width is None:
+        if beam_width is not None:
+            raise ValueError("`beam_width` describes a partially coherent beam: give `coherence_width` with it")
+        return _focused_probe(pupil, modes)
+    coherence_width = _positive_pair("coherence_width", coherence_width)
+    beam_width = None if beam_width is None else _positive_pair("beam_width", beam_width)
+    return _partially_coherent_probe(pupil, modes, coherence_width, beam_width)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _focused_probe(
-    shape: tuple[int, int],
-    modes: int,
-    dx: Float[Array, "2"],
-    wavelength: Float[Array, ""],
-    diameter_px: ScalarLike,
-    pupil_fraction: ScalarLike,
-    central_stop: ScalarLike,
-) -> Complex[Array, "modes y x"]:
-    fx, fy = frequency_grid(shape, dx)
-    f2 = fx**2 + fy**2
-    f_max = pupil_fraction / (2 * jnp.max(dx))
-    pupil = (f2 <= f_max**2) & (f2 >= (central_stop * f_max) ** 2)
-    defocus = diameter_px * jnp.max(dx) / (2 * wavelength * f_max)
-    field = pupil * jnp.exp(-1j * jnp.pi * wavelength * defocus * f2)
-    pupil_modes = _polynomial_modes(field, fx / f_max, fy / f_max, modes)
-    weights = 0.5 ** jnp.arange(modes, dtype=f2.dtype)
+def _positive_pair(name: str, value: PairLike) -> Float[Array, "2"]:
+    value = pair(name, value)
+    check_positive(name, value)
+    return value
+
+
+class _Pupil(eqx.Module):
+    """The coherent pupil of `make_focused_probe`: a disc with the Fresnel phase of a defocus."""
+
+    shape: tuple[int, int] = eqx.field(static=True)
+    dx: Float[Array, "2"]
+    wavelength: Float[Array, ""]
+    diameter_px: ScalarLike
+    pupil_fraction: ScalarLike
+    central_stop: ScalarLike
+
+    @property
+    def f_max(self) -> Float[Array, ""]:
+        """The pupil's cut-off frequency (1/m)."""
+        return self.pupil_fraction / (2 * jnp.max(self.dx))
+
+    @property
+    def defocus(self) -> Float[Array, ""]:
+        """`dz` such that the cone is `diameter_px` pixels wide in the sample plane."""
+        return self.diameter_px * jnp.max(self.dx) / (2 * self.wavelength * self.f_max)
+
+    def field(self) -> Complex[Array, "y x"]:
+        fx, fy = frequency_grid(self.shape, self.dx)
+        f2 = fx**2 + fy**2
+        inside = (f2 <= self.f_max**2) & (f2 >= (self.central_stop * self.f_max) ** 2)
+        return inside * jnp.exp(-1j * jnp.pi * self.wavelength * self.defocus * f2)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _focused_probe(pupil: _Pupil, modes: int) -> Complex[Array, "modes y x"]:
+    fx, fy = frequency_grid(pupil.shape, pupil.dx)
+    pupil_modes = _polynomial_modes(pupil.field(), fx / pupil.f_max, fy / pupil.f_max, modes)
+    weights = 0.5 ** jnp.arange(modes, dtype=fx.dtype)
     weights = weights / jnp.sum(weights)
     return ifft2c(pupil_modes * jnp.sqrt(weights)[:, None, None])
 
@@ -372,6 +434,77 @@ def _polynomial_modes(
     diagonal = jnp.diagonal(r)
     q = q * (diagonal / jnp.abs(diagonal))[None, :]
     return q.T.reshape(modes, *field.shape)
+
+
+# Separable terms of the pupil's cross-spectral density kept before the eigendecomposition
+# (at least; `4 * modes` when more modes are asked for).
+_MIN_TERMS = 128
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _partially_coherent_probe(
+    pupil: _Pupil, modes: int, coherence_width: Float[Array, "2"], beam_width: Float[Array, "2"] | None
+) -> Complex[Array, "modes y x"]:
+    """The `modes` strongest coherent modes of the Schell-model pupil (see `make_focused_probe`)."""
+    # Geometric optics maps pupil frequency f onto wavelength * dz * f in the sample plane.
+    scale = pupil.wavelength * pupil.defocus
+    envelope = (None, None) if beam_width is None else beam_width / scale
+    fx, fy = frequency_grid(pupil.shape, pupil.dx)
+    lam_x, vec_x = _axis_modes(fx[0], pupil.f_max, coherence_width[0] / scale, envelope[0])
+    lam_y, vec_y = _axis_modes(fy[:, 0], pupil.f_max, coherence_width[1] / scale, envelope[1])
+    # W = A conj(A) (Kx (x) Ky): each product of axis eigenvectors, times the pupil, is one
+    # incoherent term of W; the strongest terms carry all but a negligible part of it.
+    products = (lam_y[:, None] * lam_x[None, :]).ravel()
+    count = min(products.size, max(_MIN_TERMS, 4 * modes))
+    strength, index = jax.lax.top_k(products, count)
+    iy, ix = jnp.divmod(index, lam_x.size)
+    terms = vec_y.T[iy][:, :, None] * vec_x.T[ix][:, None, :]
+    field = pupil.field()
+    fields = ((jnp.sqrt(strength)[:, None, None] * terms) * field[None]).astype(field.dtype)
+    kept, eigenvalues = _strongest_modes(fields, modes)
+    weights = eigenvalues / jnp.sum(eigenvalues)
+    # An eigenmode's phase is arbitrary; give the strongest the coherent pupil's (its
+    # coherent limit is then exactly the coherent probe).
+    overlap = jnp.vdot(kept[0], field)
+    kept = kept.at[0].multiply(overlap / jnp.maximum(jnp.abs(overlap), jnp.finfo(weights.dtype).tiny))
+    return ifft2c(kept * jnp.sqrt(weights).astype(kept.dtype)[:, None, None])
+
+
+def _strongest_modes(fields: Complex[Array, "k y x"], count: int) -> tuple[Complex[Array, "count y x"], Array]:
+    """The `count` strongest orthonormal modes of `sum_k fields[k] fields[k]^H`, and their powers.
+
+    The method of snapshots: with `F` the `(k, H*W)` matrix of the fields, the
+    eigenvectors `u` of the small Gram matrix `F F^H` give the modes `F^H u / sqrt(lambda)`
+    with the same eigenvalues `lambda`. For a few modes out of many fields this is far
+    cheaper than the SVD of `F` (`orthogonalize_modes`), and as accurate for the strong
+    modes.
+    """
+    flat = fields.reshape(fields.shape[0], -1)
+    gram = flat @ jnp.conj(flat).T
+    eigenvalues, vectors = jnp.linalg.eigh(gram)
+    eigenvalues, vectors = eigenvalues[::-1][:count], vectors[:, ::-1][:, :count]
+    eigenvalues = jnp.maximum(eigenvalues, 0.0)
+    modes = jnp.conj(vectors).T @ flat
+    modes = modes / jnp.maximum(jnp.linalg.norm(modes, axis=1, keepdims=True), jnp.finfo(eigenvalues.dtype).tiny)
+    return modes.reshape(count, *fields.shape[1:]), eigenvalues
+
+
+def _axis_modes(
+    f: Float[Array, " n"], f_max: Float[Array, ""], coherence: Float[Array, ""], envelope: Float[Array, ""] | None
+) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
+    """Eigenvalues and eigenvectors (columns) of one axis's kernel `g(f1) g(f2) mu(f1 - f2)`.
+
+    The kernel is restricted to the pupil's extent along the axis (`|f| <= f_max`), where
+    the pupil can be non-zero, so the eigenvectors vanish outside it and few of them
+    represent the kernel there.
+    """
+    amplitude = (jnp.abs(f) <= f_max).astype(f.dtype)
+    if envelope is not None:
+        amplitude = amplitude * jnp.exp(-(f**2) / (4 * envelope**2))
+    difference = f[:, None] - f[None, :]
+    kernel = amplitude[:, None] * amplitude[None, :] * jnp.exp(-(difference**2) / (2 * coherence**2))
+    eigenvalues, eigenvectors = jnp.linalg.eigh(kernel)
+    return jnp.maximum(eigenvalues, 0.0), eigenvectors
 
 
 # ---- measurement ------------------------------------------------------------------------
@@ -458,6 +591,7 @@ def simulate(
     key: PRNGKeyArray,
     photons: ScalarLike = 1e6,
     modes: int = 1,
+    coherence_width: PairLike | None = None,
     overlap: ScalarLike = 0.7,
     probe_diameter_px: ScalarLike | None = None,
     padding_px: int | None = None,
@@ -488,6 +622,12 @@ def simulate(
     - `key`: PRNG key for the object and the noise (same key, same dataset).
     - `photons`: mean total counts per frame before noise (default 1e6).
     - `modes`: number of incoherent probe modes (default 1, a coherent probe).
+    - `coherence_width`: rms width of the probe's degree of coherence in the sample
+      plane, in metres, scalar or `(x, y)`, > 0. When given, the probe modes are the
+      `modes` strongest coherent modes of the focused probe lit by a Schell-model beam
+      with this coherence (`make_focused_probe`), their powers the eigenvalues
+      (normalised, then scaled to `photons`). `None` (default): a coherent probe, or
+      `make_focused_probe`'s polynomial stand-in modes when `modes > 1`.
     - `overlap`: linear overlap of neighbouring probe discs, in `[0, 1)` (default 0.7).
     - `probe_diameter_px`: probe disc diameter in object pixels (default
       `0.375 * min(frame_shape)`).
@@ -520,7 +660,9 @@ def simulate(
     check_positive("object pixel size (wavelength * distance / (N * camera_pixel_size))", dx)
     positions = fermat_spiral_scan(num_positions, (1 - overlap) * diameter * jnp.max(dx))
     positions = _place_positions(positions, dx, subpixel=subpixel)
-    probe = make_focused_probe(shape, dx, wavelength, diameter_px=diameter, modes=modes)
+    probe = make_focused_probe(
+        shape, dx, wavelength, diameter_px=diameter, modes=modes, coherence_width=coherence_width
+    )
     k_object, k_noise = jr.split(key)
     obj_shape = object_shape_for(positions, dx, shape, padding)
     obj = make_test_object(obj_shape, key=k_object, max_phase=max_phase, min_amplitude=min_amplitude)
@@ -557,6 +699,7 @@ def simulate_preset(
     key: PRNGKeyArray,
     photons: ScalarLike = 1e6,
     modes: int = 1,
+    coherence_width: PairLike | None = None,
 ) -> SimulatedDataset:
     """One of the standard simulated datasets.
 
@@ -575,6 +718,10 @@ def simulate_preset(
     - `key`: PRNG key (same key, same dataset).
     - `photons`: mean total counts per frame before noise (default 1e6).
     - `modes`: number of incoherent probe modes (default 1).
+    - `coherence_width`: rms width of the probe's degree of coherence in the sample
+      plane, metres (see `simulate`; default `None`, coherent). The probe disc is 480 nm
+      across on every preset, so the same width gives the same mode weights on each
+      (with `modes=3`: 0.49 / 0.26 / 0.26 at 120 nm, 0.61 / 0.20 / 0.20 at 180 nm).
 
     **Returns:**
 
@@ -583,4 +730,4 @@ def simulate_preset(
     if name not in PRESETS:
         raise ValueError(f"`name` must be one of {sorted(PRESETS)}, got {name!r}")
     side, num_positions = PRESETS[name]
-    return simulate(side, num_positions, key=key, photons=photons, modes=modes)
+    return simulate(side, num_positions, key=key, photons=photons, modes=modes, coherence_width=coherence_width)

@@ -4,7 +4,8 @@ The residuals are `r(θ) = valid * (sqrt(I_predicted(θ) + eps) - sqrt(I_measure
 every frame and pixel, `θ` the trainable leaves of the microscope with complex leaves
 viewed as real pairs (`janssen.invert._realify`), so that the Jacobian `J` is a real
 matrix and `J^T J` is symmetric positive semi-definite. Each iteration solves the damped
-normal equations `(J^T J + λ I) δ = -J^T r` with conjugate gradients (`lineax.CG`),
+normal equations `(J^T J + λ D) δ = -J^T r` with conjugate gradients (`lineax.CG`,
+preconditioned by `D`),
 applying `J` through `jax.linearize` and `J^T` through `jax.linear_transpose`; `J` is
 never formed. The trial point `θ + δ` is kept only if it lowers the loss.
 
@@ -29,7 +30,10 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ...io._data import MicroscopeData
+from ...optics._scan import extract_patch
+from .._constraints import project_scan_step, scan_gauges
 from .._losses import AmplitudeLoss, _safe_sqrt
+from .._metrics import illumination_map
 from .._realify import from_real, to_real
 from .base import AbstractEngine
 
@@ -37,6 +41,8 @@ from .base import AbstractEngine
 # long run of acceptances must not drive it to 0 (pure Gauss-Newton on a singular J^T J).
 _MIN_DAMPING, _MAX_DAMPING = 1e-10, 1e10
 _RAISE, _LOWER = 10.0, 1.0 / 3.0
+# Weights below 1 % of a leaf's largest count as 1 % (see `_diagonal_shape`).
+_FLOOR = 1e-2
 
 
 class GaussNewtonEngineState(eqx.Module):
@@ -64,17 +70,86 @@ def _num_real_parameters(real_params: Any) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jtu.tree_leaves(real_params)))
 
 
-def normal_operator(jvp, vjp, x: Any, damping: Array) -> lx.FunctionLinearOperator:
+def normal_operator(jvp, vjp, x: Any, damping: Any) -> lx.FunctionLinearOperator:
     """`v -> J^T J v + damping * v` as a symmetric PSD `lineax` operator on PyTrees like `x`.
 
     `jvp` applies `J` (e.g. from `jax.linearize`) and `vjp` applies `J^T` to a residual-
-    shaped array; both act on real PyTrees (complex leaves as real pairs).
+    shaped array; both act on real PyTrees (complex leaves as real pairs). `damping` is a
+    scalar or a PyTree like `x` of non-negative weights (a diagonal `λ D`).
     """
+    if isinstance(damping, jax.Array) and damping.ndim == 0:
+        damp = lambda v: jtu.tree_map(lambda u: damping * u, v)  # noqa: E731
+    else:
+        damp = lambda v: jtu.tree_map(jnp.multiply, damping, v)  # noqa: E731
     return lx.FunctionLinearOperator(
-        lambda v: _axpy(damping, v, vjp(jvp(v))),
+        lambda v: _axpy(1.0, damp(v), vjp(jvp(v))),
         jax.eval_shape(lambda: x),
         tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
     )
+
+
+def _path(key_path) -> str:
+    return jtu.keystr(key_path).lstrip(".")
+
+
+def _object_intensity(microscope: Any) -> Array:
+    """`sum_j |O|^2` over the probe windows: the object's weight on each probe pixel."""
+    corners = jax.vmap(lambda p: microscope.locate(p)[0])(microscope.positions)
+    intensity = jnp.abs(microscope.sample.sample) ** 2
+    return jnp.sum(jax.vmap(lambda c: extract_patch(intensity, c, microscope.probe_shape))(corners), axis=0)
+
+
+def _batched_jvp(jvp, tangents: list[Any]) -> Array:
+    """`J t` for several tangents at once (one vmapped product: one copy to compile)."""
+    return jax.vmap(jvp)(jtu.tree_map(lambda *leaves: jnp.stack(leaves), *tangents))
+
+
+def _frame_sums(tangent: Array) -> Array:
+    return jnp.sum(tangent**2, axis=tuple(range(1, tangent.ndim)))
+
+
+def _diagonal_shape(microscope: Any, x: Any, jvp) -> Any:
+    """Per-parameter weights proportional to the diagonal of `J^T J`, leaf by leaf.
+
+    Known structure first: the object's diagonal is (for each of the real and imaginary
+    parts) about half the illumination `sum_j |P_j|^2`, the probe's half of `sum_j |O_j|^2`
+    over the windows, and each position moves only its own frame, so two products by `J`
+    give the positions' diagonal exactly. Any other leaf gets a constant. A floor of 1 %
+    of the leaf's maximum keeps barely illuminated pixels from taking huge steps (as rPIE's
+    regularisation does).
+    """
+
+    def weights(key_path, leaf):
+        path, ny, nx = _path(key_path), *microscope.sample.shape
+        if path == "sample.sample" and leaf.shape == (ny, nx, 2):
+            base = illumination_map(microscope)[..., None]
+        elif path == "probe.modes" and leaf.ndim == 4 and leaf.shape[1:3] == tuple(microscope.probe_shape):
+            base = _object_intensity(microscope)[None, :, :, None]
+        elif path == "positions":
+            # Unit tangents in metres would overflow float32 once squared: probe with steps of
+            # the scan's own size and divide by its square.
+            size = jnp.maximum(jnp.max(jnp.abs(leaf)), jnp.finfo(leaf.dtype).tiny)
+            zeros = jtu.tree_map(jnp.zeros_like, x)
+            tangents = [
+                eqx.tree_at(lambda t: t.positions, zeros, jnp.zeros_like(leaf).at[:, c].set(size))
+                for c in range(leaf.shape[1])
+            ]
+            base = jax.vmap(_frame_sums)(_batched_jvp(jvp, tangents)).T / size**2
+        else:
+            return jnp.ones_like(leaf)
+        base = jnp.maximum(base, _FLOOR * jnp.max(base))
+        return jnp.broadcast_to(base, leaf.shape).astype(leaf.dtype)
+
+    return jtu.tree_map_with_path(weights, x)
+
+
+def _scan_projector(microscope: Any, trainable: Any):
+    """Removes the gauge motions of the scan (`scan_gauges`) from the positions of a step."""
+    translation, dilation = scan_gauges(trainable)
+    if not (translation or dilation):
+        return lambda v: v
+    project = lambda p: project_scan_step(p, microscope.positions, translation=translation, dilation=dilation)  # noqa: E731
+    return lambda v: eqx.tree_at(lambda t: t.positions, v, project(v.positions))
 
 
 class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
@@ -90,32 +165,45 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
     never increases. The reported loss is the RMS amplitude residual of the returned
     microscope (after the step, unlike `Gradient`, which reports it before).
 
-    The damping is relative: `λ = damping * c`, with `c = |J g|^2 / |g|^2` the curvature
-    of the loss along its gradient `g = J^T r` (computed each iteration with one extra
-    product by `J`). So `damping = 1` weighs the Levenberg term like the typical curvature,
-    and the same `initial_damping` suits data and parameters of any scale. The damping
-    stays within `[1e-10, 1e10]`. `D = I` (no per-parameter scaling): parts of very
-    different scale (a probe of amplitude ~30 next to an object of amplitude ~1) are
-    handled by CG through `J^T J` itself.
+    **Scaling.** The Levenberg term is `λ D` with `D` a positive diagonal proportional to
+    the diagonal of `J^T J` (Marquardt's choice, which makes the step independent of the
+    units of each part): about the illumination `sum_j |P_j|^2` for the object, the
+    object's intensity over the windows for the probe, the exact per-position curvature
+    for scan positions (each position moves only its own frame), and a constant for
+    any other leaf (distance, zoom, aperture, mode weights…). Each leaf's weights are
+    then scaled so that they equal the curvature of the loss along that leaf's own
+    gradient. So `damping` is relative (`damping = 1` weighs the Levenberg term like the
+    curvature itself) and positions in metres, a probe of amplitude ~30 and an object of
+    amplitude ~1 take balanced steps. The same `D`, times `1 + damping`, preconditions CG.
+    With `scaling=False`, `D` is the identity times the curvature along the whole
+    gradient. The damping stays within `[1e-10, 1e10]`.
+
+    **Positions.** The gauge motions of a refined scan (`janssen.invert.scan_gauges`: its
+    mean when the object is refined too, its scale when the distance is as well) are
+    projected out of the normal equations, as the driver projects them out of every step.
 
     **Arguments:**
 
     - `initial_damping`: the relative damping of the first iteration (default `1e-3`).
     - `cg_maxiter`: the most CG iterations per step; `-1` (default) chooses
       `min(50, 5 + floor(n ** 0.25))` for `n` real parameters.
-    - `cg_tol`: CG's relative tolerance on the normal-equations residual; `-1.0`
-      (default) chooses `1e-3`.
+    - `cg_tol`: CG stops when every entry of the normal-equations residual is below
+      `cg_tol` times the largest entry of the right-hand side (a max-norm relative test)
+      and the last CG update is as small; `-1.0` (default) chooses `1e-3`.
     - `eps`: added to the predicted intensity under the square root, relative to the
       mean measured intensity (default `1e-6`): the residual stays differentiable where a
       prediction is 0 (its derivative is bounded by `1 / (2 sqrt(eps))`) while shifting
       amplitudes by at most `sqrt(eps)` times the typical amplitude. The reported loss
       and the acceptance test use the exact residual, without `eps`.
+    - `scaling`: use the diagonal scaling and preconditioner described above (default
+      `True`); `False` is plain Levenberg damping `λ I`.
     """
 
     initial_damping: float = 1e-3
     cg_maxiter: int = eqx.field(default=-1, static=True)
     cg_tol: float = eqx.field(default=-1.0, static=True)
     eps: float = 1e-6
+    scaling: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if not (np.isfinite(self.initial_damping) and self.initial_damping > 0):
@@ -127,10 +215,15 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
         if not (np.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"`eps` must be finite and > 0, got {self.eps}")
 
-    def _solver(self, num_parameters: int) -> lx.CG:
+    def _solver(self, num_parameters: int, rhs: Any) -> lx.CG:
         maxiter = self.cg_maxiter if self.cg_maxiter > 0 else min(50, 5 + int(num_parameters**0.25))
         tol = self.cg_tol if self.cg_tol > 0 else 1e-3
-        return lx.CG(rtol=tol, atol=0.0, max_steps=maxiter)
+        # lineax tests |r_i| <= atol + rtol |b_i| element by element. Parameters that no data
+        # touch (object pixels outside every probe window) have b_i = 0, and a relative test
+        # there is 0 / 0, which lineax reads as converged after one step. So the tolerance is
+        # absolute, relative to the largest entry of the right-hand side: a max-norm test.
+        scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jtu.tree_leaves(rhs)]))
+        return lx.CG(rtol=0.0, atol=tol * scale, max_steps=maxiter)
 
     def init(self, microscope, data, trainable):
         del microscope, trainable
@@ -145,7 +238,8 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
         residual, jvp, predicted = jax.linearize(residual_fn, x, has_aux=True)
         transpose = jax.linear_transpose(jvp, x)
         loss = AmplitudeLoss()(predicted, data.intensities, data.valid[None])
-        delta = self._solve(jvp, lambda u: transpose(u)[0], residual, x, state.damping)
+        project = _scan_projector(microscope, trainable)
+        delta = self._solve(jvp, lambda u: transpose(u)[0], residual, x, state.damping, microscope, project)
         trial = _axpy(1.0, delta, x)
         trial_loss = AmplitudeLoss()(self._predict(trial, static, params), data.intensities, data.valid[None])
         accept = trial_loss < loss  # False for a NaN trial: never take a diverging step
@@ -171,17 +265,59 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
 
         return residual_fn
 
-    def _solve(self, jvp, vjp, residual: Array, x: Any, damping: Array) -> Any:
-        """The Levenberg-Marquardt step `-(J^T J + λ I)^{-1} J^T r`."""
-        gradient = vjp(residual)
-        g2 = _tree_dot(gradient, gradient)
-        # Curvature along the gradient, |J g|^2 / |g|^2: the scale that makes `damping` relative.
-        jg = jvp(gradient)
-        scale = jnp.where(g2 > 0, jnp.vdot(jg, jg) / jnp.where(g2 > 0, g2, 1), 1)
-        operator = normal_operator(jvp, vjp, x, (damping * scale).astype(residual.dtype))
+    def _solve(self, jvp, vjp, residual: Array, x: Any, damping: Array, microscope: Any, project) -> Any:
+        """The Levenberg-Marquardt step `-(J^T J + λ D)^{-1} J^T r`, by (preconditioned) CG."""
+        gradient = project(vjp(residual))
+        dtype = residual.dtype
+        if self.scaling:
+            weights = self._scaling(jvp, gradient, _diagonal_shape(microscope, x, jvp))
+            diagonal = jtu.tree_map(lambda w: (damping * w).astype(dtype), weights)
+            # lineax's CG declares a breakdown when p^T A p < 100 n eps (p^T r), a test meant for
+            # unpreconditioned CG. With a good preconditioner p^T A p / p^T r is of order 1, so
+            # for n ~ 1e6 float32 parameters every first step "breaks down" (NaN). CG's iterates
+            # do not depend on a constant factor in the preconditioner: a large one passes the test.
+            boost = 1e4 * max(1.0, 100 * _num_real_parameters(x) * float(jnp.finfo(dtype).eps))
+            inverse = jtu.tree_map(lambda w: (boost / ((1 + damping) * w)).astype(dtype), weights)
+            preconditioner = lx.FunctionLinearOperator(
+                lambda v: project(jtu.tree_map(jnp.multiply, inverse, v)),
+                jax.eval_shape(lambda: x),
+                tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+            )
+            options = {"preconditioner": preconditioner}
+        else:
+            # Curvature along the gradient, |J g|^2 / |g|^2: the scale that makes `damping` relative.
+            norm = jnp.sqrt(_tree_dot(gradient, gradient))
+            ju = jvp(jtu.tree_map(lambda g: g / jnp.where(norm > 0, norm, 1), gradient))
+            scale = jnp.where(norm > 0, jnp.vdot(ju, ju), 1)
+            diagonal, options = (damping * scale).astype(dtype), {}
+        inner = normal_operator(jvp, vjp, x, diagonal)
+        operator = lx.FunctionLinearOperator(
+            lambda v: project(inner.mv(project(v))),
+            jax.eval_shape(lambda: x),
+            tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+        )
         rhs = jtu.tree_map(jnp.negative, gradient)
-        solution = lx.linear_solve(operator, rhs, self._solver(_num_real_parameters(x)), throw=False)
-        return solution.value
+        solver = self._solver(_num_real_parameters(x), rhs)
+        solution = lx.linear_solve(operator, rhs, solver, options=options, throw=False)
+        return project(solution.value)
+
+    @staticmethod
+    def _scaling(jvp, gradient: Any, shape: Any) -> Any:
+        """`shape`, each leaf rescaled so that `g_k^T D_k g_k = |J g_k|^2` along its own gradient."""
+        leaves, treedef = jtu.tree_flatten(gradient)
+        shapes = treedef.flatten_up_to(shape)
+        # Unit directions: a gradient in 1/metres times J would overflow float32 when squared.
+        units = [g / jnp.where(jnp.any(g != 0), jnp.sqrt(jnp.sum(g**2)), 1) for g in leaves]
+        tangents = [treedef.unflatten([u if i == k else jnp.zeros_like(u) for i, u in enumerate(units)])
+                    for k in range(len(units))]  # fmt: skip
+        products = _batched_jvp(jvp, tangents)
+        scaled = []
+        for k, (u, w) in enumerate(zip(units, shapes, strict=True)):
+            along = jnp.sum(w * u**2)
+            factor = jnp.where(along > 0, jnp.sum(products[k] ** 2) / jnp.where(along > 0, along, 1), 1)
+            # A leaf with a zero gradient keeps its relative weights at the typical scale.
+            scaled.append(w * jnp.where(factor > 0, factor, 1))
+        return treedef.unflatten(scaled)
 
     def terminate(self, state, losses):
         del state, losses

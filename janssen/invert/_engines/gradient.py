@@ -58,7 +58,7 @@ def _labels(params: Any, microscope: AbstractMicroscope, learning_rates: dict[st
     """A PyTree like `params` holding, for each trainable leaf, the name of its rate."""
     rules = []
     for name in learning_rates:
-        for path in _expand([name]):
+        for path in _expand([name], microscope):
             _get(microscope, path)  # raises ValueError for a path the microscope lacks
             rules.append((path, name))
     return jtu.tree_map_with_path(lambda kp, _: _label_of(_path_of(kp), rules), params)

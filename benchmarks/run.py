@@ -1,0 +1,614 @@
+"""The janssen benchmark suite: every engine on simulated data, one JSON line per (engine, size).
+
+    python benchmarks/run.py [--sizes small,medium,large] [--engines epie,mpie-batched,...]
+                             [--iterations N] [--out FILE.jsonl] [--docs docs/benchmarks.md | --no-docs]
+                             [--peers ptylab,ptychi] [--peer-engines epie] [--data-dir DIR]
+    python benchmarks/run.py --table-from FILE.jsonl
+
+For each size the parent process simulates the preset dataset (`simulate_preset(size,
+key=PRNGKey(0))`) and writes it to an `.npz` file (the exchange format of
+benchmarks/README.md, which peer libraries read too). Each (engine, size) then runs in a
+fresh subprocess, so that its peak memory is its own, and prints one JSON line:
+
+- `per_iter_s`: the median wall time of an iteration after the first;
+- `compile_s`: the first iteration (engine init, tracing, XLA compilation, one iteration);
+- `fft_floor_s`: the forward and inverse FFTs one iteration needs (one of each per
+  position, batched over all positions, unnormalised), timed in the same process right
+  after the iterations (median of 15); `ratio` is `per_iter_s / fft_floor_s`;
+  `per_iter_cpu_s`, `fft_floor_cpu_s` and `ratio_cpu` are
+  the same in process CPU time (all threads), which other work on a shared machine
+  inflates less than wall time;
+- `obj_err`: DESIGN.md's object error after the last iteration; `iters_to_0.066` and
+  `time_to_0.066_s` (wall time from the start of `reconstruct`, compilation included,
+  the error evaluations excluded) the first iteration at which it fell to 0.066 or below;
+- `residual`: the final RMS amplitude residual, next to `noise_floor` (the truth's);
+- `peak_rss_mb`: the process's peak resident memory up to the end of the iterations
+  (`resource.getrusage`; read before the FFT floor is timed), and `run_rss_mb`: the peak
+  during the iterations after the first (compilation excluded) above the resident memory
+  before the data was loaded, next to `dataset_mb`;
+- `device`, `cpu`, `janssen`, `jax`: where and with what it ran.
+
+The rows are also written to `--out` (JSON lines; an engine or peer that could not run
+gets a line `{"engine", "size", "skipped": reason}` instead) and, as a table, between the
+marker comments of `docs/benchmarks.md` (`--table-from FILE.jsonl` rewrites that table
+from saved lines without running anything). Unknown sizes or engines stop the suite with
+the list of valid names; an engine that fails, or a peer that is missing or fails, is
+reported and skipped. Start: a unit object and the true probe with a smooth
+pupil-phase error of 0.3 rad amplitude.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEERS = HERE / "peers"
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- benchmarks:run.py:begin -->", "<!-- benchmarks:run.py:end -->"
+SIZES = ("small", "medium", "large")
+TARGET = 0.066
+#: The engines each peer runner offers (its `--engine` choices), run by default.
+PEER_ENGINES = {"ptylab": ("epie", "mpie"), "ptychi": ("epie", "rpie", "lsqml")}
+
+# Engine name -> (default iterations, description). Built in the worker (see `make_engine`).
+ENGINES = {
+    "epie": (50, "EPIE(mode='sequential')"),
+    "epie-batched": (50, "EPIE(mode='batched')"),
+    "rpie": (50, "RPIE(mode='sequential')"),
+    "rpie-batched": (50, "RPIE(mode='batched')"),
+    "mpie": (50, "MomentumPIE(mode='sequential')"),
+    "mpie-batched": (50, "MomentumPIE(mode='batched')"),
+    "adam": (300, "Gradient(optax.adam(0.02), learning_rates={'probe': RMS probe amplitude})"),
+    "gauss-newton": (20, "GaussNewton()"),
+    "optx-lm": (20, "OptimistixLeastSquares() (optimistix Levenberg-Marquardt, matrix-free CG)"),
+}
+
+
+# ---- the dataset file (read by the workers and by peer runners) ------------------------------
+
+
+def write_dataset(size: str, path: pathlib.Path, *, seed: int = 0) -> dict:
+    """Simulate the `size` preset and write it in the peers' format; return its summary.
+
+    The arrays are those of `benchmarks/peers/make_npz.py` (format: benchmarks/README.md,
+    "The problem file"), so that janssen's workers and the peer runners read one file,
+    plus `bad_pixels`, `illumination` (janssen's `illumination_map` of the truth),
+    `noise_floor` (the truth's data residual) and `unit_object_error`.
+    """
+    import numpy as np
+
+    from janssen.invert import data_residual, illumination_map, object_error
+    from janssen.io import MicroscopeData
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import FarFieldMicroscope
+
+    sys.path.insert(0, str(PEERS))
+    from make_npz import problem
+
+    arrays = problem(size, seed)
+    data = MicroscopeData(
+        arrays["intensities"], arrays["positions_m"], arrays["wavelength"], arrays["camera_pixel_size"],
+        arrays["distance"],
+    )  # fmt: skip
+    dx = arrays["dx"]
+    true = FarFieldMicroscope(
+        Probe(arrays["probe_true"], data.wavelength, dx), SampleFunction(arrays["object_true"], dx), data.positions
+    )
+    illumination = np.asarray(illumination_map(true))
+    unit = np.ones(tuple(arrays["object_shape"]), np.complex64)
+    summary = {
+        "noise_floor": data_residual(true, data),
+        "unit_object_error": object_error(arrays["object_true"], unit, illumination),
+        "dataset_mb": arrays["intensities"].nbytes / 2**20,
+    }
+    arrays.update(
+        bad_pixels=np.asarray(data.bad_pixels),
+        illumination=illumination.astype(np.float32),
+        noise_floor=np.float64(summary["noise_floor"]),
+        unit_object_error=np.float64(summary["unit_object_error"]),
+    )
+    np.savez(path, **arrays)
+    return summary
+
+
+# ---- one (engine, size) run, in its own process ------------------------------------------------
+
+
+def _rss_mb() -> float:
+    """The current resident set size (Linux `/proc`), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0), so later peaks exclude compilation."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_since_reset_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def load_dataset(path: str):
+    """The problem file as `(data, start, truth, illumination, meta)` for janssen."""
+    import numpy as np
+
+    from janssen.invert import illumination_map
+    from janssen.io import MicroscopeData
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import FarFieldMicroscope
+
+    with np.load(path) as npz:
+        meta = {key: npz[key] for key in npz.files if not key.startswith("intensities")}
+        # One copy of the frames: straight from the file into the (device) array.
+        data = MicroscopeData(
+            npz["intensities"], meta["positions_m"], meta["wavelength"], meta["camera_pixel_size"],
+            meta["distance"], meta.get("bad_pixels"),
+        )  # fmt: skip
+    dx = meta["dx"]
+    shape = tuple(int(side) for side in meta["object_shape"])
+    start = FarFieldMicroscope(
+        Probe(meta["probe"], data.wavelength, dx), SampleFunction(np.ones(shape, np.complex64), dx), data.positions
+    )
+    if "illumination" in meta:
+        illumination = meta["illumination"]
+    else:
+        true = FarFieldMicroscope(Probe(meta["probe_true"], data.wavelength, dx), start.sample, data.positions)
+        illumination = np.asarray(illumination_map(true))
+    return data, start, meta["object_true"], illumination, meta
+
+
+def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7) -> tuple[list, list]:
+    """Wall and process-CPU times of one forward and one inverse FFT of every frame, batched.
+
+    The bare transforms, unnormalised (as `benchmarks/pie.py` times them): a lower bound.
+    janssen's unitary `fft2u`/`ifft2u` add two scaling passes over the stack, about 25 %
+    more on the medium preset, which inside an engine XLA fuses with neighbouring work.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    stack = jnp.ones((num_positions, *frame_shape), jnp.complex64)
+    both = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
+    both(stack).block_until_ready()
+    times, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        both(stack).block_until_ready()
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return times, cpu
+
+
+def make_engine(name: str, start):
+    """The engine called `name`, configured for the starting microscope `start`."""
+    import jax.numpy as jnp
+    import optax
+
+    import janssen.invert as jinv
+
+    if name.endswith("-batched") or name in ("epie", "rpie", "mpie"):
+        family = {"epie": jinv.EPIE, "rpie": jinv.RPIE, "mpie": jinv.MomentumPIE}[name.split("-")[0]]
+        return family(mode="batched" if name.endswith("-batched") else "sequential")
+    if name == "adam":
+        # Adam moves each part by about its rate: the probe's on the scale of its amplitude.
+        rms = float(jnp.sqrt(jnp.mean(jnp.abs(start.probe.fields()) ** 2)))
+        return jinv.Gradient(optax.adam(0.02), learning_rates={"probe": rms})
+    if name == "gauss-newton":
+        return jinv.GaussNewton()
+    if name == "optx-lm":
+        if not hasattr(jinv, "OptimistixLeastSquares"):
+            raise _Skip("janssen.invert.OptimistixLeastSquares does not exist in this janssen")
+        return jinv.OptimistixLeastSquares()
+    raise SystemExit(f"unknown engine {name!r}; valid engines: {', '.join(ENGINES)}")
+
+
+class _Skip(Exception):
+    """An engine that cannot run here (the reason is printed, the suite goes on)."""
+
+
+def _sig(value: float, digits: int = 4) -> float:
+    """`value` rounded to `digits` significant digits (times from 1e-4 s to 1e3 s)."""
+    return float(f"{value:.{digits}g}")
+
+
+def _result_name(result) -> str:
+    from janssen.invert import RESULTS
+
+    names = ("max_iterations_reached", "converged", "nonfinite", "interrupted", "positions_off_object")
+    return next((name for name in names if bool(result == getattr(RESULTS, name))), str(result))
+
+
+def warm_driver(start, data, iterations: int) -> None:
+    """Run the driver's own bookkeeping for `iterations` iterations with an engine that does nothing.
+
+    `reconstruct` builds its loss history with `jnp.asarray`/`jnp.concatenate`, which in
+    JAX 0.10.2 compile a small kernel for every new length: about two compilations per
+    iteration the first time a process reaches that iteration count (0.1 s each on this
+    machine, more than a small preset's whole iteration). A user pays this once per
+    process; a benchmark that starts a fresh process per engine would charge it to the
+    engine. With the history kept on the host (the fix proposed for the driver) this
+    warm-up costs nothing.
+    """
+    import jax.numpy as jnp
+
+    from janssen.invert import AbstractEngine, reconstruct
+
+    class Idle(AbstractEngine):
+        def init(self, microscope, data, trainable):
+            return jnp.zeros(())
+
+        def step(self, microscope, state, data, trainable, key):
+            return microscope, state, jnp.zeros((), data.intensities.dtype)
+
+        def terminate(self, state, losses):
+            return jnp.array(False)
+
+        def postprocess(self, microscope, state):
+            return microscope
+
+    reconstruct(start, data, Idle(), num_iterations=iterations)
+
+
+def run_worker(name: str, data_path: str, iterations: int) -> dict:
+    """Run one engine on one dataset file in this process; return its JSON row."""
+    import jax
+    import numpy as np
+
+    import janssen
+    from janssen.invert import object_error, reconstruct
+
+    baseline = _rss_mb()
+    data, start, truth, illumination, meta = load_dataset(data_path)
+    engine = make_engine(name, start)
+    warm_driver(start, data, iterations)
+    times, cpu_times, errors, marks = [], [], [], {}
+
+    def callback(iteration, loss, microscope):
+        now, now_cpu = time.perf_counter(), time.process_time()
+        times.append(now - marks["last"])
+        cpu_times.append(now_cpu - marks["last_cpu"])
+        if iteration == 1:
+            marks["reset"] = _reset_peak()
+        errors.append(object_error(truth, np.asarray(microscope.sample.sample), illumination, max_shift=0))
+        marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
+
+    marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
+    solution = reconstruct(start, data, engine, num_iterations=iterations, callback=callback)
+    # The peaks first: the FFT floor below holds every frame's spectrum at once.
+    run_peak = _peak_since_reset_mb() if marks.get("reset") else None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not times:
+        raise RuntimeError(f"{name} stopped before its first iteration ({solution.result})")
+    floor_times, floor_cpu_times = fft_floor(data.num_positions, data.frame_shape, repeats=15)
+    floor, floor_cpu = statistics.median(floor_times), statistics.median(floor_cpu_times)
+    final = object_error(truth, np.asarray(solution.microscope.sample.sample), illumination)
+    errors[-1] = final
+    reached = next((i for i, e in enumerate(errors) if e <= TARGET), None)
+    per_iter = statistics.median(times[1:] or times)
+    per_iter_cpu = statistics.median(cpu_times[1:] or cpu_times)
+    dataset_mb = data.intensities.nbytes / 2**20
+    return {
+        "engine": name,
+        "size": str(meta["size"]),
+        "iterations": len(times),
+        "per_iter_s": _sig(per_iter),
+        "compile_s": _sig(times[0]),
+        "fft_floor_s": _sig(floor),
+        "ratio": round(per_iter / floor, 2),
+        "per_iter_cpu_s": _sig(per_iter_cpu),
+        "fft_floor_cpu_s": _sig(floor_cpu),
+        "ratio_cpu": round(per_iter_cpu / floor_cpu, 2),
+        "obj_err": round(final, 4),
+        "obj_err_at_10": round(errors[min(9, len(errors) - 1)], 4),
+        "iters_to_0.066": None if reached is None else reached + 1,
+        "time_to_0.066_s": None if reached is None else _sig(sum(times[: reached + 1])),
+        "residual": round(solution.final_loss, 4),
+        "noise_floor": round(float(meta["noise_floor"]), 4) if "noise_floor" in meta else None,
+        "result": _result_name(solution.result),
+        "peak_rss_mb": round(peak, 1),
+        "run_rss_mb": None if run_peak is None else round(run_peak - baseline, 1),
+        "dataset_mb": round(dataset_mb, 2),
+        "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "janssen": janssen.__version__,
+        "jax": jax.__version__,
+    }
+
+
+# ---- peers --------------------------------------------------------------------------------------
+
+
+def peer_command(peer: str, data: pathlib.Path, engine: str, iterations: int, out: pathlib.Path):
+    """The command that runs `peer`, or a string saying why it cannot run."""
+    arguments = ["--data", str(data), "--engine", engine, "--iterations", str(iterations), "--out", str(out)]
+    hook = PEERS / "run_peer.py"
+    if hook.is_file():
+        return [sys.executable, str(hook), "--peer", peer, *arguments]
+    runner = PEERS / f"{peer}_runner.py"
+    if not runner.is_file():
+        return f"no runner {runner}"
+    variable = f"JANSSEN_PEER_PYTHON_{peer.upper()}"
+    python = pathlib.Path(os.environ.get(variable) or PEERS / f".venv-{peer}" / "bin" / "python")
+    if not python.is_file():
+        return f"no interpreter {python} (run benchmarks/peers/install_{peer}.sh, or set {variable})"
+    return [str(python), str(runner), *arguments]
+
+
+def run_peer(peer: str, engine: str, size: str, data: pathlib.Path, iterations: int, floors: dict, timeout: float):
+    """A row for `peer` running `engine`, or a string saying why it was skipped."""
+    out = data.with_name(f"{peer}-{engine}-{size}.json")
+    command = peer_command(peer, data, engine, iterations, out)
+    if isinstance(command, str):
+        return command
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f} s"
+    except OSError as error:
+        return f"could not start: {error}"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"exit code {done.returncode}: {lines[-1] if lines else 'no output'}"
+    try:
+        result = json.loads(out.read_text())
+    except (OSError, ValueError) as error:
+        return f"no readable result {out.name}: {error}"
+    if result.get("skipped"):
+        return str(result["skipped"])
+    return peer_row(peer, engine, size, data, result, floors.get(size))
+
+
+def peer_row(peer: str, engine: str, size: str, data: pathlib.Path, result: dict, jax_floor: tuple | None) -> dict:
+    """A suite row from a peer runner's JSON (keys: benchmarks/README.md, "Peers")."""
+    import numpy as np
+
+    history = result.get("obj_err_history") or []
+    obj_err = result.get("obj_err", history[-1] if history else None)
+    final_object = result.get("object_npy")
+    if final_object:  # recompute with janssen's own measure
+        from janssen.invert import object_error
+
+        with np.load(data) as npz:
+            obj_err = object_error(npz["object_true"], np.load(final_object), npz["illumination"])
+    reached = result.get("iters_to_0.066", next((i + 1 for i, e in enumerate(history) if e <= TARGET), None))
+    # The peer's own FFT floor if it timed one, else JAX's (wall, CPU), timed by this run's janssen rows.
+    floor = result.get("fft_floor_s") or (jax_floor[0] if jax_floor else None)
+    floor_cpu = result.get("fft_floor_cpu_s") or (jax_floor[1] if jax_floor else None)
+    per_iter, per_iter_cpu = result.get("per_iter_s"), result.get("per_iter_cpu_s")
+    return {
+        "engine": f"{peer}:{engine}",
+        "size": size,
+        "iterations": result.get("iterations", len(history)),
+        "per_iter_s": per_iter,
+        "per_iter_cpu_s": per_iter_cpu,
+        "compile_s": result.get("compile_s"),
+        "fft_floor_s": floor,
+        "ratio": round(per_iter / floor, 2) if per_iter and floor else None,
+        "ratio_cpu": round(per_iter_cpu / floor_cpu, 2) if per_iter_cpu and floor_cpu else None,
+        "obj_err": None if obj_err is None else round(float(obj_err), 4),
+        "iters_to_0.066": reached,
+        "time_to_0.066_s": result.get("time_to_0.066_s", result.get("wall_to_0.066_s")),
+        "residual": result.get("residual"),
+        "peak_rss_mb": result.get("peak_rss_mb"),
+        "device": result.get("device", "cpu"),
+        "peer_version": result.get("version", result.get("peer_version")),
+        "settings": result.get("settings"),
+    }
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("size", "size"),
+    ("engine", "engine"),
+    ("iterations", "iterations"),
+    ("per_iter_s", "s / iteration"),
+    ("fft_floor_s", "FFT floor (s)"),
+    ("ratio", "× floor"),
+    ("ratio_cpu", "× floor (CPU time)"),
+    ("compile_s", "first iteration (s)"),
+    ("obj_err", "error"),
+    ("iters_to_0.066", "iterations to 0.066"),
+    ("time_to_0.066_s", "s to 0.066"),
+    ("residual", "residual"),
+    ("noise_floor", "noise floor"),
+    ("run_rss_mb", "run memory (MB)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join("—" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def docs_section(rows: list[dict], skipped: list[str], command: str) -> str:
+    """The generated part of docs/benchmarks.md."""
+    first = next((row for row in rows if "jax" in row), {})
+    when = datetime.date.today().isoformat()
+    lines = [
+        BEGIN,
+        "",
+        f"Generated by `{command}` on {when}: {first.get('device', '?')}, {first.get('cores', '?')} cores "
+        f"({first.get('cpu', '?')}), janssen {first.get('janssen', '?')}, JAX {first.get('jax', '?')}. "
+        "Each row ran in its own process; its FFT floor was timed in that process.",
+        "",
+        markdown_table(rows),
+    ]
+    if skipped:
+        lines += ["Not run:", ""] + [f"- {reason}" for reason in skipped] + [""]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: pathlib.Path, section: str) -> None:
+    """Replace the text between the markers of `path` (or append the section)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+# ---- the parent -------------------------------------------------------------------------------------
+
+
+def _names(text: str, valid, what: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in valid]
+    if unknown or not names:
+        raise SystemExit(f"unknown {what} {unknown or [text]}; valid {what}s: {', '.join(valid)}")
+    return names
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,medium", help=f"comma-separated, from {', '.join(SIZES)}")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, from {', '.join(ENGINES)}")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations of every engine (default: per engine)")
+    parser.add_argument("--out", default=None, help="write one JSON line per (engine, size) to this file")
+    parser.add_argument("--docs", default=str(DOCS), help="Markdown page whose generated table is replaced")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch the Markdown page")
+    parser.add_argument("--peers", default="", help="peer libraries to run as well, e.g. ptylab,ptychi")
+    offered = "; ".join(f"{peer}: {','.join(engines)}" for peer, engines in PEER_ENGINES.items())
+    parser.add_argument("--peer-engines", default=None, help=f"engines asked of every peer (default: {offered})")
+    parser.add_argument("--data-dir", default=None, help="keep the dataset files here (default: a temporary folder)")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds allowed to each run")
+    parser.add_argument(
+        "--table-from", default=None, metavar="FILE.jsonl", help="only rewrite the Markdown table from saved rows"
+    )
+    parser.add_argument("--worker", nargs=3, metavar=("ENGINE", "DATA", "ITERATIONS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.iterations is not None and args.iterations < 1:
+        raise SystemExit(f"--iterations must be >= 1, got {args.iterations}")
+    return args
+
+
+def run_engine(name: str, data: pathlib.Path, iterations: int, timeout: float) -> tuple[dict | None, str, bool]:
+    """Run one (engine, size) in a subprocess: `(row, "", False)`, or `(None, why, failed)`.
+
+    `failed` is False when the engine cannot run here (e.g. it does not exist in this
+    janssen) and True when it broke.
+    """
+    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", name, str(data), str(iterations)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f} s", True
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        errors = done.stderr.strip().splitlines()
+        return None, f"failed (exit code {done.returncode}): {errors[-1] if errors else 'no output'}", True
+    row = json.loads(lines[-1])
+    if "skipped" in row:
+        return None, row["skipped"], False
+    return row, "", False
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.worker:
+        name, data, iterations = args.worker
+        try:
+            row = run_worker(name, data, int(iterations))
+        except _Skip as reason:
+            row = {"skipped": str(reason)}
+        print(json.dumps(row), flush=True)
+        return 0
+    if args.table_from:
+        lines = [json.loads(line) for line in pathlib.Path(args.table_from).read_text().splitlines() if line.strip()]
+        rows = [line for line in lines if "skipped" not in line]
+        skipped = [f"{line['engine']} on {line['size']}: {line['skipped']}" for line in lines if "skipped" in line]
+        seen = {key: ",".join(dict.fromkeys(line[key] for line in lines)) for key in ("size", "engine")}
+        command = f"python benchmarks/run.py --sizes {seen['size']} --engines {seen['engine']}"
+        write_docs(pathlib.Path(args.docs), docs_section(rows, skipped, command))
+        return 0
+    sizes = _names(args.sizes, SIZES, "size")
+    engines = _names(args.engines, ENGINES, "engine")
+    peers = [name for name in args.peers.split(",") if name]
+    chosen = [name for name in (args.peer_engines or "").split(",") if name]
+    folder = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="janssen-benchmarks-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, skipped, floors, failed = [], [], {}, False
+    out = open(args.out, "w") if args.out else None
+    try:
+        for size in sizes:
+            data = folder / f"{size}.npz"
+            summary = write_dataset(size, data)
+            print(
+                f"# {size}: {summary['dataset_mb']:.1f} MB of frames, noise floor {summary['noise_floor']:.3f}, "
+                f"unit-object error {summary['unit_object_error']:.3f} ({data})",
+                flush=True,
+            )
+            for name in engines:
+                row, reason, broke = run_engine(name, data, args.iterations or ENGINES[name][0], args.timeout)
+                if row is None:
+                    failed |= broke
+                    skipped.append(f"{name} on {size}: {reason}")
+                    print(f"# skipped {skipped[-1]}", flush=True)
+                    if out:
+                        out.write(json.dumps({"engine": name, "size": size, "skipped": reason}) + "\n")
+                    continue
+                floors.setdefault(size, (row["fft_floor_s"], row["fft_floor_cpu_s"]))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if out:
+                    out.write(json.dumps(row) + "\n")
+                    out.flush()
+            for peer in peers:
+                for engine in chosen or PEER_ENGINES.get(peer, ("epie",)):
+                    iterations = args.iterations or ENGINES.get(engine, (50,))[0]
+                    row = run_peer(peer, engine, size, data, iterations, floors, args.timeout)
+                    if isinstance(row, str):
+                        skipped.append(f"{peer}:{engine} on {size}: {row}")
+                        print(f"# skipped {skipped[-1]}", flush=True)
+                        if out:
+                            out.write(json.dumps({"engine": f"{peer}:{engine}", "size": size, "skipped": row}) + "\n")
+                        continue
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if out:
+                        out.write(json.dumps(row) + "\n")
+    finally:
+        if out:
+            out.close()
+    if not args.no_docs and rows:
+        command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_docs(pathlib.Path(args.docs), docs_section(rows, skipped, command.strip()))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

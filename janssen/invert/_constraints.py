@@ -1,0 +1,159 @@
+"""Constraints every engine's step obeys: the scan's frame, and bounds on parameters.
+
+Two symmetries of ptychography make some position updates meaningless, and an engine
+that follows them drifts:
+
+- moving every position by the same vector moves the object with them (the data do not
+  change), so when the object is refined the mean of the scan is fixed;
+- dilating the scan about its centre by `s`, with the object, the probe and the
+  propagation distance scaled by `s`, predicts the same far-field data, so when the
+  distance is refined too the scan's scale is fixed: it is the encoders' (or the nominal
+  geometry's), and the distance carries the diffraction geometry.
+
+`project_scan_step` removes these components from a step of the positions
+(`scan_gauges` says which apply to a trainable selection). Bounds on any
+leaf (`zoom`, `aperture.diameter`, `propagator.distance`, …) are enforced by projection
+(clipping) after each step.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._trainable import _expand, _get, selected_paths
+
+
+def project_scan_step(
+    step: Float[Array, "npos 2"],
+    positions: Float[Array, "npos 2"],
+    *,
+    translation: bool = True,
+    dilation: bool = True,
+) -> Float[Array, "npos 2"]:
+    """A position step with its translation and its uniform dilation removed.
+
+    **Arguments:**
+
+    - `step`: `(npos, 2)` change of the positions.
+    - `positions`: `(npos, 2)` positions the step is taken from.
+    - `translation`, `dilation`: which components to remove (static).
+
+    **Returns:**
+
+    `step - mean(step) - a * (positions - mean(positions))`, with `a` the step's
+    component along the dilation: orthogonal (in the Euclidean sense over all `2 npos`
+    numbers) to a common translation and to a uniform scaling of the scan about its centre.
+    A scan of one position, or one whose positions coincide, keeps only the translation
+    constraint.
+    """
+    if translation:
+        step = step - jnp.mean(step, axis=0, keepdims=True)
+    if not dilation:
+        return step
+    centred = positions - jnp.mean(positions, axis=0, keepdims=True)
+    norm2 = jnp.sum(centred**2)
+    safe = jnp.where(norm2 > 0, norm2, 1)
+    along = jnp.where(norm2 > 0, jnp.sum(step * centred) / safe, 0)
+    return step - along * centred
+
+
+# Leaves that set the scale of the diffraction pattern: refined with the object, they make a
+# dilation of the scan a gauge freedom.
+_SCALE_PATHS = ("propagator.distance", "zoom.zoom_factor", "distance", "focus_to_sample", "sample.dx")
+
+
+def scan_gauges(spec: Any) -> tuple[bool, bool]:
+    """Which scan motions are gauge freedoms of a trainable selection: `(translation, dilation)`.
+
+    A common shift of the positions is one only when the object is refined too (it moves
+    with them); with a known object it is measured, and kept. A dilation is one only when
+    the object and a leaf that sets the diffraction scale (`propagator.distance`,
+    `zoom.zoom_factor`, a near-field `distance` or `focus_to_sample`, or the FFT far
+    field's object pixel `sample.dx`) are refined.
+    """
+    if getattr(spec, "positions", False) is not True:
+        return False, False
+    paths = set(selected_paths(spec, spec))
+    translation = "sample.sample" in paths
+    return translation, translation and any(path in paths for path in _SCALE_PATHS)
+
+
+def constrain_step(new: Any, old: Any, spec: Any) -> Any:
+    """`new` after the constraints every step obeys.
+
+    The gauge motions of refined positions (see `scan_gauges`) are undone relative to
+    `old`, and a refined object pixel (`sample.dx`, the FFT far field's distance) is copied
+    to the probe, which shares it.
+    """
+    if getattr(getattr(spec, "sample", None), "dx", False) is True and hasattr(new.probe, "dx"):
+        new = eqx.tree_at(lambda m: m.probe.dx, new, new.sample.dx.astype(new.probe.dx.dtype))
+    translation, dilation = scan_gauges(spec)
+    if not (translation or dilation):
+        return new
+    step = project_scan_step(new.positions - old.positions, old.positions, translation=translation, dilation=dilation)
+    return eqx.tree_at(lambda m: m.positions, new, old.positions + step)
+
+
+class Bounds(eqx.Module):
+    """Box bounds on leaves of a microscope, enforced by clipping after each step.
+
+    **Arguments:**
+
+    - `bounds`: a mapping from a trainable name (`"zoom"`, `"distance"`,
+      `"aperture_diameter"`, `"aperture_center"`) or a dotted leaf path
+      (`"aperture.diameter"`) to `(min, max)`. Each of `min` and `max` is a scalar or an
+      array broadcastable to the leaf (e.g. `(x, y)` pairs for a centre); `None` leaves
+      that side open.
+    - `like`: the microscope the paths are checked against.
+
+    Raises `ValueError` when a bound has `min > max`, is not finite where given, or names
+    a parameter the microscope does not have.
+    """
+
+    paths: tuple[str, ...] = eqx.field(static=True)
+    lower: tuple[Array, ...]
+    upper: tuple[Array, ...]
+
+    def __init__(self, bounds: Mapping[str, Any], like: Any):
+        paths, lower, upper = [], [], []
+        for name, pair in bounds.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"`bounds[{name!r}]` must be a pair (min, max), got {pair!r}")
+            expanded = _expand([name], like)
+            for path in expanded:
+                leaf = _get(like, path)
+                if not (eqx.is_inexact_array(leaf) and not jnp.iscomplexobj(leaf)):
+                    raise ValueError(
+                        f"`bounds[{name!r}]`: '{path}' must be a real floating-point array to be bounded, "
+                        f"got {getattr(leaf, 'dtype', type(leaf).__name__)}"
+                    )
+                lo = -np.inf if pair[0] is None else np.asarray(pair[0], dtype=float)
+                hi = np.inf if pair[1] is None else np.asarray(pair[1], dtype=float)
+                for side, value in (("min", pair[0]), ("max", pair[1])):
+                    if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+                        raise ValueError(f"`bounds[{name!r}]` {side} must be finite, got {value!r}")
+                if np.any(np.asarray(lo) > np.asarray(hi)):
+                    raise ValueError(f"`bounds[{name!r}]`: min must be <= max, got min={pair[0]!r} > max={pair[1]!r}")
+                try:
+                    np.broadcast_shapes(np.shape(lo), np.shape(hi), np.shape(leaf))
+                except ValueError:
+                    raise ValueError(
+                        f"`bounds[{name!r}]` of shapes {np.shape(lo)} and {np.shape(hi)} do not broadcast "
+                        f"to '{path}' of shape {np.shape(leaf)}"
+                    ) from None
+                paths.append(path)
+                lower.append(jnp.asarray(lo))
+                upper.append(jnp.asarray(hi))
+        self.paths, self.lower, self.upper = tuple(paths), tuple(lower), tuple(upper)
+
+    def __call__(self, microscope: Any) -> Any:
+        """`microscope` with each bounded leaf clipped into its box."""
+        for path, lo, hi in zip(self.paths, self.lower, self.upper, strict=True):
+            leaf = _get(microscope, path)
+            clipped = jnp.clip(leaf, lo.astype(leaf.dtype), hi.astype(leaf.dtype))
+            microscope = eqx.tree_at(lambda m, p=path: _get(m, p), microscope, clipped)
+        return microscope

@@ -1,0 +1,107 @@
+"""benchmarks/run.py: names checked, peers skipped with a reason, rows and the docs table."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import illumination_map, object_error, tiny_far_field_problem
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("benchmark_suite", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "argv, listed",
+    [
+        (["--sizes", "small,huge"], "unknown size ['huge']; valid sizes: small, medium, large"),
+        (["--engines", "epie,lbfgs"], "unknown engine ['lbfgs']; valid engines: epie, epie-batched, rpie"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(suite, argv, listed):
+    with pytest.raises(SystemExit, match=listed.replace("[", r"\[").replace("]", r"\]")):
+        suite.main([*argv, "--no-docs"])
+
+
+def test_missing_or_broken_peers_are_skipped_with_the_reason(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "PEERS", tmp_path)
+    data = tmp_path / "small.npz"
+    reason = suite.run_peer("nolib", "epie", "small", data, 2, {}, timeout=60)
+    assert reason == f"no runner {tmp_path / 'nolib_runner.py'}"
+    # A runner whose library does not import: its error is the reason, the suite goes on.
+    (tmp_path / "nolib_runner.py").write_text("import a_library_that_is_not_installed\n")
+    monkeypatch.setenv("JANSSEN_PEER_PYTHON_NOLIB", str(tmp_path / "absent" / "python"))
+    assert reason_startswith(suite.run_peer("nolib", "epie", "small", data, 2, {}, timeout=60), "no interpreter")
+    monkeypatch.setenv("JANSSEN_PEER_PYTHON_NOLIB", sys.executable)
+    reason = suite.run_peer("nolib", "epie", "small", data, 2, {}, timeout=60)
+    assert reason.startswith("exit code 1: ModuleNotFoundError: No module named 'a_library_that_is_not_installed'")
+    # A runner that declines an engine.
+    declining = "import json, sys\nout = sys.argv[sys.argv.index('--out') + 1]\n"
+    declining += "open(out, 'w').write(json.dumps({'skipped': 'no lsqml'}))\n"
+    (tmp_path / "nolib_runner.py").write_text(declining)
+    assert suite.run_peer("nolib", "lsqml", "small", data, 2, {}, timeout=60) == "no lsqml"
+
+
+def reason_startswith(reason, prefix):
+    return isinstance(reason, str) and reason.startswith(prefix)
+
+
+def test_peer_row_from_the_runner_json(suite, tmp_path):
+    result = {"per_iter_s": 0.1, "compile_s": 0.5, "obj_err_history": [0.3, 0.07, 0.05], "obj_err": 0.049,
+              "time_to_0.066_s": 0.7, "iterations": 3, "version": "0.3.7"}  # fmt: skip
+    result["per_iter_cpu_s"] = 0.05
+    row = suite.peer_row("ptylab", "epie", "small", tmp_path / "x.npz", result, jax_floor=(0.02, 0.01))
+    assert row["engine"] == "ptylab:epie" and row["iters_to_0.066"] == 3 and row["time_to_0.066_s"] == 0.7
+    assert row["ratio"] == 5.0 and row["ratio_cpu"] == 5.0
+    assert row["obj_err"] == 0.049 and row["peer_version"] == "0.3.7"
+
+
+def test_worker_row_on_a_tiny_file(suite, tmp_path):
+    """One worker run in-process on a file in the exchange format (a tiny problem)."""
+    data, true, start = tiny_far_field_problem(jr.PRNGKey(1), n=32, grid=5, step=5)
+    truth = np.asarray(true.sample.sample)
+    unit = object_error(truth, np.asarray(start.sample.sample), np.asarray(illumination_map(true)))
+    path = tmp_path / "tiny.npz"
+    np.savez(
+        path,
+        intensities=np.asarray(data.intensities),
+        positions_m=np.asarray(data.positions, np.float64),
+        probe=np.asarray(start.probe.fields()),
+        object_shape=np.array(start.sample.shape),
+        object_true=truth.astype(np.complex64),
+        probe_true=np.asarray(true.probe.fields()),
+        wavelength=np.float64(data.wavelength),
+        dx=np.asarray(start.sample.dx, np.float64),
+        distance=np.float64(data.distance),
+        camera_pixel_size=np.asarray(data.camera_pixel_size, np.float64),
+        size=np.array("tiny"),
+    )
+    row = suite.run_worker("mpie-batched", str(path), 8)
+    assert row["engine"] == "mpie-batched" and row["size"] == "tiny" and row["iterations"] == 8
+    assert row["fft_floor_s"] > 0 and row["per_iter_s"] > 0
+    assert row["ratio"] == pytest.approx(row["per_iter_s"] / row["fft_floor_s"], rel=2e-3)
+    assert row["dataset_mb"] == round(25 * 32 * 32 * 4 / 2**20, 2)
+    assert row["result"] == "max_iterations_reached"
+    assert row["obj_err"] < 0.5 * unit  # measured: 0.15 -> 0.04 in 8 iterations
+    json.dumps(row)  # one JSON line
+
+
+def test_docs_table_is_replaced_between_the_markers(suite, tmp_path):
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# Benchmarks\n\nProse kept.\n\n{suite.BEGIN}\nold table\n{suite.END}\n\nMore prose.\n")
+    rows = [{"size": "small", "engine": "epie", "per_iter_s": 0.01, "jax": "0.10.2", "device": "cpu"}]
+    suite.write_docs(page, suite.docs_section(rows, ["optx-lm on small: not here"], "python benchmarks/run.py"))
+    text = page.read_text()
+    assert "Prose kept." in text and "More prose." in text and "old table" not in text
+    assert text.count(suite.BEGIN) == 1 and "| small | epie | — | 0.01 |" in text
+    assert "- optx-lm on small: not here" in text
