@@ -1,6 +1,5 @@
 """`FarFieldMicroscope`: probe x object, then a Fraunhofer transform onto the camera."""
 
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Complex, Float, Real
 
 from .._validate import real_array
@@ -11,6 +10,7 @@ from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._wavefront import OpticalWavefront
 from ._base import AbstractMicroscope
+from ._simple import count_scale
 
 
 class FarFieldMicroscope(AbstractMicroscope):
@@ -63,9 +63,7 @@ class FarFieldMicroscope(AbstractMicroscope):
         return self.propagator.output_shape
 
     def _count_scale(self) -> Float[Array, ""]:
-        # sqrt(camera pixel area / sample pixel area): physical field -> photons per camera pixel.
-        cam, dx = self.propagator.output_dx, self.sample.dx
-        return jnp.sqrt(cam[0] * cam[1] / (dx[0] * dx[1]))
+        return count_scale(self.propagator.output_dx, self.sample.dx)
 
     def propagate(self, exit_waves: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]):
         # Far-field intensity does not change when the exit wave moves, so `subpixel` is unused.

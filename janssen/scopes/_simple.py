@@ -33,6 +33,11 @@ def check_field_shape(name: str, field: Complex[Array, "..."], shape: tuple[int,
         raise ValueError(f"`{name}` must end in the shape {tuple(shape)}, got shape {tuple(field.shape)}")
 
 
+def count_scale(camera_dx: Float[Array, "2"], sample_dx: Float[Array, "2"]) -> Float[Array, ""]:
+    """`sqrt(camera pixel area / sample pixel area)`: a physical far field -> photons per camera pixel."""
+    return jnp.sqrt(camera_dx[0] * camera_dx[1] / (sample_dx[0] * sample_dx[1]))
+
+
 class SimpleMicroscope(AbstractMicroscope):
     """Probe x object, magnified, cut by a circular aperture, then far-field onto a camera.
 
@@ -139,9 +144,7 @@ class SimpleMicroscope(AbstractMicroscope):
         return self.propagator.output_shape
 
     def _count_scale(self) -> Float[Array, ""]:
-        # sqrt(camera pixel area / sample pixel area): physical field -> photons per camera pixel.
-        cam, dx = self.propagator.output_dx, self.sample.dx
-        return jnp.sqrt(cam[0] * cam[1] / (dx[0] * dx[1]))
+        return count_scale(self.propagator.output_dx, self.sample.dx)
 
     def _aperture_at(self, subpixel: Float[Array, "2"], zoomed_dx: Float[Array, "2"]) -> CircularAperture:
         # The beam sits `subpixel` pixels off the patch centre, and the aperture moves with it.
