@@ -68,7 +68,10 @@ ENGINES = {
     "rpie-batched": (50, "RPIE(mode='batched')"),
     "mpie": (50, "MomentumPIE(mode='sequential')"),
     "mpie-batched": (50, "MomentumPIE(mode='batched')"),
-    "adam": (300, "Gradient(optax.adam(0.02), learning_rates={'probe': RMS probe amplitude})"),
+    "adam": (
+        300,
+        "Gradient(optax.adam(0.02), learning_rates={'probe': RMS probe amplitude}, batch_size=20, sweep=True)",
+    ),
     "gauss-newton": (20, "GaussNewton()"),
     "optx-lm": (20, "OptimistixLeastSquares() (optimistix Levenberg-Marquardt, matrix-free CG)"),
 }
@@ -218,7 +221,9 @@ def make_engine(name: str, start):
     if name == "adam":
         # Adam moves each part by about its rate: the probe's on the scale of its amplitude.
         rms = float(jnp.sqrt(jnp.mean(jnp.abs(start.probe.fields()) ** 2)))
-        return jinv.Gradient(optax.adam(0.02), learning_rates={"probe": rms})
+        # An iteration is an epoch of minibatch steps (20 positions each), as in other
+        # automatic-differentiation codes: full-batch Adam needs far more passes.
+        return jinv.Gradient(optax.adam(0.02), learning_rates={"probe": rms}, batch_size=20, sweep=True)
     if name == "gauss-newton":
         return jinv.GaussNewton()
     if name == "optx-lm":

@@ -304,7 +304,8 @@ def _gradient_engine(
 ) -> tuple[jinv.Gradient, dict[str, Any]]:
     # An optax optimizer is not storable as a parameter: the result file records its name
     # and rate (and the loss and part factors), from which `--resume` rebuilds it.
-    _check_params(jinv.Gradient, params, {"batch_size", "learning_rates", "optimizer", "learning_rate", "loss"})
+    allowed = {"batch_size", "sweep", "learning_rates", "optimizer", "learning_rate", "loss"}
+    _check_params(jinv.Gradient, params, allowed)
     params = dict(params)
     optimizer = params.pop("optimizer", name)
     rate = params.pop("learning_rate", settings["learning_rate"])

@@ -1,7 +1,11 @@
 """Reconstruction engines, the `reconstruct` driver and the seed API."""
 
 from ._checkpoint import load_solution as load_solution, save_solution as save_solution
-from ._constraints import project_scan_step as project_scan_step, scan_gauges as scan_gauges
+from ._constraints import (
+    fix_phase_ramp as fix_phase_ramp,
+    project_scan_step as project_scan_step,
+    scan_gauges as scan_gauges,
+)
 from ._engines.base import AbstractEngine as AbstractEngine
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,

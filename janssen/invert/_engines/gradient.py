@@ -101,16 +101,27 @@ class Gradient(AbstractEngine[GradientState]):
     - `batch_size`: positions per iteration; `None` (default) uses them all. Otherwise
       each iteration draws a random minibatch (without replacement) with its key, and
       reports the residual over that minibatch.
+    - `sweep`: with a `batch_size`, make each iteration an epoch: the positions are
+      shuffled with the iteration's key and split into `num_positions // batch_size`
+      minibatches (the few left over sit out this epoch, others the next), and the
+      optimizer steps once per minibatch, in a `lax.scan`. This is how automatic-
+      differentiation ptychography codes usually count iterations, and it gives Adam
+      many small steps per pass over the data, as the sequential PIE engines take. The
+      reported residual is the RMS over the epoch's minibatches, each taken before its
+      own step. Default `False` (one minibatch per iteration).
     """
 
     optimizer: optax.GradientTransformation = optax.adam(DEFAULT_LEARNING_RATE)
     loss: AbstractLoss = eqx.field(default=AmplitudeLoss(), converter=as_loss)
     learning_rates: dict[str, float] | None = None
     batch_size: int | None = eqx.field(default=None, static=True)
+    sweep: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
             raise ValueError(f"`batch_size` must be None or an integer >= 1, got {self.batch_size!r}")
+        if self.sweep and self.batch_size is None:
+            raise ValueError("`sweep=True` needs a `batch_size` (the positions per optimizer step), got None")
         for name, rate in (self.learning_rates or {}).items():
             if not isinstance(name, str):
                 raise ValueError(f"`learning_rates` keys must be trainable names (str), got {name!r}")
@@ -142,20 +153,36 @@ class Gradient(AbstractEngine[GradientState]):
 
     def step(self, microscope, state, data, trainable, key):
         params, static = eqx.partition(microscope, trainable)
-        index = self._minibatch(key, microscope.num_positions)
-        measured = data.intensities if index is None else data.intensities[index]
+        transform = self._transform(params, microscope)
 
-        def objective(p):
-            predicted = _predict(eqx.combine(p, static), index)
-            residual = AmplitudeLoss()(jax.lax.stop_gradient(predicted), measured, data.valid)
-            return self.loss(predicted, measured, data.valid), residual
+        def update(params, opt_state, index):
+            measured = data.intensities if index is None else data.intensities[index]
 
-        (_, residual), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = self._transform(params, microscope).update(
-            descent_gradient(grads), state.opt_state, params
-        )
-        new = eqx.combine(eqx.apply_updates(params, updates), static)
-        return new, GradientState(opt_state), jnp.sqrt(residual)
+            def objective(p):
+                predicted = _predict(eqx.combine(p, static), index)
+                residual = AmplitudeLoss()(jax.lax.stop_gradient(predicted), measured, data.valid)
+                return self.loss(predicted, measured, data.valid), residual
+
+            (_, residual), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            updates, opt_state = transform.update(descent_gradient(grads), opt_state, params)
+            return eqx.apply_updates(params, updates), opt_state, residual
+
+        if self.sweep:
+            num_batches = microscope.num_positions // self.batch_size
+            order = jr.permutation(key, microscope.num_positions)[: num_batches * self.batch_size]
+
+            def body(carry, index):
+                params, opt_state, residual = update(*carry, index)
+                return (params, opt_state), residual
+
+            (params, opt_state), residuals = jax.lax.scan(
+                body, (params, state.opt_state), order.reshape(num_batches, self.batch_size)
+            )
+            residual = jnp.mean(residuals)
+        else:
+            index = self._minibatch(key, microscope.num_positions)
+            params, opt_state, residual = update(params, state.opt_state, index)
+        return eqx.combine(params, static), GradientState(opt_state), jnp.sqrt(residual)
 
     def terminate(self, state, losses):
         del state, losses
