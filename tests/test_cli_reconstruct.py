@@ -126,6 +126,22 @@ def test_adam_resume_and_refined_positions(cxi_file, tmp_path):
     assert 1e-3 < moved < 0.1  # measured 0.037 px: two more Adam steps of ~0.02 px each
 
 
+def test_adam_epochs_from_the_config_resume_identically(cxi_file, tmp_path):
+    """`sweep = true` in `[engine]` is stored, and a resumed run takes the same epochs as one run."""
+    config = tmp_path / "sweep.toml"
+    config.write_text('[engine]\nname = "adam"\nbatch_size = 4\nsweep = true\n')
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    base = ["reconstruct", str(cxi_file), "--config", str(config)]
+    assert main([*base, "--iterations", "4", "--out", str(one)]) == 0
+    assert main([*base, "--iterations", "2", "--out", str(two)]) == 0
+    assert main(["reconstruct", str(cxi_file), "--resume", str(two), "--iterations", "2"]) == 0
+    first, resumed = read_result(one), read_result(two)
+    assert resumed["attrs"]["engine_parameters"]["sweep"] is True
+    assert resumed["attrs"]["engine_parameters"]["batch_size"] == 4
+    np.testing.assert_allclose(resumed["loss"], first["loss"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["object"], first["object"], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
