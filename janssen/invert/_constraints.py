@@ -80,16 +80,19 @@ def scan_gauges(spec: Any) -> tuple[bool, bool]:
     """Which scan motions are gauge freedoms of a trainable selection: `(translation, dilation)`.
 
     A common shift of the positions is one only when the object is refined too (it moves
-    with them); with a known object it is measured, and kept. A dilation is one only when
-    the object and a leaf that sets the diffraction scale (`propagator.distance`,
+    with them); with a known object it is measured, and kept. A dilation is one when the
+    object and a leaf that sets the diffraction scale (`propagator.distance`,
     `zoom.zoom_factor`, a near-field `distance` or `focus_to_sample`, or the FFT far
-    field's object pixel `sample.dx`) are refined.
+    field's object pixel `sample.dx`) are refined; and with `sample.dx` even for a known
+    object, because the FFT far field's data depend on the positions only through
+    `positions / sample.dx` (object and probe are arrays of pixels).
     """
     if getattr(spec, "positions", False) is not True:
         return False, False
     paths = set(selected_paths(spec, spec))
     translation = "sample.sample" in paths
-    return translation, translation and any(path in paths for path in _SCALE_PATHS)
+    dilation = "sample.dx" in paths or (translation and any(path in paths for path in _SCALE_PATHS))
+    return translation, dilation
 
 
 def fix_phase_ramp(new: Any, old: Any, spec: Any) -> Any:
