@@ -4,6 +4,7 @@ This file imports nothing but NumPy so that it runs in every venv: janssen's, Pt
 pty-chi's. The data format it reads is described in benchmarks/README.md ("Peers").
 """
 
+import argparse
 import json
 import os
 import platform
@@ -147,22 +148,38 @@ class Clock:
             self.cpu_laps.append(cpu)
 
 
-def summarise(
-    *,
-    peer,
-    version,
-    engine,
-    settings,
-    iteration_s,
-    iteration_cpu_s,
-    errors,
-    final_error,
-    ramp_free,
-    ramp_errors=(),
-    device,
-    forward_check,
-):
+class History:
+    """The object error after each iteration (and, with `ramp`, the ramp-free error too)."""
+
+    def __init__(self, truth, illum, *, ramp=False):
+        self.truth, self.illum, self.ramp = truth, illum, ramp
+        self.errors, self.ramp_errors = [], []
+
+    def add(self, obj):
+        self.errors.append(object_error(self.truth, obj, self.illum))
+        if self.ramp:
+            self.ramp_errors.append(ramp_free_error(self.truth, obj, self.illum))
+
+
+def runner_parser(description, engines, default_engine):
+    """The arguments every peer runner takes; each runner adds its own after these."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help=".npz written by make_npz.py")
+    parser.add_argument("--engine", default=default_engine, choices=sorted(engines))
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--out", required=True, help="JSON result file")
+    parser.add_argument(
+        "--ramp-history", action="store_true", help="also record the ramp-free error after each iteration"
+    )
+    parser.add_argument("--save-object", default=None, help="also save the final object (Y, X) here (.npy)")
+    return parser
+
+
+def summarise(*, peer, version, engine, settings, clock, history, final_object, device, forward_check):
     """The result record the runners write (see benchmarks/README.md, "Peers").
+
+    `clock` holds the iteration times, `history` the errors after each iteration; the
+    final object's error is taken with shifts of up to 2 pixels, and without its ramp.
 
     `iteration_s[0]` is the first iteration including the peer's setup (`compile_s`);
     `per_iter_s` is the median of the others (`per_iter_cpu_s`: the same in process CPU time,
@@ -170,6 +187,9 @@ def summarise(
     start of the first iteration to the end of the first iteration whose object error is
     <= 0.066 (error evaluation excluded), or None.
     """
+    iteration_s, iteration_cpu_s, errors = clock.laps, clock.cpu_laps, history.errors
+    final_error = object_error(history.truth, final_object, history.illum, max_shift=2)
+    ramp_free = ramp_free_error(history.truth, final_object, history.illum)
     elapsed = np.cumsum(iteration_s)
     reached = first_below(errors)
     rest = iteration_s[1:] or iteration_s
@@ -188,7 +208,7 @@ def summarise(
         "iters_to_0.066": None if reached is None else reached + 1,
         "time_to_0.066_s": None if reached is None else round(float(elapsed[reached]), 4),
         "total_s": round(float(elapsed[-1]), 4),
-        **ramp_record(ramp_errors, elapsed),
+        **ramp_record(history.ramp_errors, elapsed),
         "device": device,
         "cpu": platform.processor() or platform.machine(),
         "threads": os.cpu_count(),

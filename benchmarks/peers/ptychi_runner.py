@@ -31,7 +31,6 @@ Timing: `compile_s` is building the task plus the first epoch. The model check b
 task first in the same process, so torch's one-time start-up is not in `compile_s`.
 """
 
-import argparse
 import contextlib
 import importlib.metadata
 import logging
@@ -42,11 +41,11 @@ import numpy as np
 import torch
 from _common import (
     Clock,
+    History,
     illumination,
     load_npz,
-    object_error,
-    ramp_free_error,
     relative_mismatch,
+    runner_parser,
     summarise,
     whole_corners,
     write_json,
@@ -55,6 +54,7 @@ from ptychi import api
 from ptychi.api.task import PtychographyTask
 
 ENGINES = {"epie": "EPIEOptions", "rpie": "RPIEOptions", "lsqml": "LSQMLOptions"}
+DEFAULT_ENGINE = "lsqml"
 
 
 def centres_px(data):
@@ -163,17 +163,14 @@ def run(data, args):
     truth = data["object_true"]
     illum = illumination(data["probe_true"], data["positions_px"], data["object_shape"])
     options = options_for(data, args.engine, args)
-    clock, errors, ramp_errors = Clock(), [], []
+    clock, history = Clock(), History(truth, illum, ramp=args.ramp_history)
     with contextlib.redirect_stdout(open(os.devnull, "w")):
         # The task's setup counts towards the first iteration (compile_s), as janssen's tracing does.
         task = make_task(data, options, obj=np.ones_like(truth), probe=data["probe"])
         for _ in range(args.iterations):
             task.run(n_epochs=1)  # CPU tensors: the call returns when the work is done
             clock.lap()
-            current = task.get_data_to_cpu("object", as_numpy=True)[0]
-            errors.append(object_error(truth, current, illum))
-            if args.ramp_history:
-                ramp_errors.append(ramp_free_error(truth, current, illum))
+            history.add(task.get_data_to_cpu("object", as_numpy=True)[0])
             clock.resume()
     final_object = task.get_data_to_cpu("object", as_numpy=True)[0]
     if args.save_object:
@@ -183,23 +180,16 @@ def run(data, args):
         version=importlib.metadata.version("ptychi"),
         engine=args.engine,
         settings=settings_of(options, args.engine),
-        iteration_s=clock.laps,
-        iteration_cpu_s=clock.cpu_laps,
-        errors=errors,
-        final_error=object_error(truth, final_object, illum, max_shift=2),
-        ramp_free=ramp_free_error(truth, final_object, illum),
-        ramp_errors=ramp_errors,
+        clock=clock,
+        history=history,
+        final_object=final_object,
         device=f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads)",
         forward_check=check,
     )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help=".npz written by make_npz.py")
-    parser.add_argument("--engine", default="lsqml", choices=sorted(ENGINES))
-    parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--out", required=True, help="JSON result file")
+    parser = runner_parser(__doc__.splitlines()[0], ENGINES, DEFAULT_ENGINE)
     parser.add_argument("--batch-size", type=int, default=None, help="frames per mini-batch (default: pty-chi's 100)")
     parser.add_argument(
         "--batching", default=None, choices=["random", "compact", "uniform"], help="batching_mode (default: random)"
@@ -212,10 +202,6 @@ def main(argv=None):
     parser.add_argument("--probe-alpha", type=float, default=None, help="ePIE/rPIE probe alpha (default 0.1)")
     parser.add_argument("--object-step", type=float, default=None, help="object step_size (default 1)")
     parser.add_argument("--probe-step", type=float, default=None, help="probe step_size (default 1)")
-    parser.add_argument(
-        "--ramp-history", action="store_true", help="also record the ramp-free error after each iteration"
-    )
-    parser.add_argument("--save-object", default=None, help="also save the final object (Y, X) here (.npy)")
     parser.add_argument("--fix-probe", action="store_true", help="hold the probe at the start (default: refine it)")
     parser.add_argument("--seed", type=int, default=0, help="pty-chi's random_seed (mini-batch draws)")
     parser.add_argument(

@@ -27,7 +27,6 @@ Timing: `compile_s` is the first iteration including the engine's preparation
 before the clock starts and takes well under a second.
 """
 
-import argparse
 import contextlib
 import importlib.metadata
 import logging
@@ -39,11 +38,11 @@ import h5py
 import numpy as np
 from _common import (
     Clock,
+    History,
     illumination,
     load_npz,
-    object_error,
-    ramp_free_error,
     relative_mismatch,
+    runner_parser,
     summarise,
     whole_corners,
     write_json,
@@ -54,6 +53,7 @@ with contextlib.redirect_stdout(sys.stderr):  # PtyLab reports its GPU check on 
     from PtyLab.Monitor.Monitor import DummyMonitor
 
 ENGINES = {"epie": "ePIE", "mpie": "mPIE"}
+DEFAULT_ENGINE = "epie"
 
 
 def square(pair, name):
@@ -164,12 +164,7 @@ def run(data, args):
         return np.asarray(reconstruction.object)[0, 0, 0, 0, :y, :x]
 
     engine.numIterations = args.iterations
-    errors, ramp_errors = [], []
-
-    def evaluate():
-        errors.append(object_error(truth, current(), illum))
-        if args.ramp_history:
-            ramp_errors.append(ramp_free_error(truth, current(), illum))
+    history = History(truth, illum, ramp=args.ramp_history)
 
     last = experimental.numFrames - 1
     with contextlib.redirect_stdout(open(os.devnull, "w")):
@@ -178,13 +173,13 @@ def run(data, args):
             for _, position_loop in engine.reconstruct_stepwise():
                 if position_loop == last:
                     clock.lap()
-                    evaluate()
+                    history.add(current())
                     clock.resume()
         else:
 
             def after_iteration(loop, _reconstruction):
                 clock.lap()
-                evaluate()
+                history.add(current())
                 clock.resume()
 
             engine.reconstruct(vis_after_each_iteration=after_iteration)
@@ -205,31 +200,20 @@ def run(data, args):
         version=importlib.metadata.version("ptylab"),
         engine=args.engine,
         settings=settings,
-        iteration_s=clock.laps,
-        iteration_cpu_s=clock.cpu_laps,
-        errors=errors,
-        final_error=object_error(truth, final, illum, max_shift=2),
-        ramp_free=ramp_free_error(truth, final, illum),
-        ramp_errors=ramp_errors,
+        clock=clock,
+        history=history,
+        final_object=final,
         device="cpu (NumPy)",
         forward_check=check,
     )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help=".npz written by make_npz.py")
-    parser.add_argument("--engine", default="epie", choices=sorted(ENGINES))
-    parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--out", required=True, help="JSON result file")
+    parser = runner_parser(__doc__.splitlines()[0], ENGINES, DEFAULT_ENGINE)
     parser.add_argument("--object-step", type=float, default=None, help="betaObject (default: PtyLab's 0.25)")
     parser.add_argument("--probe-step", type=float, default=None, help="betaProbe (default: PtyLab's 0.25)")
     parser.add_argument("--order", default="random", choices=["random", "sequential"], help="params.positionOrder")
     parser.add_argument("--no-fftshift", action="store_true", help="keep the frames centred (fftshiftSwitch False)")
-    parser.add_argument(
-        "--ramp-history", action="store_true", help="also record the ramp-free error after each iteration"
-    )
-    parser.add_argument("--save-object", default=None, help="also save the final object (Y, X) here (.npy)")
     parser.add_argument("--seed", type=int, default=0, help="NumPy seed (PtyLab's random position order)")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
