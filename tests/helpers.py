@@ -101,3 +101,32 @@ def noiseless_far_field_problem(*, n=32, grid=4, step=6, seed=0):
     data = MicroscopeData(intensities, pos * dx, wavelength, wavelength / (n * dx), 1.0)
     start = FarFieldMicroscope(true.probe, SampleFunction(np.ones_like(obj), dx), true.positions)
     return data, true, start
+
+
+def counting_engine(inner):
+    """`(engine, traces)`: `inner` wrapped so that every trace of its `step` appends to `traces`.
+
+    The append is a Python side effect, so it runs only while JAX traces the step:
+    `len(traces)` counts the compilations of the step.
+    """
+    from janssen.invert import AbstractEngine
+
+    traces = []
+
+    class Counting(AbstractEngine):
+        inner: AbstractEngine
+
+        def init(self, microscope, data, trainable):
+            return self.inner.init(microscope, data, trainable)
+
+        def step(self, microscope, state, data, trainable, key):
+            traces.append(1)
+            return self.inner.step(microscope, state, data, trainable, key)
+
+        def terminate(self, state, losses):
+            return self.inner.terminate(state, losses)
+
+        def postprocess(self, microscope, state):
+            return self.inner.postprocess(microscope, state)
+
+    return Counting(inner), traces

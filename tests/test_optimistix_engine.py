@@ -8,10 +8,9 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 import pytest
-from helpers import illumination_map, object_error, random_complex, tiny_far_field_problem
+from helpers import counting_engine, illumination_map, object_error, random_complex, tiny_far_field_problem
 
 from janssen.invert import (
-    AbstractEngine,
     OptimistixLeastSquares,
     data_residual,
     normal_cg,
@@ -110,30 +109,9 @@ def test_gauss_newton_step_matches_dense_least_squares(x64):
     np.testing.assert_allclose(np.asarray(taken), np.asarray(expected), rtol=0, atol=1e-10)
 
 
-class _Counting(AbstractEngine):
-    """Wraps an engine and records every trace of its `step`."""
-
-    inner: OptimistixLeastSquares
-    traces: list = eqx.field(static=True)
-
-    def init(self, microscope, data, trainable):
-        return self.inner.init(microscope, data, trainable)
-
-    def step(self, microscope, state, data, trainable, key):
-        self.traces.append(1)  # Python side effect: runs only while tracing
-        return self.inner.step(microscope, state, data, trainable, key)
-
-    def terminate(self, state, losses):
-        return self.inner.terminate(state, losses)
-
-    def postprocess(self, microscope, state):
-        return self.inner.postprocess(microscope, state)
-
-
 def test_resume_equals_one_run_and_compiles_once(problem):
     data, _, start = problem
-    traces = []
-    engine = _Counting(optimistix_engine("levenberg-marquardt"), traces)
+    engine, traces = counting_engine(optimistix_engine("levenberg-marquardt"))
     five = reconstruct(start, data, engine, trainable=["object"], num_iterations=5)
     three = reconstruct(start, data, engine, trainable=["object"], num_iterations=3)
     more = reconstruct(three, data, engine, num_iterations=2)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_far_field_problem
+from helpers import counting_engine, tiny_far_field_problem
 
 from janssen.invert import (
     RESULTS,
@@ -103,25 +103,7 @@ def test_second_call_compiles_nothing(problem, inner, trainable, bounds):
         propagator = ScaledFraunhofer(float(data.distance), data.camera_pixel_size, tuple(data.frame_shape))
         start = FarFieldMicroscope(start.probe, start.sample, start.positions, propagator)
         assert start.propagator.distance.weak_type
-    traces = []
-
-    class Counting(AbstractEngine):
-        inner: AbstractEngine
-
-        def init(self, microscope, data, trainable):
-            return self.inner.init(microscope, data, trainable)
-
-        def step(self, microscope, state, data, trainable, key):
-            traces.append(1)  # Python side effect: runs only while tracing
-            return self.inner.step(microscope, state, data, trainable, key)
-
-        def terminate(self, state, losses):
-            return jnp.array(False)
-
-        def postprocess(self, microscope, state):
-            return microscope
-
-    engine = Counting(inner)
+    engine, traces = counting_engine(inner)
     first = reconstruct(start, data, engine, trainable=trainable, bounds=bounds, num_iterations=3)
     assert len(traces) == 1
     reconstruct(first, data, engine, bounds=bounds, num_iterations=3)

@@ -33,8 +33,8 @@ TOLERANCE = {"mpie-batched": 3e-4, "adam": 1e-4, "gauss-newton": 1e-3}
 _COMPARE = """
 import json, sys, tempfile
 import jax, jax.numpy as jnp, numpy as np, optax
-from helpers import noiseless_far_field_problem
-from janssen.invert import AbstractEngine, GaussNewton, Gradient, MomentumPIE, reconstruct, shard_positions
+from helpers import counting_engine, noiseless_far_field_problem
+from janssen.invert import GaussNewton, Gradient, MomentumPIE, reconstruct, shard_positions
 from janssen.invert._sharding import replicate_like_data
 from janssen.io import CXIFrames, MicroscopeData, write_cxi
 from janssen.scopes import FarFieldMicroscope
@@ -46,26 +46,6 @@ engines = {
     "adam": Gradient(optax.adam(0.02), learning_rates={"probe": rms}),
     "gauss-newton": GaussNewton(cg_maxiter=5),
 }
-traces = []
-
-
-class Counting(AbstractEngine):
-    inner: AbstractEngine
-
-    def init(self, microscope, data, trainable):
-        return self.inner.init(microscope, data, trainable)
-
-    def step(self, microscope, state, data, trainable, key):
-        traces.append(1)  # runs only while tracing
-        return self.inner.step(microscope, state, data, trainable, key)
-
-    def terminate(self, state, losses):
-        return jnp.array(False)
-
-    def postprocess(self, microscope, state):
-        return microscope
-
-
 report = {"devices": len(jax.devices())}
 microscope, sharded = shard_positions(start, data)
 report["layout"] = {
@@ -78,7 +58,7 @@ report["layout"] = {
 }
 for name, engine in engines.items():
     runs = {}
-    engine = Counting(engine)
+    engine, traces = counting_engine(engine)
     new_traces, layout_traces = 0, []
     for count in (1, 4):
         traces.clear()
