@@ -116,6 +116,10 @@ def counting_engine(inner):
     class Counting(AbstractEngine):
         inner: AbstractEngine
 
+        @property
+        def holds_phase_ramp(self):
+            return self.inner.holds_phase_ramp
+
         def init(self, microscope, data, trainable):
             return self.inner.init(microscope, data, trainable)
 

@@ -53,6 +53,7 @@ class _PoisonAfter(AbstractEngine):
 
     inner: RPIE
     bad: int
+    holds_phase_ramp = True  # as the RPIE it runs
 
     def init(self, microscope, data, trainable):
         return (self.inner.init(microscope, data, trainable), jnp.zeros((), jnp.int32))

@@ -12,8 +12,8 @@ that follows them drifts:
 
 A third symmetry involves object and probe: in the far field `O exp(ik.r)` with
 `P exp(-ik.r)` predicts the same data (`janssen.invert._ramp`). The PIE engines pin it
-themselves; for every other engine the driver moves any drift of the probe's far-field
-centroid back onto the object after each step (`fix_phase_ramp`). Without it the least-
+themselves (`holds_phase_ramp`); for every other engine the driver moves any drift of the
+probe's far-field centroid back onto the object after each step (`fix_phase_ramp`). Without it the least-
 squares engines wander along the ramp: on the medium preset, Gauss-Newton fitted the data
 to the noise floor in 5 iterations while the object error stayed at 0.24 (0.025 once the
 ramp was removed).
@@ -121,14 +121,16 @@ def fix_phase_ramp(new: Any, old: Any, spec: Any) -> Any:
     return eqx.tree_at(lambda m: (m.sample.sample, m.probe), new, (obj, new.probe.with_fields(fields)))
 
 
-def constrain_step(new: Any, old: Any, spec: Any) -> Any:
+def constrain_step(new: Any, old: Any, spec: Any, *, ramp: bool = True) -> Any:
     """`new` after the constraints every step obeys.
 
-    The far-field phase ramp is held (`fix_phase_ramp`), the gauge motions of refined
-    positions (see `scan_gauges`) are undone relative to `old`, and a refined object pixel
-    (`sample.dx`, the FFT far field's distance) is copied to the probe, which shares it.
+    With `ramp` (static; `False` for engines that treat it themselves) the far-field phase
+    ramp is held (`fix_phase_ramp`); the gauge motions of refined positions (see
+    `scan_gauges`) are undone relative to `old`, and a refined object pixel (`sample.dx`,
+    the FFT far field's distance) is copied to the probe, which shares it.
     """
-    new = fix_phase_ramp(new, old, spec)
+    if ramp:
+        new = fix_phase_ramp(new, old, spec)
     if getattr(getattr(spec, "sample", None), "dx", False) is True and hasattr(new.probe, "dx"):
         new = eqx.tree_at(lambda m: m.probe.dx, new, new.sample.dx.astype(new.probe.dx.dtype))
     translation, dilation = scan_gauges(spec)

@@ -26,7 +26,7 @@ _DEFAULT_TRAINABLE = ("object", "probe")
 @eqx.filter_jit
 def _step(engine, microscope, state, data, trainable, key, bounds):
     new_microscope, new_state, loss = engine.step(microscope, state, data, trainable, key)
-    new_microscope = constrain_step(new_microscope, microscope, trainable)
+    new_microscope = constrain_step(new_microscope, microscope, trainable, ramp=not engine.holds_phase_ramp)
     if bounds is not None:
         new_microscope = bounds(new_microscope)
     finite = jnp.isfinite(loss) & all_finite(eqx.filter(new_microscope, trainable))

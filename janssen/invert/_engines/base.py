@@ -1,7 +1,7 @@
 """`AbstractEngine`: what an engine implements; the driver owns the loop."""
 
 import abc
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import equinox as eqx
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
@@ -24,7 +24,13 @@ class AbstractEngine(eqx.Module, Generic[_State]):
 
     `trainable` is a boolean filter spec over the microscope (see
     `janssen.invert.trainable_spec`). Engines must refine exactly the selected leaves.
+
+    `holds_phase_ramp`: `False` (default) lets the driver hold the far-field phase ramp
+    after every step (`janssen.invert.fix_phase_ramp`); an engine that treats the ramp
+    itself (the PIE family, whose `fix_gauge` decides) sets it to `True`.
     """
+
+    holds_phase_ramp: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any) -> _State:

@@ -25,7 +25,7 @@ References:
 
 import abc
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -518,8 +518,11 @@ class AbstractPIE(AbstractEngine[PIEState]):
     """The PIE family: subclasses fix the step rule through their fields.
 
     `init`, `step`, `terminate` and `postprocess` are shared (and never overridden);
-    subclasses supply `_config()`.
+    subclasses supply `_config()`. They treat the phase ramp themselves (`fix_gauge`), so
+    the driver leaves it to them: with `fix_gauge=False` it is not held at all.
     """
+
+    holds_phase_ramp: ClassVar[bool] = True
 
     mode: eqx.AbstractVar[str]
     probe_delay: eqx.AbstractVar[int]
