@@ -333,6 +333,25 @@ def test_optim_converges_and_respects_bounds(problem):
     assert not np.allclose(np.asarray(out.lightwave.field), np.asarray(recon.lightwave.field))
 
 
+def test_optim_bounds_bind(problem):
+    data, recon = problem["data"], problem["recon"]
+    # Bounds tight enough to bind within 4 steps; the centre is bounded in y only (an infinite
+    # side beside a finite one). Measured: unbounded, the zoom reaches 2.024 in 4 steps.
+    params = ji.PtychographyParams(
+        CAMERA,
+        4,
+        0.05,
+        zoom_factor_bounds=(ZOOM - 1e-3, ZOOM + 1e-3),
+        aperture_center_bounds=[[-np.inf, -1e-8], [np.inf, 1e-8]],
+        travel_distance_bounds=(0.05, 0.1005),
+    )
+    out = ji.simple_microscope_optim(data, recon, params)
+    assert float(out.zoom_factor) == float(params.zoom_factor_bounds[1])
+    assert float(out.aperture_center[1]) == float(params.aperture_center_bounds[0, 1])
+    assert float(out.travel_distance) == float(params.travel_distance_bounds[1])
+    assert abs(float(out.aperture_center[0])) > 0
+
+
 def test_optim_resume_equals_one_run(problem):
     data, recon = problem["data"], problem["recon"]
 

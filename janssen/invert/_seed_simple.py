@@ -267,9 +267,13 @@ def _resumable(reconstruction: PtychographyReconstruction, microscope: SimpleMic
 
 
 def _append_history(
-    reconstruction: PtychographyReconstruction, solution, previous_count: int
+    reconstruction: PtychographyReconstruction, solution, previous_count: int, *, step_scales=()
 ) -> PtychographyReconstruction:
-    """The reconstruction after a run: new estimates, loss rows and snapshots appended."""
+    """The reconstruction after a run: new estimates, loss rows and snapshots appended.
+
+    `step_scales` are the run's own (see `PtychographyReconstruction`); a run that has
+    none leaves none.
+    """
     offset = reconstruction.iteration
     new_losses = solution.losses[previous_count:]
     steps = jnp.arange(1, new_losses.shape[0] + 1, dtype=new_losses.dtype) + offset
@@ -291,6 +295,7 @@ def _append_history(
         reconstruction.snapshots + snapshots,
         # The snapshots live in the reconstruction; the stored solution need not repeat them.
         dataclasses.replace(solution, snapshots=()),
+        step_scales,
     )
 
 

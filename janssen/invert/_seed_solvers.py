@@ -14,18 +14,18 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array
 
 from ..io._data import MicroscopeData
 from ..scopes._simple import SimpleMicroscope
-from ._engines.base import AbstractEngine
 from ._engines.gauss_newton import GaussNewton
 from ._engines.gradient import Gradient
 from ._reconstruct import reconstruct
 from ._seed_simple import _append_history, _microscope
 from ._seed_types import PtychographyParams, PtychographyReconstruction
-from ._trainable import _get, trainable_spec
+from ._trainable import trainable_spec
 
 # params' bound fields -> the trainable name of the optic they bound (and refine).
 _BOUNDED_OPTICS = (
@@ -37,61 +37,27 @@ _BOUNDED_OPTICS = (
 _OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 
 
-class _ProjectedState(eqx.Module):
-    """The inner engine's state, and a static record of settings the run must keep on resume."""
+def _side(values: Array, open_end: float) -> np.ndarray | None:
+    """One side of a bound as `reconstruct` takes it: `None` where it is open throughout.
 
-    inner: Any
-    record: tuple = eqx.field(static=True)
-
-
-class _Projected(AbstractEngine):
-    """An engine whose every step is followed by clipping some leaves into `[min, max]`.
-
-    Projection after the step keeps bounded parameters feasible whatever the inner
-    engine does; the inner engine's state (e.g. Adam's moments) is left as it is.
-
-    **Arguments:**
-
-    - `inner`: the engine that steps.
-    - `paths`: dotted leaf paths of the microscope (static).
-    - `bounds`: one array per path, rows `(min, max)`, each row broadcastable to the leaf.
-    - `record`: hashable settings kept in the state (static), so that a resumed run can
-      rebuild the same engine.
+    `PtychographyParams` allows infinite entries, `Bounds` only an open side or finite
+    values; an infinite entry beside finite ones (a centre bounded in y only) becomes the
+    largest finite number of its dtype, which clips no finite value.
     """
-
-    inner: AbstractEngine
-    paths: tuple[str, ...] = eqx.field(static=True)
-    bounds: tuple[Array, ...]
-    record: tuple = eqx.field(default=(), static=True)
-
-    def init(self, microscope, data, trainable):
-        return _ProjectedState(self.inner.init(microscope, data, trainable), self.record)
-
-    def step(self, microscope, state, data, trainable, key):
-        new, inner, loss = self.inner.step(microscope, state.inner, data, trainable, key)
-        state = _ProjectedState(inner, state.record)
-        for path, bound in zip(self.paths, self.bounds, strict=True):
-            leaf = _get(new, path)
-            clipped = jnp.clip(leaf, bound[0].astype(leaf.dtype), bound[1].astype(leaf.dtype))
-            new = eqx.tree_at(lambda m, p=path: _get(m, p), new, clipped)
-        return new, state, loss
-
-    def terminate(self, state, losses):
-        return self.inner.terminate(state.inner, losses)
-
-    def postprocess(self, microscope, state):
-        return self.inner.postprocess(microscope, state.inner)
+    values = np.asarray(values)
+    if np.all(values == open_end):
+        return None
+    big = np.finfo(values.dtype).max
+    return np.asarray(np.clip(values, -big, big))
 
 
-def _bounded(params: PtychographyParams) -> list[tuple[str, str, Array]]:
-    """`(trainable name, leaf path, bounds)` for every optic whose bounds are given."""
-    paths = {"zoom": "zoom.zoom_factor", "aperture_diameter": "aperture.diameter",
-             "aperture_center": "aperture.center", "distance": "propagator.distance"}  # fmt: skip
-    return [
-        (name, paths[name], getattr(params, field))
+def _bounds(params: PtychographyParams) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
+    """`{trainable name: (min, max)}` for the driver, for every optic whose bounds are given."""
+    return {
+        name: (_side(getattr(params, field)[0], -np.inf), _side(getattr(params, field)[1], np.inf))
         for field, name in _BOUNDED_OPTICS
         if getattr(params, field) is not None
-    ]
+    }
 
 
 def _part_scales(microscope: SimpleMicroscope, names: list[str]) -> dict[str, float]:
@@ -145,14 +111,16 @@ def _start(reconstruction: PtychographyReconstruction, microscope, engine, data,
     return eqx.tree_at(lambda s: s.microscope, previous, microscope)
 
 
-def _run(data, reconstruction, engine, trainable, num_iterations, save_every, camera_pixel_size):
+def _run(
+    data, reconstruction, engine, trainable, num_iterations, save_every, camera_pixel_size, *, bounds=None, scales=()
+):
     microscope = _microscope(reconstruction, camera_pixel_size, data.frame_shape)
     start = _start(reconstruction, microscope, engine, data, trainable)
     previous_count = 0 if start is microscope else int(start.losses.shape[0])
     solution = reconstruct(
-        start, data, engine, trainable=trainable, num_iterations=num_iterations, save_every=save_every
+        start, data, engine, trainable=trainable, bounds=bounds, num_iterations=num_iterations, save_every=save_every
     )
-    out = _append_history(reconstruction, solution, previous_count)
+    out = _append_history(reconstruction, solution, previous_count, step_scales=scales)
     refined = solution.microscope
     return eqx.tree_at(
         lambda r: (r.zoom_factor, r.aperture_diameter, r.aperture_center, r.travel_distance),
@@ -179,8 +147,8 @@ def simple_microscope_optim(
     **What is refined.** The object and the probe always; an optic only when its bounds
     are given (`zoom_factor_bounds` -> zoom, `aperture_diameter_bounds`,
     `aperture_center_bounds`, `travel_distance_bounds`; an infinite side leaves it
-    unbounded on that side). After every step each bounded optic is clipped into its
-    bounds. Optics without bounds are held fixed.
+    unbounded on that side). After every step the driver clips each bounded optic into
+    its bounds (`reconstruct(..., bounds=...)`). Optics without bounds are held fixed.
 
     **Step sizes.** `learning_rate` applies to the object (unit amplitude). Every other
     part's step is scaled by its size: the probe's peak amplitude, the zoom factor, the
@@ -190,10 +158,12 @@ def simple_microscope_optim(
     default `1e-3` is slow.
 
     **Resuming.** The optimiser's state (e.g. Adam's moments), the iteration counter
-    and the key carry over through `reconstruction.solution`, so two calls of N and M
-    iterations equal one of N + M. If that solution comes from another engine, another
-    optimiser or another selection of parameters, the run starts afresh from the
-    reconstruction's estimates and the history is still appended.
+    and the key carry over through `reconstruction.solution`, and the step sizes of the
+    first call through `reconstruction.step_scales` (the bounds come from `params` on
+    every call), so two calls of N and M iterations equal one of N + M. If that
+    solution comes from another engine, another optimiser or another selection of
+    parameters, the run starts afresh from the reconstruction's estimates and the
+    history is still appended.
 
     **Arguments:**
 
@@ -208,34 +178,24 @@ def simple_microscope_optim(
     step) and a snapshot every `params.save_every` iterations.
     """
     microscope = _microscope(reconstruction, params.camera_pixel_size, experimental_data.frame_shape)
-    bounded = _bounded(params)
-    names = ["probe"] + [name for name, _, _ in bounded]
-    previous = reconstruction.solution
-    if (
-        previous is not None
-        and isinstance(previous.state, _ProjectedState)
-        and {name for name, _ in previous.state.record} == set(names)
-    ):
+    bounds = _bounds(params)
+    names = ["probe", *bounds]
+    if reconstruction.solution is not None and {name for name, _ in reconstruction.step_scales} == set(names):
         # The sizes of the first call: recomputing them from refined values would change
         # the step sizes, and a resumed run would differ from an uninterrupted one.
-        scales = dict(previous.state.record)
+        scales = dict(reconstruction.step_scales)
     else:
         scales = _part_scales(microscope, names)
-    engine = _Projected(
-        _gradient_engine(params, scales),
-        tuple(path for _, path, _ in bounded),
-        tuple(bound for _, _, bound in bounded),
-        tuple(sorted(scales.items())),
-    )
-    trainable = ["object", "probe"] + [name for name, _, _ in bounded]
     return _run(
         experimental_data,
         reconstruction,
-        engine,
-        trainable,
+        _gradient_engine(params, scales),
+        ["object", *names],
         params.num_iterations,
         params.save_every,
         params.camera_pixel_size,
+        bounds=bounds,
+        scales=tuple(sorted(scales.items())),
     )
 
 

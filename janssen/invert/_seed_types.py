@@ -167,6 +167,10 @@ class PtychographyReconstruction(eqx.Module):
       `save_every` iterations.
     - `solution`: the engine's `Solution` from the last call (None before any), used to
       resume exactly.
+    - `step_scales`: `(name, size)` pairs: the size of each part that
+      `simple_microscope_optim` scaled its steps by in the run `solution` continues
+      (empty after any other function). A resumed run keeps them, so that its steps are
+      those of an uninterrupted run.
     """
 
     sample: SampleFunction
@@ -179,6 +183,7 @@ class PtychographyReconstruction(eqx.Module):
     losses: Float[Array, "rows 2"]
     snapshots: tuple = ()
     solution: Solution | None = None
+    step_scales: tuple[tuple[str, float], ...] = eqx.field(default=(), static=True)
 
     def __init__(
         self,
@@ -192,6 +197,7 @@ class PtychographyReconstruction(eqx.Module):
         losses: Real[ArrayLike, "rows 2"],
         snapshots: tuple = (),
         solution: Solution | None = None,
+        step_scales: Sequence[tuple[str, float]] = (),
     ):
         self.sample = sample
         self.lightwave = lightwave
@@ -204,6 +210,7 @@ class PtychographyReconstruction(eqx.Module):
         self.losses = real_array("losses", losses)
         self.snapshots = tuple(snapshots)
         self.solution = solution
+        self.step_scales = tuple((str(name), float(size)) for name, size in step_scales)
 
     def __check_init__(self):
         if self.translated_positions.ndim != 2 or self.translated_positions.shape[1] != 2:
