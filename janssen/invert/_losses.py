@@ -30,6 +30,10 @@ def _modulus(x: Array) -> Array:
 
 
 def _masked_mean(misfit: Array, valid: Array | None) -> Float[Array, ""]:
+    """The one reduction of every loss: `sum(valid * misfit) / sum(valid)` (the plain mean for `None`).
+
+    `valid` is broadcast over the leading (frame) axes of the per-pixel `misfit`.
+    """
     if valid is None:
         return jnp.mean(misfit)
     weights = jnp.broadcast_to(jnp.asarray(valid, misfit.dtype), misfit.shape)
@@ -156,7 +160,7 @@ class RMSELoss(AbstractLoss):
         measured: Shaped[Array, "*shape"],
         valid: Real[Array, "..."] | None = None,
     ) -> Float[Array, ""]:
-        return _safe_sqrt(_masked_mean(_modulus(predicted - measured) ** 2, valid))
+        return _safe_sqrt(MSELoss()(predicted, measured, valid))
 
 
 _LOSSES: dict[str, Callable[[], AbstractLoss]] = {
