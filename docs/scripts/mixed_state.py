@@ -26,27 +26,16 @@ from janssen.invert import (
     remove_linear_phase,
 )
 from janssen.io import simulate_preset
-from janssen.optics import CoherentModeSet, MixedStateProbe, orthogonalize_modes
+from janssen.optics import CoherentModeSet, MixedStateProbe, extend_modes, orthogonalize_modes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def with_extra_modes(microscope, modes, share=0.05):
-    """The microscope with `modes` probe modes: its probe, plus the probe times x and y ramps.
-
-    Each extra mode starts with `share` of the power; the powers are refined by the engine.
-    """
-    f0 = microscope.probe.fields()[0]
-    n = f0.shape[-1]
-    ramp = (jnp.arange(n) - n // 2) / (n / 2)
-    extra = [f0 * ramp[None, :], f0 * ramp[:, None]][: modes - 1]
-    power = jnp.sum(jnp.abs(f0) ** 2)
-    fields = [f0 * jnp.sqrt(1 - share * (modes - 1))]
-    fields += [e * jnp.sqrt(share * power / jnp.sum(jnp.abs(e) ** 2)) for e in extra]
-    mode_set = CoherentModeSet(
-        *orthogonalize_modes(jnp.stack(fields)), microscope.probe.wavelength, microscope.probe.dx
-    )
+def with_extra_modes(microscope, modes):
+    """The microscope with `modes` probe modes: its probe plus `janssen.optics.extend_modes`' new ones."""
+    fields, weights = extend_modes(microscope.probe.fields(), modes)
+    mode_set = CoherentModeSet(fields, weights, microscope.probe.wavelength, microscope.probe.dx)
     return eqx.tree_at(lambda m: m.probe, microscope, MixedStateProbe(mode_set))
 
 

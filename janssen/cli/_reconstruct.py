@@ -24,8 +24,8 @@ from janssen.optics import (
     Probe,
     SampleFunction,
     ScaledFraunhofer,
+    extend_modes,
     object_shape_for,
-    orthogonalize_modes,
 )
 from janssen.scopes import FarFieldMicroscope, NearFieldMicroscope
 
@@ -391,39 +391,13 @@ def _load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
 def _extra_modes(fields: np.ndarray, modes: int) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal modes and powers: `fields`' modes plus new ones, the total power unchanged.
 
-    Each new mode is the strongest mode times a low-order polynomial of the position
-    (x, y, xy, x^2, y^2, ...) about its intensity centroid, made orthogonal to the modes
-    before it (Gram-Schmidt): smooth variations of the probe that a partially coherent
-    beam adds. Each starts with `_EXTRA_MODE_POWER` of the total power.
+    `janssen.optics.extend_modes`: the new modes are the strongest mode times low-order
+    polynomials of the position, each with `_EXTRA_MODE_POWER` of the total power.
     """
-    fields = fields.astype(np.complex128)
     if fields.shape[0] > modes:
         raise UsageError(f"the starting probe has {fields.shape[0]} modes, more than --modes {modes}")
-    given, powers = (np.asarray(a, dtype=np.complex128) for a in orthogonalize_modes(jnp.asarray(fields)))
-    powers = powers.real
-    total = float(np.sum(powers))
-    height, width = fields.shape[-2:]
-    intensity = np.abs(given[0]) ** 2
-    y, x = np.mgrid[:height, :width].astype(np.float64)
-    cx, cy = np.sum(x * intensity), np.sum(y * intensity)
-    sx = np.sqrt(np.sum((x - cx) ** 2 * intensity)) or 1.0
-    sy = np.sqrt(np.sum((y - cy) ** 2 * intensity)) or 1.0
-    u, v = (x - cx) / sx, (y - cy) / sy
-    basis = list(given)
-    order = 1
-    while len(basis) < modes:
-        for i in range(order + 1):
-            candidate = given[0] * u ** (order - i) * v**i
-            for mode in basis:
-                candidate = candidate - np.vdot(mode, candidate) * mode
-            norm = np.linalg.norm(candidate)
-            if norm > 1e-6 and len(basis) < modes:
-                basis.append(candidate / norm)
-        order += 1
-    extra = modes - len(powers)
-    share = min(_EXTRA_MODE_POWER, 0.5 / max(extra, 1))
-    weights = np.concatenate([powers * (1 - share * extra), np.full(extra, share * total)])
-    return np.stack(basis), weights
+    basis, weights = extend_modes(fields, modes, share=_EXTRA_MODE_POWER)
+    return np.asarray(basis), np.asarray(weights)
 
 
 def _probe_module(fields: Any, modes: int, wavelength: Any, dx: Any):

@@ -3,6 +3,7 @@
 from ._coherence import (
     CoherentModeSet as CoherentModeSet,
     MixedStateProbe as MixedStateProbe,
+    extend_modes as extend_modes,
     gaussian_schell_modes as gaussian_schell_modes,
     gsm_parameters as gsm_parameters,
     orthogonalize_modes as orthogonalize_modes,

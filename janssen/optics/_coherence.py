@@ -136,6 +136,86 @@ def orthogonalize_modes(
     return vh.reshape(m, h, w), s**2
 
 
+def extend_modes(
+    fields: Num[ArrayLike, "*modes y x"],
+    num_modes: int,
+    *,
+    share: float = 0.05,
+) -> tuple[Complex[Array, "num_modes y x"], Float[Array, " num_modes"]]:
+    """Starting modes for a mixed-state run: the modes of `fields` plus new ones, same total power.
+
+    A probe guess (one field, or an incoherent sum of several) becomes `num_modes`
+    orthonormal modes: first the modes of `fields` (`orthogonalize_modes`), then the
+    strongest of them times low-order polynomials of the position (`x`, `y`, `x**2`,
+    `xy`, `y**2`, ...; about its intensity centroid, in units of its rms width), each
+    made orthogonal to the modes before it (Gram-Schmidt). These are the smooth changes
+    that partial coherence adds to a beam (a Gaussian–Schell beam's next modes are its
+    first one times Hermite polynomials: `x`, `y`, ...); a reconstruction then refines
+    the modes and their weights. Computed on the host in float64 (it looks at the
+    values, so not inside `jit`).
+
+    **Arguments:**
+
+    - `fields`: `(y, x)` or `(modes, y, x)` complex probe fields.
+    - `num_modes`: the number of modes to return, at least the number of fields.
+    - `share`: the fraction of the total power each new mode starts with, in `[0, 1)`
+      (default 0.05); at most half the power goes to new modes. The given modes keep
+      their relative powers in the rest.
+
+    **Returns:**
+
+    `(modes, weights)`: `(num_modes, y, x)` orthonormal modes, the given ones first
+    (`modes[0]` is `fields` itself for one field, up to its norm and a global phase),
+    and their powers, summing to the power of `fields`. Wrap them as
+    `MixedStateProbe(CoherentModeSet(modes, weights, wavelength, dx))`.
+    """
+    fields = np.asarray(fields)
+    fields = fields[None] if fields.ndim == 2 else fields
+    if fields.ndim != 3:
+        raise ValueError(f"`fields` must have shape (y, x) or (modes, y, x), got shape {fields.shape}")
+    if not num_modes >= fields.shape[0]:
+        raise ValueError(f"`num_modes` must be at least the number of fields, {fields.shape[0]}, got {num_modes}")
+    if not 0 <= share < 1:
+        raise ValueError(f"`share` must lie in [0, 1), got {share}")
+    # The dtype JAX stores these fields in (numpy's complex128 is complex64 without x64).
+    dtype = jnp.result_type(jnp.asarray(fields).dtype, jnp.complex64)
+    orthogonal = orthogonalize_modes(jnp.asarray(fields.astype(np.complex128)))
+    given, powers = (np.asarray(a, dtype=np.complex128) for a in orthogonal)
+    powers = powers.real
+    basis = list(given) + _polynomial_modes(given, num_modes - len(given))
+    extra = num_modes - len(powers)
+    share = min(share, 0.5 / max(extra, 1))
+    weights = np.concatenate([powers * (1 - share * extra), np.full(extra, share * float(np.sum(powers)))])
+    return jnp.asarray(np.stack(basis), dtype=dtype), jnp.asarray(weights)
+
+
+def _polynomial_modes(given: np.ndarray, count: int) -> list[np.ndarray]:
+    """`count` unit modes `given[0] * u**a * v**b` (by increasing degree), orthogonal to `given` and each other."""
+    height, width = given.shape[-2:]
+    intensity = np.abs(given[0]) ** 2
+    y, x = np.mgrid[:height, :width].astype(np.float64)
+    cx, cy = np.sum(x * intensity), np.sum(y * intensity)
+    sx = np.sqrt(np.sum((x - cx) ** 2 * intensity)) or 1.0
+    sy = np.sqrt(np.sum((y - cy) ** 2 * intensity)) or 1.0
+    u, v = (x - cx) / sx, (y - cy) / sy
+    basis, new = list(given), []
+    order = 1
+    while len(new) < count:
+        if order > height + width:
+            raise ValueError(f"`fields` must vary enough to make {count} new modes, got {len(new)}")
+        for i in range(order + 1):
+            candidate = given[0] * u ** (order - i) * v**i
+            for mode in basis:
+                candidate = candidate - np.vdot(mode, candidate) * mode
+            norm = np.linalg.norm(candidate)
+            # A monomial that adds nothing new (a probe on one row has no y variation) is skipped.
+            if norm > 1e-6 and len(new) < count:
+                basis.append(candidate / norm)
+                new.append(candidate / norm)
+        order += 1
+    return new
+
+
 class MixedStateProbe(AbstractProbe):
     """A partially coherent probe: a `CoherentModeSet` refined as a mixed state.
 
