@@ -112,6 +112,30 @@ def test_second_call_compiles_nothing(problem, inner, trainable, bounds):
     assert len(traces) == 1
 
 
+def test_longer_run_compiles_nothing(problem):
+    """The driver's own bookkeeping (loss history, iteration keys, the engine's initial
+    state) compiles nothing per iteration: once a run has compiled the step, a longer run
+    and its resumption compile nothing at all."""
+    data, _, start = problem
+    engine = MomentumPIE()
+    reconstruct(start, data, engine, num_iterations=2)
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        longer = reconstruct(start, data, engine, num_iterations=6)
+        resumed = reconstruct(longer, data, engine, num_iterations=3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []
+    assert resumed.losses.shape == (9,) and resumed.iteration == 9
+    np.testing.assert_array_equal(resumed.losses[:6], longer.losses)
+
+
 def test_callback_and_snapshots(problem):
     data, _, start = problem
     seen = []
