@@ -48,6 +48,14 @@ def test_same_key_same_result_different_key_differs(problem):
     assert not np.array_equal(a.microscope.sample.sample, c.microscope.sample.sample)
 
 
+def test_default_key_is_prngkey_zero(problem):
+    data, _, start = problem
+    default = reconstruct(start, data, RPIE(), num_iterations=2)
+    explicit = reconstruct(start, data, RPIE(), num_iterations=2, key=jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(default.key, explicit.key)
+    np.testing.assert_array_equal(default.microscope.sample.sample, explicit.microscope.sample.sample)
+
+
 class _PoisonAfter(AbstractEngine):
     """Runs RPIE, but puts a NaN into the object from iteration `bad` on."""
 

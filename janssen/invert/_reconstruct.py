@@ -59,6 +59,14 @@ def quick_jit(fun: Callable) -> Callable:
 _iteration_key = quick_jit(jr.fold_in)
 
 
+def _default_key() -> PRNGKeyArray:
+    """`jr.PRNGKey(0)`; for the default Threefry keys made on the host (whose seed 0 is the
+    key `[0, 0]`), as `jr.PRNGKey` compiles its seeding function (0.05 s) on first use."""
+    if jax.config.jax_default_prng_impl == "threefry2x32":
+        return jax.device_put(np.zeros(2, np.uint32))
+    return jr.PRNGKey(0)
+
+
 @eqx.filter_jit
 def _step(engine, microscope, state, data, trainable, key, bounds):
     new_microscope, new_state, loss = engine.step(microscope, state, data, trainable, key)
@@ -174,7 +182,7 @@ def reconstruct(
         _check_compatible(microscope, data)
         start_microscope = microscope
         state = engine.init(microscope, data, spec)
-        base_key, first, snapshots = (jr.PRNGKey(0) if key is None else key), 0, ()
+        base_key, first, snapshots = (_default_key() if key is None else key), 0, ()
         history, dtype = [], jnp.result_type(float)
     # The loss history stays on the host (`jnp.concatenate` would compile for every new
     # length) and becomes an array only when handed out.
