@@ -11,7 +11,8 @@ benchmarks/README.md, which peer libraries read too). Each (engine, size) then r
 fresh subprocess, so that its peak memory is its own, and prints one JSON line:
 
 - `per_iter_s`: the median wall time of an iteration after the first;
-- `compile_s`: the first iteration (engine init, tracing, XLA compilation, one iteration);
+- `compile_s`: the first iteration (engine init, tracing, XLA compilation, one iteration),
+  cold: nothing of the driver's or the engine's is compiled before it;
 - `fft_floor_s`: the forward and inverse FFTs one iteration needs (one of each per
   position, batched over all positions, unnormalised), timed in the same process right
   after the iterations (median of 15); `ratio` is `per_iter_s / fft_floor_s`;
@@ -249,37 +250,6 @@ def _result_name(result) -> str:
     return next((name for name in names if bool(result == getattr(RESULTS, name))), str(result))
 
 
-def warm_driver(start, data, iterations: int) -> None:
-    """Run the driver's own bookkeeping for `iterations` iterations with an engine that does nothing.
-
-    `reconstruct` builds its loss history with `jnp.asarray`/`jnp.concatenate`, which in
-    JAX 0.10.2 compile a small kernel for every new length: about two compilations per
-    iteration the first time a process reaches that iteration count (0.1 s each on this
-    machine, more than a small preset's whole iteration). A user pays this once per
-    process; a benchmark that starts a fresh process per engine would charge it to the
-    engine. With the history kept on the host (the fix proposed for the driver) this
-    warm-up costs nothing.
-    """
-    import jax.numpy as jnp
-
-    from janssen.invert import AbstractEngine, reconstruct
-
-    class Idle(AbstractEngine):
-        def init(self, microscope, data, trainable):
-            return jnp.zeros(())
-
-        def step(self, microscope, state, data, trainable, key):
-            return microscope, state, jnp.zeros((), data.intensities.dtype)
-
-        def terminate(self, state, losses):
-            return jnp.array(False)
-
-        def postprocess(self, microscope, state):
-            return microscope
-
-    reconstruct(start, data, Idle(), num_iterations=iterations)
-
-
 def run_worker(name: str, data_path: str, iterations: int) -> dict:
     """Run one engine on one dataset file in this process; return its JSON row."""
     import jax
@@ -291,7 +261,6 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
     baseline = _rss_mb()
     data, start, truth, illumination, meta = load_dataset(data_path)
     engine = make_engine(name, start)
-    warm_driver(start, data, iterations)
     times, cpu_times, errors, marks = [], [], [], {}
 
     def callback(iteration, loss, microscope):
