@@ -366,7 +366,7 @@ def _pie_init(cfg: _Config, microscope: AbstractMicroscope, data: MicroscopeData
 def _initial_arrays(microscope: AbstractMicroscope) -> tuple[Array, ...]:
     # One function, compiled for a short compilation (it runs once): run op by op, these
     # lines compiled some 30 tiny kernels, 0.6 s of a small reconstruction's cold first
-    # iteration; as one function with the default options it took 0.13 s, now 0.03 s.
+    # iteration; as one function with the default options it took 0.13 s, now 0.05 s.
     fields = microscope.probe.fields()
     # The largest sub-pixel offset is reduced on the devices: positions split over
     # processes cannot be fetched whole.
