@@ -65,6 +65,7 @@ _DEFAULTS = {
     "propagator": None,
     "uncertainty": False,
     "noise_std": None,
+    "geometry": False,
 }
 _CHECKPOINT_EVERY = 10
 _INTERRUPTED = 130  # the shell's code for a run stopped by SIGINT
@@ -123,6 +124,13 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         dest="noise_std",
         type=float,
         help="with --uncertainty: amplitude noise in sqrt(counts) (0.5 for Poisson counts; default: from the residual)",
+    )
+    parser.add_argument(
+        "--geometry",
+        action="store_true",
+        default=None,
+        help="far field: first refine the scan positions and the distance (off by up to 7 %% and a few pixels) "
+        "with janssen.invert.refine_geometry, then run the engine from there",
     )
     parser.add_argument("--out", type=pathlib.Path, help="result file (default: DATA's name + _result.h5)")
     parser.add_argument("--resume", type=pathlib.Path, help="continue from this result file's checkpoint")
@@ -229,6 +237,10 @@ def _check_settings(settings: dict[str, Any]) -> None:
             raise UsageError("--noise-std needs --uncertainty")
         if isinstance(noise, bool) or not isinstance(noise, int | float) or not (np.isfinite(noise) and noise > 0):
             raise UsageError(f"noise std must be a finite number > 0, got {noise!r}")
+    if settings["geometry"] and settings["near_field"]:
+        raise UsageError("--geometry applies to far-field data only (it refines the FFT far field's distance)")
+    if settings["geometry"] and any(name in names for name in ("distance", "zoom")):
+        raise UsageError("--geometry refines the distance itself: leave distance out of --refine")
     modes = settings["modes"]
     if isinstance(modes, bool) or not isinstance(modes, int) or modes < 1:
         raise UsageError(f"modes must be an integer >= 1, got {modes!r}")
@@ -447,7 +459,15 @@ def _start_microscope(settings: dict[str, Any], data: jio.MicroscopeData, bundle
     else:
         fields = jinv.init_probe(data)
     probe = _probe_module(fields, settings["modes"], data.wavelength, data.object_pixel_size)
-    return jinv.init_far_field_microscope(data, probe)
+    padding = _geometry_padding(data) if settings["geometry"] else None
+    return jinv.init_far_field_microscope(data, probe, padding=padding)
+
+
+def _geometry_padding(data: jio.MicroscopeData) -> int:
+    """Object margin for `--geometry`: room for the scan to grow by refine_geometry's 7 % and a few pixels."""
+    pixels = np.asarray(jinv.positions_in_object_frame(data)) / np.asarray(data.object_pixel_size)
+    radius = float(np.max(np.linalg.norm(pixels, axis=1)))
+    return min(data.frame_shape) // 8 + int(np.ceil(0.07 * radius)) + 4
 
 
 def _start_near_field(settings: dict[str, Any], data: jio.MicroscopeData) -> NearFieldMicroscope:
@@ -596,6 +616,8 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
     if settings["near_field"] and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if args.resume is not None:
+        if settings["geometry"]:
+            raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
         engine, start, records = _resumed(args.resume, _read_saved(args.resume), data, settings)
         return data, engine, start, args.out or args.resume, None, records
     start = _start_microscope(settings, data, bundled)
@@ -611,11 +633,17 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     """Load, reconstruct, save and summarise; bad input gives one line on stderr and exit 2."""
+    interrupted = False
     try:
         settings, params = _settings(args)
         data, engine, start, out, trainable, records = _prepare(args, settings, params)
         if not out.parent.is_dir():
             raise UsageError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
+        if settings["geometry"]:
+            start, interrupted = _refine_geometry(start, data, settings)
+            if interrupted:
+                # Keep what the geometry stage reached: a result file with no engine iterations.
+                settings = {**settings, "iterations": 0}
         solution, seconds = _run(
             start, data, engine, settings, out, meter=jinv.TextProgressMeter(), trainable=trainable, records=records
         )
@@ -627,10 +655,33 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         return _error("reconstruct", error)
     figures = _figures(solution, out)
     print(_summary(solution, seconds, out, figures))
-    if solution.result == jinv.RESULTS.interrupted:
+    if interrupted or solution.result == jinv.RESULTS.interrupted:
         print(f"interrupted: checkpoint saved; continue with `janssen reconstruct {args.data} --resume {out}`")
         return _INTERRUPTED
     return 0
+
+
+def _refine_geometry(start, data: jio.MicroscopeData, settings: dict[str, Any]):
+    """`refine_geometry` on the start (progress on stderr); `(microscope, interrupted)`."""
+    from janssen.invert._checkpoint import result_name
+
+    if not (isinstance(start, FarFieldMicroscope) and start.propagator is None):
+        raise UsageError("--geometry needs the FFT far field (it refines the distance through the object pixel)")
+    print("janssen: refining the scan geometry (positions and distance) first", file=sys.stderr)
+    started = time.perf_counter()
+    result = jinv.refine_geometry(
+        start, data, key=jr.PRNGKey(settings["seed"]), progress_meter=jinv.TextProgressMeter()
+    )
+    refined = result.microscope
+    ratio = float(np.asarray(start.sample.dx)[0] / np.asarray(refined.sample.dx)[0])
+    moved = (np.asarray(refined.positions) - np.asarray(start.positions)) / np.asarray(refined.sample.dx)
+    moved -= moved.mean(0)
+    print(
+        f"geometry: distance x {1 / ratio:.5f} (file {float(data.distance):.6g} m -> {float(data.distance) / ratio:.6g} m), "
+        f"positions moved {float(np.sqrt(np.mean(np.sum(moved**2, 1)))):.3f} px RMS, "
+        f"{time.perf_counter() - started:.1f} s ({result_name(result.result)})"
+    )
+    return refined, result.result == jinv.RESULTS.interrupted
 
 
 def _write_uncertainty(solution, data, engine, settings: dict[str, Any], out: pathlib.Path, records) -> None:

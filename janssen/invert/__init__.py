@@ -18,12 +18,20 @@ from ._engines.optimistix import (
     normal_cg as normal_cg,
     optimistix_engine as optimistix_engine,
 )
+from ._engines.positions import PositionLM as PositionLM, PositionLMState as PositionLMState
 from ._engines.pie import (
     EPIE as EPIE,
     RPIE as RPIE,
     AbstractPIE as AbstractPIE,
     MomentumPIE as MomentumPIE,
     PIEState as PIEState,
+)
+from ._geometry import (
+    GeometryResult as GeometryResult,
+    ScaleSearch as ScaleSearch,
+    dilate_scan as dilate_scan,
+    hold_scan_scale as hold_scan_scale,
+    refine_geometry as refine_geometry,
 )
 from ._init import (
     init_far_field_microscope as init_far_field_microscope,
