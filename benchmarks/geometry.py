@@ -25,7 +25,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -86,6 +85,40 @@ def geometry_errors(microscope, truth, illumination) -> dict:
     }
 
 
+def search_figure(result, truth, path: pathlib.Path) -> None:
+    """Each search's residual against the distance it tried, relative to the true distance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true_dx = float(np.asarray(truth.sample.dx)[0])
+    final = (float(np.asarray(result.microscope.sample.dx)[0]) / true_dx - 1) * 100
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k, search in enumerate(result.searches):
+        # A trial `s` divides the object pixel, and with it the distance, by `s`.
+        tried = (search.object_pixel / np.asarray(search.scales) / true_dx - 1) * 100
+        for axis in (full, zoom):
+            axis.plot(tried, search.losses, "o-", ms=3, label=f"search {k + 1}")
+    for axis in (full, zoom):
+        axis.axvline(0, color="k", lw=0.8, ls=":")
+        axis.set_xlabel("distance tried, % from the true distance")
+    full.set_ylabel("residual after relaxation (√counts)")
+    zoom.set_xlim(-1.5, 1.5)
+    near = [loss for search in result.searches
+            for scale, loss in zip(search.scales, search.losses, strict=True)
+            if abs((search.object_pixel / scale / true_dx - 1) * 100) <= 1.5 and np.isfinite(loss)]  # fmt: skip
+    if near:
+        pad = 0.05 * (max(near) - min(near) + 1e-3)
+        zoom.set_ylim(min(near) - pad, max(near) + pad)
+    full.legend(fontsize=8)
+    full.set_title("scale searches of refine_geometry", fontsize=10)
+    zoom.set_title(f"near the truth (refined distance {final:+.3f} %)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="medium", choices=("small", "medium", "large"))
@@ -93,6 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jitter-px", type=float, default=2.0)
     parser.add_argument("--polish", type=int, default=0, help="joint Gauss-Newton iterations afterwards")
     parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument("--figure", type=pathlib.Path, default=None, help="PNG of the scale searches")
     args = parser.parse_args(argv)
 
     data, start, truth, true_data = wrong_geometry(args.size, args.distance_error, args.jitter_px)
@@ -112,6 +146,8 @@ def main(argv=None) -> int:
     row["refined"] = geometry_errors(result.microscope, truth, illumination)
     row["refined"]["residual"] = data_residual(result.microscope, data)
     print(json.dumps({k: row[k] for k in ("refine_geometry_s", "searches", "refined")}), flush=True)
+    if args.figure:
+        search_figure(result, truth, args.figure)
     if args.polish:
         begin = time.perf_counter()
         polished = reconstruct(

@@ -202,6 +202,28 @@ def test_refine_geometry_interrupted_keeps_the_last_round(problem):
     assert not np.array_equal(np.asarray(result.microscope.positions), np.asarray(start.positions))
 
 
+def test_second_refine_geometry_compiles_nothing(problem):
+    """Every stage (engines, dilations, the scale hold) compiles once per shapes: a second
+    schedule on the same problem compiles nothing."""
+    data, _, start = problem
+    settings = dict(rounds=1, num_searches=2, initial_iterations=2, engine_iterations=1, relax_iterations=1)
+    refine_geometry(start, data, **settings)
+    moved = _jittered(start, jax.random.PRNGKey(4), 0.5)
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        again = refine_geometry(moved, data, **settings)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(again.searches) >= 2
+    assert compiled == []
+
+
 def _small_wrong_geometry(distance_error, jitter_px):
     """The `small` preset (64 px frames, 100 positions) with a wrong file distance and jittered positions."""
     from janssen.io import MicroscopeData, simulate_preset

@@ -14,6 +14,7 @@ from janssen.invert import (
     GaussNewton,
     Gradient,
     MomentumPIE,
+    PositionLM,
     reconstruct,
     trainable_spec,
 )
@@ -99,8 +100,9 @@ def test_nonfinite_stops_with_last_good_state(problem):
         (Gradient(), ["object", "probe", "positions"], {"positions": (-1e-6, 1e-6)}),
         (GaussNewton(cg_maxiter=3), ["object", "positions"], None),
         (GaussNewton(cg_maxiter=3), ["object", "distance"], None),
+        (PositionLM(), "positions", None),
     ],
-    ids=["rpie", "adam+positions+bounds", "gauss-newton+positions", "gauss-newton+distance"],
+    ids=["rpie", "adam+positions+bounds", "gauss-newton+positions", "gauss-newton+distance", "position-lm"],
 )
 def test_second_call_compiles_nothing(problem, inner, trainable, bounds):
     """Each engine compiles its step once: not again on resume, nor for a new key. The

@@ -677,7 +677,8 @@ def _refine_geometry(start, data: jio.MicroscopeData, settings: dict[str, Any]):
     moved = (np.asarray(refined.positions) - np.asarray(start.positions)) / np.asarray(refined.sample.dx)
     moved -= moved.mean(0)
     print(
-        f"geometry: distance x {1 / ratio:.5f} (file {float(data.distance):.6g} m -> {float(data.distance) / ratio:.6g} m), "
+        f"geometry: distance x {1 / ratio:.5f} "
+        f"(file {float(data.distance):.6g} m -> {float(data.distance) / ratio:.6g} m), "
         f"positions moved {float(np.sqrt(np.mean(np.sum(moved**2, 1)))):.3f} px RMS, "
         f"{time.perf_counter() - started:.1f} s ({result_name(result.result)})"
     )

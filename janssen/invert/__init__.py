@@ -18,7 +18,6 @@ from ._engines.optimistix import (
     normal_cg as normal_cg,
     optimistix_engine as optimistix_engine,
 )
-from ._engines.positions import PositionLM as PositionLM, PositionLMState as PositionLMState
 from ._engines.pie import (
     EPIE as EPIE,
     RPIE as RPIE,
@@ -26,6 +25,7 @@ from ._engines.pie import (
     MomentumPIE as MomentumPIE,
     PIEState as PIEState,
 )
+from ._engines.positions import PositionLM as PositionLM, PositionLMState as PositionLMState
 from ._geometry import (
     GeometryResult as GeometryResult,
     ScaleSearch as ScaleSearch,

@@ -149,11 +149,12 @@ class Bounds(eqx.Module):
       `"aperture_diameter"`, `"aperture_center"`) or a dotted leaf path
       (`"aperture.diameter"`) to `(min, max)`. Each of `min` and `max` is a scalar or an
       array broadcastable to the leaf (e.g. `(x, y)` pairs for a centre); `None` leaves
-      that side open.
+      that side open, and so does an infinite entry (`(-inf, 1e-4)` bounds y only of an
+      `(x, y)` pair when given as `((-inf, -1e-4), (inf, 1e-4))`).
     - `like`: the microscope the paths are checked against.
 
-    Raises `ValueError` when a bound has `min > max`, is not finite where given, or names
-    a parameter the microscope does not have.
+    Raises `ValueError` when a bound has `min > max`, is NaN, or names a parameter the
+    microscope does not have.
     """
 
     paths: tuple[str, ...] = eqx.field(static=True)
@@ -176,8 +177,11 @@ class Bounds(eqx.Module):
                 lo = -np.inf if pair[0] is None else np.asarray(pair[0], dtype=float)
                 hi = np.inf if pair[1] is None else np.asarray(pair[1], dtype=float)
                 for side, value in (("min", pair[0]), ("max", pair[1])):
-                    if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
-                        raise ValueError(f"`bounds[{name!r}]` {side} must be finite, got {value!r}")
+                    if value is not None and np.any(np.isnan(np.asarray(value, dtype=float))):
+                        raise ValueError(
+                            f"`bounds[{name!r}]` {side} must not be NaN (None or ±inf leaves a side open), "
+                            f"got {value!r}"
+                        )
                 if np.any(np.asarray(lo) > np.asarray(hi)):
                     raise ValueError(f"`bounds[{name!r}]`: min must be <= max, got min={pair[0]!r} > max={pair[1]!r}")
                 try:
@@ -196,6 +200,7 @@ class Bounds(eqx.Module):
         """`microscope` with each bounded leaf clipped into its box."""
         for path, lo, hi in zip(self.paths, self.lower, self.upper, strict=True):
             leaf = _get(microscope, path)
-            clipped = jnp.clip(leaf, lo.astype(leaf.dtype), hi.astype(leaf.dtype))
+            lo, hi = (jnp.broadcast_to(side.astype(leaf.dtype), leaf.shape) for side in (lo, hi))
+            clipped = jnp.clip(leaf, lo, hi)
             microscope = eqx.tree_at(lambda m, p=path: _get(m, p), microscope, clipped)
         return microscope

@@ -40,15 +40,11 @@ _OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "rmsprop": optax.rm
 def _side(values: Array, open_end: float) -> np.ndarray | None:
     """One side of a bound as `reconstruct` takes it: `None` where it is open throughout.
 
-    `PtychographyParams` allows infinite entries, `Bounds` only an open side or finite
-    values; an infinite entry beside finite ones (a centre bounded in y only) becomes the
-    largest finite number of its dtype, which clips no finite value.
+    `PtychographyParams` allows infinite entries (an open side, e.g. a centre bounded in
+    y only); `Bounds` reads them the same way.
     """
     values = np.asarray(values)
-    if np.all(values == open_end):
-        return None
-    big = np.finfo(values.dtype).max
-    return np.asarray(np.clip(values, -big, big))
+    return None if np.all(values == open_end) else values
 
 
 def _bounds(params: PtychographyParams) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:

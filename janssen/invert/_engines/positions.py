@@ -131,4 +131,3 @@ class PositionLM(AbstractEngine[PositionLMState]):
     def postprocess(self, microscope, state):
         del state
         return microscope
-
