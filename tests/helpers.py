@@ -1,5 +1,7 @@
 """Small shared helpers for the tests."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -134,3 +136,19 @@ def counting_engine(inner):
             return self.inner.postprocess(microscope, state)
 
     return Counting(inner), traces
+
+
+@contextlib.contextmanager
+def compilations():
+    """Collects the duration of every XLA compilation inside the `with` block (a list)."""
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)

@@ -310,3 +310,23 @@ def test_geometry_recovers_a_wrong_distance(tmp_path, capsys):
     print(distance_error, rms)
     assert abs(distance_error) < 5e-3
     assert rms < 0.2
+
+
+def test_geometry_interrupted_keeps_the_geometry(cxi_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `--geometry`: the geometry reached so far is written (no engine
+    iterations) and the exit code is 130."""
+    import janssen.invert as jinv
+
+    def interrupted(start, data, **kwargs):
+        moved = start.__class__(start.probe, start.sample, start.positions * 1.01)
+        return jinv.GeometryResult(moved, np.zeros(0), (), jinv.RESULTS.interrupted)
+
+    monkeypatch.setattr(jinv, "refine_geometry", interrupted)
+    out = tmp_path / "g.h5"
+    code = main(["reconstruct", str(cxi_file), "--geometry", "--iterations", "5", "--out", str(out)])
+    assert code == 130
+    saved = read_result(out)
+    assert saved["attrs"]["iteration"] == 0
+    start = read_cxi(cxi_file)
+    np.testing.assert_allclose(np.ptp(saved["positions"], 0), 1.01 * np.ptp(np.asarray(start.positions), 0), rtol=1e-6)
+    assert "--resume" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import illumination_map, object_error, tiny_far_field_problem
+from helpers import compilations, illumination_map, object_error, tiny_far_field_problem
 
 from janssen.invert import (
     RESULTS,
@@ -209,17 +209,8 @@ def test_second_refine_geometry_compiles_nothing(problem):
     settings = dict(rounds=1, num_searches=2, initial_iterations=2, engine_iterations=1, relax_iterations=1)
     refine_geometry(start, data, **settings)
     moved = _jittered(start, jax.random.PRNGKey(4), 0.5)
-    compiled = []
-
-    def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with compilations() as compiled:
         again = refine_geometry(moved, data, **settings)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
     assert len(again.searches) >= 2
     assert compiled == []
 

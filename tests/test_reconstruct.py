@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import counting_engine, tiny_far_field_problem
+from helpers import compilations, counting_engine, tiny_far_field_problem
 
 from janssen.invert import (
     RESULTS,
@@ -129,18 +129,9 @@ def test_longer_run_compiles_nothing(problem):
     data, _, start = problem
     engine = MomentumPIE()
     reconstruct(start, data, engine, num_iterations=2)
-    compiled = []
-
-    def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with compilations() as compiled:
         longer = reconstruct(start, data, engine, num_iterations=6)
         resumed = reconstruct(longer, data, engine, num_iterations=3)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
     assert compiled == []
     assert resumed.losses.shape == (9,) and resumed.iteration == 9
     np.testing.assert_array_equal(resumed.losses[:6], longer.losses)

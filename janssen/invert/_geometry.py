@@ -281,8 +281,8 @@ def refine_geometry(
        hold every window are skipped.
 
     On the medium preset (distance −5 %, positions jittered by ±2 pixels) the defaults
-    recover the distance to 0.016 % and the positions to 0.033 pixel RMS in about 4.5 minutes on 2
-    CPU cores (`benchmarks/geometry.py`). Continue with any engine
+    recover the distance to 0.016 % and the positions to 0.033 pixel RMS in about 4.5
+    minutes on 2 CPU cores (`benchmarks/geometry.py`). Continue with any engine
     afterwards, e.g. `reconstruct(result.microscope, data, GaussNewton(),
     trainable=["object", "probe", "positions", "distance"])` to polish all jointly.
 
@@ -381,6 +381,8 @@ def refine_geometry(
                         trial_losses.append(np.inf)  # the object grid cannot hold this scan
                     else:
                         trial = run(dilated, engine, relax_iterations, trainable)
+                        if trial.result == RESULTS.interrupted:
+                            raise KeyboardInterrupt  # Ctrl-C inside a trial stops the schedule
                         good = trial.result in _GOOD and trial.losses.size
                         trial_losses.append(trial.final_loss if good else np.inf)
                     tick(trial_losses[-1])
@@ -410,7 +412,7 @@ def refine_geometry(
                 losses.append(solution.final_loss)
                 tick(losses[-1])
         if result in _GOOD and losses:
-            progress_meter.update(total, losses[-1])
+            progress_meter.update(max(total, done[0]), losses[-1])
     except KeyboardInterrupt:
         result = RESULTS.interrupted
     finally:
