@@ -239,7 +239,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
             raise UsageError(f"noise std must be a finite number > 0, got {noise!r}")
     if settings["geometry"] and settings["near_field"]:
         raise UsageError("--geometry applies to far-field data only (it refines the FFT far field's distance)")
-    if settings["geometry"] and any(name in names for name in ("distance", "zoom")):
+    if settings["geometry"] and "distance" in names:
         raise UsageError("--geometry refines the distance itself: leave distance out of --refine")
     modes = settings["modes"]
     if isinstance(modes, bool) or not isinstance(modes, int) or modes < 1:

@@ -126,7 +126,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jnp.array(False)
+        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
 
     def postprocess(self, microscope, state):
         del state
