@@ -488,11 +488,11 @@ def _fix_gauge(cfg, microscope, state, obj, probe, obj_v, probe_v):
     """
     active = state.iteration >= cfg.probe_delay
     scale = jnp.where(active, jnp.sqrt(_power(probe) / state.probe_power), 1.0)
-    obj, obj_v, probe, probe_v = obj * scale, obj_v * scale, probe / scale, probe_v / scale
     if isinstance(microscope, FarFieldMicroscope):
+        # The centroid does not depend on the scale: both corrections in one pass.
         drift = jnp.where(active, spectrum_centroid(probe) - state.probe_centroid, 0.0)
-        obj, probe, obj_v, probe_v = move_ramp_to_object(drift, obj, probe, obj_v, probe_v)
-    return obj, probe, obj_v, probe_v
+        return move_ramp_to_object(drift, obj, probe, obj_v, probe_v, scale=scale)
+    return obj * scale, probe / scale, obj_v * scale, probe_v / scale
 
 
 def _check_mode(mode: str) -> None:
