@@ -300,7 +300,9 @@ def refine_geometry(
     - `scale_range`: the largest relative error of the distance searched, in `(0, 0.5)`.
     - `num_searches`: number of scale searches (>= 0).
     - `rounds`: rounds of positions-then-object before the first search and after each
-      (one entry more than `num_searches`), or one integer for all.
+      (one entry more than `num_searches`), or one integer for all. Without searches
+      (`distance=False` or `num_searches=0`) all of them run, one after another (the
+      defaults: 28 rounds).
     - `initial_iterations`, `engine_iterations`, `position_iterations`,
       `relax_iterations`: iterations of each stage (see above).
     - `key`: PRNG key for the engines (default `PRNGKey(0)`).
@@ -343,7 +345,8 @@ def refine_geometry(
     grids = _search_grids(scale_range, _scan_radius_px(microscope), num_searches)
     points = [2 * int(round(w / h)) + 1 for w, h in grids]
     # A search repeated at the previous grid (minimum at its end) may take more points.
-    total = sum(rounds[: num_searches + 1]) + sum(max(points[: k + 1]) for k in range(len(points)))
+    total = sum(rounds if num_searches == 0 else rounds[: num_searches + 1])
+    total += sum(max(points[: k + 1]) for k in range(len(points)))
     progress_meter.start(total)
     done = [0]
 
@@ -363,6 +366,8 @@ def refine_geometry(
         current = solution.microscope
         # (grid of the search that opens the stage, rounds after it); the first stage has no search.
         plan = [(None, rounds[0])] + [(grids[k], rounds[k + 1]) for k in range(num_searches)]
+        if num_searches == 0:
+            plan = [(None, sum(rounds))]  # no search to place them around: every round, in one go
         extra, last_grid = 0, None
         while plan and result in _GOOD:
             grid, num_rounds = plan.pop(0)
