@@ -215,6 +215,23 @@ def test_second_refine_geometry_compiles_nothing(problem):
     assert compiled == []
 
 
+def test_an_unresolved_search_keeps_the_scale_and_ends_the_searches(problem):
+    """A search whose residuals vary by less than `flat_tolerance` (here: any) applies no
+    dilation and no further search runs; all the rounds still run."""
+    data, _, start = problem
+    settings = dict(rounds=(1, 2, 1), num_searches=2, initial_iterations=2, engine_iterations=1, relax_iterations=1)
+    result = refine_geometry(start, data, flat_tolerance=10.0, **settings)
+    assert len(result.searches) == 1
+    search = result.searches[0]
+    assert not search.resolved and search.chosen == 1.0
+    assert np.ptp(search.losses) > 0  # the trials did differ, by less than the tolerance
+    assert result.losses.shape == (4,)
+    resolved = refine_geometry(start, data, flat_tolerance=0.0, **settings)
+    assert all(s.resolved for s in resolved.searches) and len(resolved.searches) >= 2
+    with pytest.raises(ValueError, match="`flat_tolerance` must be finite and >= 0"):
+        refine_geometry(start, data, flat_tolerance=-1.0)
+
+
 def _small_wrong_geometry(distance_error, jitter_px):
     """The `small` preset (64 px frames, 100 positions) with a wrong file distance and jittered positions."""
     from janssen.io import MicroscopeData, simulate_preset

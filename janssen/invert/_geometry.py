@@ -160,6 +160,9 @@ class ScaleSearch(eqx.Module):
       then centred there, at the same width).
     - `object_pixel`: the object pixel `sample.dx` (x, metres) the search started from; a
       trial `s` tried `object_pixel / s`, i.e. the distance divided by `s`.
+    - `resolved`: whether the residual varied over the grid by more than `flat_tolerance`
+      of its minimum. An unresolved search changes nothing (`chosen` is 1) and ends the
+      searching: the data do not fix the scale at that resolution.
     """
 
     scales: np.ndarray
@@ -167,6 +170,7 @@ class ScaleSearch(eqx.Module):
     chosen: float
     at_edge: bool
     object_pixel: float
+    resolved: bool = True
 
 
 class GeometryResult(eqx.Module):
@@ -256,6 +260,7 @@ def refine_geometry(
     engine_iterations: int = 5,
     position_iterations: int = 3,
     relax_iterations: int = 10,
+    flat_tolerance: float = 0.01,
     key: PRNGKeyArray | None = None,
     progress_meter: AbstractProgressMeter = NoProgressMeter(),
 ) -> GeometryResult:
@@ -305,6 +310,10 @@ def refine_geometry(
       defaults: 28 rounds).
     - `initial_iterations`, `engine_iterations`, `position_iterations`,
       `relax_iterations`: iterations of each stage (see above).
+    - `flat_tolerance`: a search whose residuals vary by no more than this fraction of
+      their minimum is unresolved: it keeps the scale and no further search runs (default
+      0.01; on simulated data a resolved search varies by 5-10 %, on the real Siemens
+      star the narrow searches varied by 0.4 %).
     - `key`: PRNG key for the engines (default `PRNGKey(0)`).
     - `progress_meter`: reports each round and each trial scale.
 
@@ -318,6 +327,8 @@ def refine_geometry(
         raise ValueError(f"`engine` must be an AbstractEngine, got {type(engine).__name__}")
     if distance:
         _check_fft_far_field("microscope", microscope)
+    if not (np.isfinite(flat_tolerance) and flat_tolerance >= 0):
+        raise ValueError(f"`flat_tolerance` must be finite and >= 0, got {flat_tolerance}")
     if not (np.isfinite(scale_range) and 0 < scale_range < 0.5):
         raise ValueError(f"`scale_range` must be in (0, 0.5), got {scale_range}")
     num_searches = _positive_int("num_searches", num_searches, 0) if distance else 0
@@ -392,8 +403,15 @@ def refine_geometry(
                         trial_losses.append(trial.final_loss if good else np.inf)
                     tick(trial_losses[-1])
                 trial_losses = np.asarray(trial_losses)
-                chosen, at_edge = _parabola_vertex(scales, trial_losses)
                 pixel = float(np.asarray(current.sample.dx)[0])
+                finite = trial_losses[np.isfinite(trial_losses)]
+                if finite.size == 0 or np.ptp(finite) <= flat_tolerance * np.min(finite):
+                    # Flat at this resolution (noise, or model errors the scale cannot fix):
+                    # keep the scale, and spend the remaining stages on rounds alone.
+                    searches.append(ScaleSearch(scales, trial_losses, 1.0, False, pixel, resolved=False))
+                    plan = [(None, num_rounds + sum(entry[1] for entry in plan))]
+                    continue
+                chosen, at_edge = _parabola_vertex(scales, trial_losses)
                 searches.append(ScaleSearch(scales, trial_losses, chosen, at_edge, pixel))
                 relaxed = run(dilate_scan(current, float(chosen)), engine, relax_iterations, trainable)
                 if relaxed.result not in _GOOD:
