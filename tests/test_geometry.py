@@ -146,7 +146,7 @@ def test_position_lm_against_a_known_object(problem):
     print(_rms_px(start, true, offset=False), _rms_px(current, true, offset=False))
     assert _rms_px(start, true, offset=False) > 1.0
     assert _rms_px(current, true, offset=False) < 0.1
-    # The per-position steps are bounded: no position moved more than 1 px per iteration.
+    # The per-position steps are bounded: no position moves more than `max_step_px` in an iteration.
     once = reconstruct(start, data, PositionLM(max_step_px=0.25), trainable="positions", num_iterations=1)
     moved = (np.asarray(once.microscope.positions) - np.asarray(start.positions)) / np.asarray(true.sample.dx)
     assert np.max(np.linalg.norm(moved, axis=1)) <= 0.25 + 1e-4
