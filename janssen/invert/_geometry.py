@@ -39,15 +39,15 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..io._data import MicroscopeData
-from ..optics._scan import positions_outside
 from ..scopes._base import AbstractMicroscope
 from ..scopes._far_field import FarFieldMicroscope
 from ._engines.base import AbstractEngine
 from ._engines.pie import MomentumPIE
 from ._engines.positions import PositionLM
 from ._progress import AbstractProgressMeter, NoProgressMeter
-from ._reconstruct import reconstruct
+from ._reconstruct import _windows_inside, reconstruct
 from ._results import RESULTS
+from ._trainable import _fft_far_field
 
 _GOOD = (RESULTS.successful, RESULTS.max_iterations_reached, RESULTS.converged)
 # Searches added at the end when the last one's minimum lies at an end of its grid.
@@ -55,7 +55,7 @@ _EXTRA_SEARCHES = 2
 
 
 def _check_fft_far_field(name: str, microscope: Any) -> None:
-    if not isinstance(microscope, FarFieldMicroscope) or microscope.propagator is not None:
+    if not _fft_far_field(microscope):
         raise ValueError(
             f"`{name}` must be a FarFieldMicroscope with the FFT far field (propagator=None), whose object "
             f"pixel carries the distance; got {type(microscope).__name__}"
@@ -193,9 +193,8 @@ class GeometryResult(eqx.Module):
 
 
 def _parabola_vertex(scales: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
+    # The caller has checked that some trial was evaluated (finite).
     finite = np.where(np.isfinite(losses), losses, np.inf)
-    if not np.any(np.isfinite(finite)):
-        return 1.0, False  # nothing could be evaluated: keep the scale
     best = int(np.argmin(finite))
     at_edge = best in (0, len(scales) - 1)
     if at_edge or not np.all(np.isfinite(finite[best - 1 : best + 2])):
@@ -204,13 +203,6 @@ def _parabola_vertex(scales: np.ndarray, losses: np.ndarray) -> tuple[float, boo
     a, b, _ = np.polyfit(x - x[1], y, 2)
     vertex = x[1] - b / (2 * a) if a > 0 else x[1]
     return float(np.clip(vertex, x[0], x[2])), False
-
-
-def _windows_off_object(microscope: Any) -> bool:
-    outside = positions_outside(
-        microscope.positions, microscope.sample.dx, microscope.sample.shape, microscope.probe_shape
-    )
-    return outside.size > 0
 
 
 def _scan_radius_px(microscope: Any) -> float:
@@ -393,7 +385,7 @@ def refine_geometry(
                 trial_losses = []
                 for s in scales:
                     dilated = dilate_scan(current, float(s))
-                    if _windows_off_object(dilated):
+                    if not _windows_inside(dilated):
                         trial_losses.append(np.inf)  # the object grid cannot hold this scan
                     else:
                         trial = run(dilated, engine, relax_iterations, trainable)

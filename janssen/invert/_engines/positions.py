@@ -90,18 +90,19 @@ class PositionLM(AbstractEngine[PositionLMState]):
         with_positions = lambda p: eqx.tree_at(lambda m: m.positions, microscope, p)  # noqa: E731
 
         def residual(positions):
-            return valid * (jnp.sqrt(jnp.maximum(with_positions(positions)(), 0) + eps) - amplitude)
+            predicted = jnp.maximum(with_positions(positions)(), 0)
+            return valid * (jnp.sqrt(predicted + eps) - amplitude), predicted
 
-        def frame_sums(positions):
+        def frame_sums(predicted):
             # The exact residual (no eps) decides acceptance, as in `GaussNewton`.
-            diff = valid * (_safe_sqrt(jnp.maximum(with_positions(positions)(), 0)) - amplitude)
+            diff = valid * (_safe_sqrt(predicted) - amplitude)
             return jnp.sum(diff**2, axis=(1, 2))
 
         positions = microscope.positions
         # One pixel along x, then along y, for every position at once: frame j moves with
         # position j only, so one product gives every position's column.
         pixel = microscope.sample.dx.astype(positions.dtype)
-        r, jvp = jax.linearize(residual, positions)
+        r, jvp, predicted = jax.linearize(residual, positions, has_aux=True)
         jx = jvp(jnp.zeros_like(positions).at[:, 0].set(pixel[0]))
         jy = jvp(jnp.zeros_like(positions).at[:, 1].set(pixel[1]))
         axx, axy, ayy = (jnp.sum(u * v, axis=(1, 2)) for u, v in ((jx, jx), (jx, jy), (jy, jy)))
@@ -116,7 +117,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
         shrink = jnp.minimum(1, self.max_step_px / jnp.where(length > 0, length, 1))
         step_px = jnp.stack([step_x, step_y], axis=1) * shrink[:, None]
         trial = positions + step_px * pixel[None, :]
-        old, new = frame_sums(positions), frame_sums(trial)
+        old, new = frame_sums(predicted), frame_sums(jnp.maximum(with_positions(trial)(), 0))
         accept = new < old  # False for NaN: a diverging frame keeps its position
         kept = jnp.where(accept[:, None], trial, positions)
         damping = jnp.clip(lam * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
