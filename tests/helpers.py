@@ -152,3 +152,21 @@ def compilations():
         yield compiled
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def jittered(microscope, key, pixels):
+    """`microscope` with every position moved by a uniform offset of up to `pixels` object pixels in x and y."""
+    import equinox as eqx
+
+    dx = np.asarray(microscope.sample.dx)
+    jitter = np.asarray(jax.random.uniform(key, microscope.positions.shape, minval=-pixels, maxval=pixels)) * dx
+    return eqx.tree_at(lambda m: m.positions, microscope, microscope.positions + jitter)
+
+
+def rms_px(microscope, true, *, offset=True):
+    """RMS position error in the truth's pixels; the common offset (a gauge when the object is
+    refined) is removed unless `offset=False`."""
+    err = (np.asarray(microscope.positions) - np.asarray(true.positions)) / np.asarray(true.sample.dx)
+    if offset:
+        err = err - err.mean(0)
+    return float(np.sqrt(np.mean(np.sum(err**2, 1))))

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import illumination_map, object_error, random_complex, tiny_far_field_problem
+from helpers import illumination_map, jittered, object_error, random_complex, rms_px, tiny_far_field_problem
 
 from janssen.invert import GaussNewton, Gradient, project_scan_step, reconstruct, scan_gauges, trainable_spec
 from janssen.invert._constraints import Bounds
@@ -42,18 +42,6 @@ def test_project_scan_step_removes_shift_and_dilation(getkey):
     np.testing.assert_allclose(project_scan_step(step[:1], positions[:1]), 0, atol=1e-7)
 
 
-def _jittered(start, key, pixels):
-    dx = np.asarray(start.sample.dx)
-    jitter = np.asarray(jax.random.uniform(key, start.positions.shape, minval=-pixels, maxval=pixels)) * dx
-    return start.__class__(start.probe, start.sample, start.positions + jitter)
-
-
-def _rms_px(microscope, true):
-    """RMS position error in pixels, after removing the common offset (a gauge when the object is free)."""
-    err = (np.asarray(microscope.positions) - np.asarray(true.positions)) / np.asarray(true.sample.dx)
-    return np.sqrt(np.mean(np.sum((err - err.mean(0)) ** 2, 1)))
-
-
 def test_scan_gauges(problem):
     _, true, _ = problem
     cases = {
@@ -72,7 +60,7 @@ def test_gauss_newton_refines_positions_against_a_known_object(problem):
     """True object and probe, positions jittered by +-1.5 px: the offset is measured too.
     Measured: RMS error (offset included) 1.20 px -> 0.058 px in 3 iterations."""
     data, true, _ = problem
-    start = _jittered(true, jax.random.PRNGKey(1), 1.5)
+    start = jittered(true, jax.random.PRNGKey(1), 1.5)
     solution = reconstruct(start, data, GaussNewton(), trainable="positions", num_iterations=4)
     err = (np.asarray(solution.microscope.positions) - np.asarray(true.positions)) / np.asarray(true.sample.dx)
     rms = np.sqrt(np.mean(np.sum(err**2, 1)))
@@ -88,12 +76,12 @@ def test_known_object_distance_follows_the_stage_scale(problem):
     short (from 3 % long), positions 0.076 px RMS."""
     data, true, _ = problem
     dx = np.asarray(true.sample.dx)
-    start = _jittered(true, jax.random.PRNGKey(7), 1.0)
+    start = jittered(true, jax.random.PRNGKey(7), 1.0)
     start = eqx.tree_at(lambda m: (m.sample.dx, m.probe.dx), start, (true.sample.dx * 1.03, true.probe.dx * 1.03))
     solution = reconstruct(start, data, GaussNewton(), trainable=["positions", "distance"], num_iterations=10)
     stage_scale = _frame(start.positions)[1] / _frame(true.positions)[1] - 1
     distance_error = float(np.asarray(solution.microscope.sample.dx)[0] / dx[0] - 1)
-    print(stage_scale, distance_error, _rms_px(solution.microscope, true))
+    print(stage_scale, distance_error, rms_px(solution.microscope, true))
     assert abs(distance_error - stage_scale) < 6e-3, (distance_error, stage_scale)
     # The projection keeps the scale to first order in each step: the radius grows by the
     # steps' squared size over its own (measured 0.31 % here, with 1 px steps on a 10 px scan).
@@ -106,13 +94,13 @@ def test_gauss_newton_refines_positions_with_the_object(problem):
     (offset removed: the constraint keeps the start's), object error 0.044; the scan's mean
     unchanged to 1e-7 of its radius."""
     data, true, _ = problem
-    start = _jittered(true, jax.random.PRNGKey(1), 1.5)
+    start = jittered(true, jax.random.PRNGKey(1), 1.5)
     solution = reconstruct(start, data, GaussNewton(), trainable=["object", "probe", "positions"], num_iterations=12)
     refined = solution.microscope
     error = object_error(true.sample.sample, refined.sample.sample, illumination_map(true))
-    print(_rms_px(start, true), _rms_px(refined, true), error, np.asarray(solution.losses))
-    assert _rms_px(start, true) > 0.8
-    assert _rms_px(refined, true) < 0.2
+    print(rms_px(start, true), rms_px(refined, true), error, np.asarray(solution.losses))
+    assert rms_px(start, true) > 0.8
+    assert rms_px(refined, true) < 0.2
     assert error < 0.06
     mean0, radius0 = _frame(start.positions)
     mean1, _ = _frame(refined.positions)
@@ -123,7 +111,7 @@ def test_gradient_positions_keep_the_scan_frame(problem):
     """Adam moves every position by about its rate per step, including a common shift; with
     the object refined too the driver projects it out. Measured: mean unchanged to 1e-7."""
     data, true, _ = problem
-    start = _jittered(true, jax.random.PRNGKey(2), 1.0)
+    start = jittered(true, jax.random.PRNGKey(2), 1.0)
     engine = Gradient(learning_rates={"positions": 5e-8})  # Adam: 0.02 x 5e-8 = 1e-9 m (0.1 px) per step
     solution = reconstruct(start, data, engine, trainable=["object", "positions"], num_iterations=10)
     mean0, radius0 = _frame(start.positions)
@@ -136,7 +124,7 @@ def test_gradient_positions_keep_the_scan_frame(problem):
 def test_bounds_clip_after_every_step(problem):
     """A box around each position of +-0.2 px: Adam at a large rate would leave it."""
     data, true, _ = problem
-    start = _jittered(true, jax.random.PRNGKey(3), 1.0)
+    start = jittered(true, jax.random.PRNGKey(3), 1.0)
     dx = float(true.sample.dx[0])
     lo, hi = np.asarray(start.positions) - 0.2 * dx, np.asarray(start.positions) + 0.2 * dx
     engine = Gradient(learning_rates={"positions": 5e-7})  # Adam: about 1 px per step

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import compilations, illumination_map, object_error, tiny_far_field_problem
+from helpers import compilations, illumination_map, jittered, object_error, rms_px, tiny_far_field_problem
 
 from janssen.invert import (
     RESULTS,
@@ -28,20 +28,6 @@ from janssen.scopes import FarFieldMicroscope
 @pytest.fixture(scope="module")
 def problem():
     return tiny_far_field_problem(jax.random.PRNGKey(5), subpixel=True)
-
-
-def _jittered(microscope, key, pixels):
-    dx = np.asarray(microscope.sample.dx)
-    jitter = np.asarray(jax.random.uniform(key, microscope.positions.shape, minval=-pixels, maxval=pixels)) * dx
-    return eqx.tree_at(lambda m: m.positions, microscope, microscope.positions + jitter)
-
-
-def _rms_px(microscope, true, *, offset=True):
-    """RMS position error in the truth's pixels (common offset removed unless `offset=False`)."""
-    err = (np.asarray(microscope.positions) - np.asarray(true.positions)) / np.asarray(true.sample.dx)
-    if offset:
-        err = err - err.mean(0)
-    return float(np.sqrt(np.mean(np.sum(err**2, 1))))
 
 
 def _frame_residuals(microscope, data):
@@ -135,7 +121,7 @@ def test_position_lm_against_a_known_object(problem):
     """True object and probe, positions jittered by +-1.5 px (offset included: a known object
     fixes it). Measured: 1.30 px -> 0.061 px RMS in 6 iterations; no frame's residual ever rises."""
     data, true, _ = problem
-    start = _jittered(true, jax.random.PRNGKey(1), 1.5)
+    start = jittered(true, jax.random.PRNGKey(1), 1.5)
     current, residuals = start, _frame_residuals(start, data)
     for _ in range(3):
         solution = reconstruct(current, data, PositionLM(), trainable="positions", num_iterations=2)
@@ -143,9 +129,9 @@ def test_position_lm_against_a_known_object(problem):
         new = _frame_residuals(current, data)
         assert np.all(new <= residuals * (1 + 1e-5)), np.max(new / residuals)
         residuals = new
-    print(_rms_px(start, true, offset=False), _rms_px(current, true, offset=False))
-    assert _rms_px(start, true, offset=False) > 1.0
-    assert _rms_px(current, true, offset=False) < 0.1
+    print(rms_px(start, true, offset=False), rms_px(current, true, offset=False))
+    assert rms_px(start, true, offset=False) > 1.0
+    assert rms_px(current, true, offset=False) < 0.1
     # The per-position steps are bounded: no position moves more than `max_step_px` in an iteration.
     once = reconstruct(start, data, PositionLM(max_step_px=0.25), trainable="positions", num_iterations=1)
     moved = (np.asarray(once.microscope.positions) - np.asarray(start.positions)) / np.asarray(true.sample.dx)
@@ -192,7 +178,7 @@ class _StopAfter(AbstractProgressMeter):
 
 def test_refine_geometry_interrupted_keeps_the_last_round(problem):
     data, true, start = problem
-    start = _jittered(start, jax.random.PRNGKey(3), 1.0)
+    start = jittered(start, jax.random.PRNGKey(3), 1.0)
     result = refine_geometry(
         start, data, distance=False, rounds=5, initial_iterations=5, progress_meter=_StopAfter(2)
     )  # positions only: any microscope
@@ -208,7 +194,7 @@ def test_second_refine_geometry_compiles_nothing(problem):
     data, _, start = problem
     settings = dict(rounds=1, num_searches=2, initial_iterations=2, engine_iterations=1, relax_iterations=1)
     refine_geometry(start, data, **settings)
-    moved = _jittered(start, jax.random.PRNGKey(4), 0.5)
+    moved = jittered(start, jax.random.PRNGKey(4), 0.5)
     with compilations() as compiled:
         again = refine_geometry(moved, data, **settings)
     assert len(again.searches) >= 2
@@ -270,17 +256,17 @@ def test_refine_geometry_recovers_distance_and_positions():
     readings, truth = (np.asarray(p) - np.asarray(p).mean(0) for p in (start.positions, true.positions))
     stage_scale = float(np.sum(readings * truth) / np.sum(truth**2) - 1)
     error = object_error(true.sample.sample, refined.sample.sample, illumination_map(true))
-    print(distance_error, stage_scale, _rms_px(start, true), _rms_px(refined, true), error,
+    print(distance_error, stage_scale, rms_px(start, true), rms_px(refined, true), error,
           [s.chosen for s in result.searches])  # fmt: skip
     assert result.result == RESULTS.max_iterations_reached
     assert abs(distance_error) < 5e-3
     assert abs(distance_error - stage_scale) < 1e-3
-    assert _rms_px(refined, true) < 0.2
+    assert rms_px(refined, true) < 0.2
     # Local refinement from the same start does not get there (the reason for the schedule).
     local = reconstruct(start, data, MomentumPIE(mode="batched"), num_iterations=30)
     local = reconstruct(
         local.microscope, data, GaussNewton(), trainable=["object", "probe", "positions", "distance"], num_iterations=5
     )
     local_error = float(np.asarray(local.microscope.sample.dx)[0] / np.asarray(true.sample.dx)[0] - 1)
-    print(local_error, _rms_px(local.microscope, true))
+    print(local_error, rms_px(local.microscope, true))
     assert abs(local_error) > 0.02
