@@ -17,6 +17,8 @@ import optax
 
 import janssen.invert as jinv
 import janssen.io as jio
+from janssen.invert._geometry import SCALE_RANGE
+from janssen.invert._init import _default_padding
 from janssen.invert._trainable import selected_paths
 from janssen.optics import (
     CoherentModeSet,
@@ -464,10 +466,10 @@ def _start_microscope(settings: dict[str, Any], data: jio.MicroscopeData, bundle
 
 
 def _geometry_padding(data: jio.MicroscopeData) -> int:
-    """Object margin for `--geometry`: room for the scan to grow by refine_geometry's 7 % and a few pixels."""
+    """Object margin for `--geometry`: room for the scan to grow by refine_geometry's first search and a few pixels."""
     pixels = np.asarray(jinv.positions_in_object_frame(data)) / np.asarray(data.object_pixel_size)
     radius = float(np.max(np.linalg.norm(pixels, axis=1)))
-    return min(data.frame_shape) // 8 + int(np.ceil(0.07 * radius)) + 4
+    return _default_padding(tuple(data.frame_shape)) + int(np.ceil(SCALE_RANGE * radius)) + 4
 
 
 def _start_near_field(settings: dict[str, Any], data: jio.MicroscopeData) -> NearFieldMicroscope:

@@ -52,6 +52,8 @@ from ._trainable import _fft_far_field
 _GOOD = (RESULTS.successful, RESULTS.max_iterations_reached, RESULTS.converged)
 # Searches added at the end when the last one's minimum lies at an end of its grid.
 _EXTRA_SEARCHES = 2
+# The largest relative error of the distance the first search covers, by default.
+SCALE_RANGE = 0.07
 
 
 def _check_fft_far_field(name: str, microscope: Any) -> None:
@@ -245,7 +247,7 @@ def refine_geometry(
     engine: AbstractEngine | None = None,
     trainable: Any = ("object", "probe"),
     distance: bool = True,
-    scale_range: float = 0.07,
+    scale_range: float = SCALE_RANGE,
     num_searches: int = 4,
     rounds: Sequence[int] | int = (4, 6, 6, 6, 6),
     initial_iterations: int = 30,
