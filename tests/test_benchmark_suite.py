@@ -105,3 +105,23 @@ def test_docs_table_is_replaced_between_the_markers(suite, tmp_path):
     assert "Prose kept." in text and "More prose." in text and "old table" not in text
     assert text.count(suite.BEGIN) == 1 and "| small | epie | — | 0.01 |" in text
     assert "- optx-lm on small: not here" in text
+
+
+def test_race_to_the_target_names_the_fastest_in_both_measures(suite):
+    rows = [
+        # 6 iterations at 0.01 s: 0.06 s compile apart, 0.7 s from the start.
+        {"size": "small", "engine": "mpie", "iters_to_0.066": 6, "per_iter_s": 0.01, "time_to_0.066_s": 0.7},
+        {"size": "small", "engine": "rpie", "iters_to_0.066": 9, "per_iter_s": 0.01, "time_to_0.066_s": 0.65},
+        {"size": "small", "engine": "epie", "iters_to_0.066": None, "per_iter_s": 0.01, "time_to_0.066_s": None},
+        {"size": "small", "engine": "ptylab:mpie", "iters_to_0.066": 18, "per_iter_s": 0.02, "time_to_0.066_s": 0.37},
+        {"size": "medium", "engine": "mpie", "iters_to_0.066": 11, "per_iter_s": 0.1, "time_to_0.066_s": 3.0},
+        {"size": "medium", "engine": "ptylab:mpie", "iters_to_0.066": None, "per_iter_s": 0.3},
+    ]
+    assert suite.run_to_target(18, 0.02) == 0.36 and suite.run_to_target(None, 0.02) is None
+    lines = suite.race_to_target([{**row, "run_to_0.066_s": suite._run_to_0066(row)} for row in rows])
+    assert lines == [
+        "- small, fastest to error 0.066: janssen: mpie 0.06 s (compile apart), rpie 0.65 s (from the start); "
+        "peers: ptylab:mpie 0.36 s (compile apart), ptylab:mpie 0.37 s (from the start)",
+        "- medium, fastest to error 0.066: janssen: mpie 1.1 s (compile apart), mpie 3.0 s (from the start); "
+        "peers: none reached it (compile apart), none reached it (from the start)",
+    ]

@@ -321,7 +321,7 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jnp.array(False)
+        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
 
     def postprocess(self, microscope, state):
         del state

@@ -186,7 +186,7 @@ class Gradient(AbstractEngine[GradientState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jnp.array(False)
+        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
 
     def postprocess(self, microscope, state):
         del state
