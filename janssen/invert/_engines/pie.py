@@ -263,20 +263,20 @@ def _sequential(cfg, kernel, obj, probe, where, measured, order, update_obj, upd
     return obj, probe, total
 
 
-# XLA's gather and scatter over many overlapping patches are slow on the CPU; a loop of
-# dynamic slices costs a fraction of the FFTs.
+# Patches in and out of the object, a block of positions at a time. Measured on the medium
+# preset (batched mPIE, 2-core CPU): a vectorised `dynamic_slice` (one XLA gather) reads a
+# block's patches faster than a loop of slices (0.076 against 0.085 s per iteration), while
+# adding the block's updates is fastest as one `dynamic_update_slice` after another,
+# unrolled (0.069 s): as a loop each trip costs more than its update, and XLA's scatter
+# over the overlapping patches was the slowest (0.090 s).
 def _gather(obj, corners, shape):
-    def body(i, out):
-        return jax.lax.dynamic_update_index_in_dim(out, extract_patch(obj, corners[i], shape), i, 0)
-
-    return jax.lax.fori_loop(0, corners.shape[0], body, jnp.zeros((corners.shape[0], *shape), obj.dtype))
+    return jax.vmap(lambda corner: extract_patch(obj, corner, shape))(corners)
 
 
 def _scatter_add(obj, corners, patches):
-    def body(i, acc):
-        return add_to_patch(acc, corners[i], patches[i])
-
-    return jax.lax.fori_loop(0, patches.shape[0], body, obj)
+    for i in range(patches.shape[0]):  # a block: a few positions, a static count
+        obj = add_to_patch(obj, corners[i], patches[i])
+    return obj
 
 
 # Positions per vectorised block in batched mode: batched FFTs with bounded memory. Measured
