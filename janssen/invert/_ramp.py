@@ -63,7 +63,7 @@ def move_ramp_to_object(drift_px, obj, probe, *others_obj_probe, scale=None):
     to_probe = phase_ramp((h, w), -frequency)[None]
     to_object = phase_ramp(obj.shape, frequency)
     if scale is not None:
-        to_probe, to_object = to_probe / scale, to_object * scale
+        to_probe, to_object = to_probe * (1.0 / scale), to_object * scale  # no complex division
     out = [obj * to_object, probe * to_probe]
     for o, p in zip(others_obj_probe[::2], others_obj_probe[1::2]):
         out += [o * to_object, p * to_probe]

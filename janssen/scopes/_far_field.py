@@ -80,4 +80,5 @@ class FarFieldMicroscope(AbstractMicroscope):
         camera = OpticalWavefront(detector_fields, self.probe.wavelength, self.propagator.output_dx)
         back = self.propagator.adjoint(camera, input_dx=self.sample.dx, input_shape=self.probe_shape)
         # The physical adjoint weighs by pixel areas; the array adjoint of `c * F` is `F^H / c`.
-        return back.field / self._count_scale().astype(detector_fields.dtype)
+        # Times the reciprocal: XLA divides complex arrays as a full complex division.
+        return back.field * (1.0 / self._count_scale()).astype(detector_fields.dtype)

@@ -171,8 +171,8 @@ class SimpleMicroscope(AbstractMicroscope):
         at_zoom = self._aperture_at(subpixel, zoomed_dx).adjoint(at_aperture)
         # The elements' adjoints are physical (pixel-area weighted); the array adjoint of
         # `c * chain` is `(dA_sample / dA_camera) * c * chain^H = chain^H / c`.
-        scale = self._count_scale().astype(detector_fields.dtype)
-        return self.zoom.adjoint(at_zoom).field / scale
+        # Times the reciprocal: XLA divides complex arrays as a full complex division.
+        return self.zoom.adjoint(at_zoom).field * (1.0 / self._count_scale()).astype(detector_fields.dtype)
 
 
 def simple_microscope(
