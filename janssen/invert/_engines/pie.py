@@ -259,13 +259,20 @@ def _sequential(cfg, kernel, obj, probe, where, measured, order, update_obj, upd
         corner = where.corner[index]
         patch = extract_patch(obj, corner, probe.shape[-2:])
         obj_num, obj_w, probe_num, probe_w, totals = kernel(patch, probe, where.subpixel[index], measured[index])
-        if update_obj:
-            obj = add_to_patch(
-                obj, corner, _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w))
-            )
+        new_probe = probe
         if update_probe:
-            probe = probe + _regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, jnp.max(probe_w))
-        return (obj, probe, total + totals), None
+            new_probe = probe + _regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, jnp.max(probe_w))
+        if update_obj:
+            step = _regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w))
+            if update_probe:
+                # A data dependency (the factor is exactly 1 for a finite probe) that orders
+                # the object's in-place update after the probe update, which reads the old
+                # patch: unordered, XLA copied the whole object twice per position (medium
+                # preset, sequential mPIE: 0.128 s per iteration with the copies, 0.074 s
+                # without; the same results).
+                step = step * (1.0 + 0.0 * new_probe[0, 0, 0].real)
+            obj = add_to_patch(obj, corner, step)
+        return (obj, new_probe, total + totals), None
 
     start = _Totals.zeros(probe.shape[0], measured.dtype)
     (obj, probe, total), _ = jax.lax.scan(body, (obj, probe, start), order)
