@@ -300,8 +300,8 @@ def _scatter_add(obj, corners, patches):
 
 
 # Positions per vectorised block in batched mode: batched FFTs with bounded memory. Measured
-# on the medium preset (CPU): 8 per block runs at 1.3x the FFT floor; 1 at 1.4x, 32 at 2.7x
-# and 128 at 3.4x (large blocks are memory-bound).
+# on the medium preset (2-core CPU, batched mPIE): 8 per block runs at 1.31x the FFT floor;
+# 4 at 1.44x, 16 at 1.36x and 32 at 2.0x (large blocks are memory-bound).
 _CHUNK = 8
 _DEFAULT_MOMENTUM = {"sequential": 0.3, "batched": 0.9}
 
