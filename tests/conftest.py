@@ -1,5 +1,6 @@
 """Test configuration: JAX settings for the tests only, and shared fixtures."""
 
+import os
 import pathlib
 
 import jax
@@ -9,6 +10,9 @@ import pytest
 # The library never changes JAX's configuration; the tests choose theirs here.
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "standard")
+# The command points JAX's compilation cache at a folder; in-process calls of `main` in
+# the tests must not (tests/test_cli.py checks the cache in subprocesses).
+os.environ["JANSSEN_COMPILE_CACHE"] = "off"
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

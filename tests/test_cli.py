@@ -1,4 +1,8 @@
-"""The `janssen` command line: `janssen simulate`."""
+"""The `janssen` command line: `janssen simulate`, and the compilation cache of the command."""
+
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -74,3 +78,42 @@ def test_unknown_size_is_a_usage_error(tmp_path, capsys):
         main(["simulate", "--size", "huge", "--out", str(tmp_path / "x.cxi")])
     assert info.value.code == 2
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def _run_command(args, env):
+    code = "import sys; from janssen.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def _entries(folder):
+    return sorted(path.name for path in folder.rglob("*") if path.is_file())
+
+
+def test_compile_cache_is_written_once_and_read_back(tmp_path):
+    """A second run with the same shapes adds no entry to the cache: every compilation is read back."""
+    cache = tmp_path / "cache"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JAX_COMPILATION_CACHE")}
+    env["JANSSEN_COMPILE_CACHE"] = str(cache)
+    args = ["simulate", "--size", "small", "--photons", "1e4", "--out", str(tmp_path / "a.cxi")]
+    first = _run_command(args, env)
+    assert first.returncode == 0, first.stderr
+    written = _entries(cache)
+    assert len(written) >= 3  # the simulation compiles several functions
+    second = _run_command(["--compile-cache", str(cache), *args[:-1], str(tmp_path / "b.cxi")], env)
+    assert second.returncode == 0, second.stderr
+    assert _entries(cache) == written
+
+
+def test_compile_cache_off_and_unusable(tmp_path, capsys, monkeypatch):
+    import jax
+
+    from janssen.cli._main import default_compile_cache, use_compile_cache
+
+    assert use_compile_cache("off") is None and jax.config.jax_compilation_cache_dir is None
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert use_compile_cache(str(blocker / "cache")) is None
+    assert "compile cache" in capsys.readouterr().err and jax.config.jax_compilation_cache_dir is None
+    monkeypatch.delenv("JANSSEN_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_compile_cache() == str(tmp_path / "xdg" / "janssen" / "jax")
