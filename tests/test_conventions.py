@@ -340,3 +340,15 @@ def test_microscope_data_errors_name_the_argument(plain_python_report):
         kind, message = error
         assert kind == "ValueError", f"{case}: {kind}: {message}"
         assert f"`{argument}`" in message, f"{case}: {message}"
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8), (4, 6), (6, 10), (7, 9), (8, 5)])
+@pytest.mark.parametrize("name", ["fft2c", "ifft2c"])
+def test_centred_fft_equals_shifted_numpy_transform(name, shape, x64, getkey):
+    """Even sizes take the (+1, -1) modulation instead of the shifts; all sizes match NumPy's shifted transform."""
+    u = random_complex(getkey(), shape)
+    transform = {"fft2c": np.fft.fft2, "ifft2c": np.fft.ifft2}[name]
+    ours = np.asarray({"fft2c": fft2c, "ifft2c": ifft2c}[name](u))
+    shifted = np.fft.ifftshift(np.asarray(u), axes=(-2, -1))
+    expected = np.fft.fftshift(transform(shifted, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
