@@ -107,7 +107,7 @@ def test_compile_cache_is_written_once_and_read_back(tmp_path):
 def test_compile_cache_off_and_unusable(tmp_path, capsys, monkeypatch):
     import jax
 
-    from janssen.cli._main import default_compile_cache, use_compile_cache
+    from janssen.cli._main import default_compile_cache, host_tag, use_compile_cache
 
     assert use_compile_cache("off") is None and jax.config.jax_compilation_cache_dir is None
     blocker = tmp_path / "file"
@@ -116,4 +116,5 @@ def test_compile_cache_off_and_unusable(tmp_path, capsys, monkeypatch):
     assert "compile cache" in capsys.readouterr().err and jax.config.jax_compilation_cache_dir is None
     monkeypatch.delenv("JANSSEN_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_compile_cache() == str(tmp_path / "xdg" / "janssen" / "jax")
+    assert default_compile_cache() == str(tmp_path / "xdg" / "janssen" / "jax" / host_tag())
+    assert host_tag() == host_tag() and len(host_tag().rsplit("-", 1)[1]) == 12

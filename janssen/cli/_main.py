@@ -1,7 +1,9 @@
 """Entry point of the `janssen` command."""
 
 import argparse
+import hashlib
 import os
+import platform
 import sys
 
 from ._reconstruct import add_demo_parser, add_reconstruct_parser
@@ -10,13 +12,31 @@ from ._simulate import add_simulate_parser
 _OFF = "off"
 
 
+def host_tag() -> str:
+    """A short name for this kind of processor: the machine type and a digest of its instruction-set flags.
+
+    JAX's cache keys do not include the processor's features, and XLA compiles CPU code
+    for the processor at hand; machines sharing a home folder (a cluster's nodes) get a
+    folder each for each kind of processor.
+    """
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = (line for line in cpuinfo if line.startswith(("flags", "Features")))
+            flags = next((line.split(":", 1)[1].strip() for line in lines), "")
+    except OSError:
+        pass
+    digest = hashlib.sha1(f"{platform.machine()} {platform.processor()} {flags}".encode()).hexdigest()[:12]
+    return f"{platform.machine() or 'cpu'}-{digest}"
+
+
 def default_compile_cache() -> str:
-    """`$JANSSEN_COMPILE_CACHE`, else `janssen/jax` in the user's cache folder (`$XDG_CACHE_HOME` or `~/.cache`)."""
+    """`$JANSSEN_COMPILE_CACHE`, else `janssen/jax/<host_tag()>` in `$XDG_CACHE_HOME` or `~/.cache`."""
     chosen = os.environ.get("JANSSEN_COMPILE_CACHE")
     if chosen:
         return chosen
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "janssen", "jax")
+    return os.path.join(base, "janssen", "jax", host_tag())
 
 
 def use_compile_cache(path: str) -> str | None:
@@ -53,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="folder of JAX's persistent compilation cache, so that a later run with the same shapes "
-        f"compiles nothing ('{_OFF}': none; default: $JANSSEN_COMPILE_CACHE or ~/.cache/janssen/jax)",
+        f"compiles nothing ('{_OFF}': none; default: $JANSSEN_COMPILE_CACHE or ~/.cache/janssen/jax/<processor kind>)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_simulate_parser(subparsers)
