@@ -109,11 +109,16 @@ def test_compile_cache_off_and_unusable(tmp_path, capsys, monkeypatch):
 
     from janssen.cli._main import default_compile_cache, host_tag, use_compile_cache
 
-    assert use_compile_cache("off") is None and jax.config.jax_compilation_cache_dir is None
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert use_compile_cache(str(blocker / "cache")) is None
-    assert "compile cache" in capsys.readouterr().err and jax.config.jax_compilation_cache_dir is None
+    previous = jax.config.jax_compilation_cache_dir  # a developer's own JAX cache, if any
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        assert use_compile_cache("off") is None and jax.config.jax_compilation_cache_dir is None
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        assert use_compile_cache(str(blocker / "cache")) is None
+        assert "compile cache" in capsys.readouterr().err and jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
     monkeypatch.delenv("JANSSEN_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_compile_cache() == str(tmp_path / "xdg" / "janssen" / "jax" / host_tag())
