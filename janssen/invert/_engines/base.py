@@ -4,12 +4,22 @@ import abc
 from typing import Any, ClassVar, Generic, TypeVar
 
 import equinox as eqx
+import jax
+import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ...io._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 
 _State = TypeVar("_State")
+
+
+def never_stop() -> Bool[Array, ""]:
+    """`False` on the device, for the `terminate` of an engine that always runs its iterations.
+
+    A transfer: `jnp.array(False)` would compile a copy, a kernel of its own on the first call.
+    """
+    return jax.device_put(np.False_)
 
 
 class AbstractEngine(eqx.Module, Generic[_State]):

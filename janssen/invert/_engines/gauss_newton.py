@@ -35,7 +35,7 @@ from .._constraints import project_scan_step, scan_gauges
 from .._losses import AmplitudeLoss, _safe_sqrt
 from .._metrics import illumination_map
 from .._realify import from_real, to_real
-from .base import AbstractEngine
+from .base import AbstractEngine, never_stop
 
 # Bounds on the relative damping: a long run of rejections must not overflow it, and a
 # long run of acceptances must not drive it to 0 (pure Gauss-Newton on a singular J^T J).
@@ -56,6 +56,19 @@ class GaussNewtonEngineState(eqx.Module):
 
     damping: Float[Array, ""]
     accepted: Bool[Array, ""]
+
+
+def amplitude_residual_terms(data: MicroscopeData, eps: float) -> tuple[Array, Array, Array]:
+    """`(amplitude, valid, floor)` of the residuals `valid * (sqrt(max(I, 0) + floor) - amplitude)`.
+
+    `amplitude` is `sqrt(I_measured)`, `valid` the bad-pixel mask over the frames and
+    `floor` is `eps` times the mean measured intensity over the valid pixels. One
+    definition for every engine that linearises these residuals.
+    """
+    measured = data.intensities
+    valid = data.valid[None].astype(measured.dtype)
+    floor = eps * jnp.sum(valid * measured) / (data.num_positions * jnp.sum(valid))
+    return _safe_sqrt(measured), valid, floor
 
 
 def _tree_dot(a: Any, b: Any) -> Array:
@@ -254,10 +267,7 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
         return eqx.combine(from_real(real_params, like), static)()
 
     def _residual_fn(self, static: Any, like: Any, data: MicroscopeData):
-        measured = data.intensities
-        amplitude = _safe_sqrt(measured)
-        valid = data.valid[None].astype(measured.dtype)
-        eps = self.eps * jnp.sum(valid * measured) / (data.num_positions * jnp.sum(valid))
+        amplitude, valid, eps = amplitude_residual_terms(data, self.eps)
 
         def residual_fn(real_params):
             predicted = self._predict(real_params, static, like)
@@ -321,7 +331,7 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
+        return never_stop()
 
     def postprocess(self, microscope, state):
         del state

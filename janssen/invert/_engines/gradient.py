@@ -30,7 +30,7 @@ from ...scopes._base import AbstractMicroscope
 from .._complex import descent_gradient
 from .._losses import AbstractLoss, AmplitudeLoss, as_loss
 from .._trainable import _expand, _get
-from .base import AbstractEngine
+from .base import AbstractEngine, never_stop
 
 # Adam moves every parameter by about the learning rate per iteration, whatever the
 # gradient's scale; 0.02 suits an object of unit amplitude (see the class docstring).
@@ -186,7 +186,7 @@ class Gradient(AbstractEngine[GradientState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
+        return never_stop()
 
     def postprocess(self, microscope, state):
         del state

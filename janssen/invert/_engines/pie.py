@@ -44,7 +44,7 @@ from .._ramp import move_ramp_to_object, spectrum_centroid
 from .._reconstruct import quick_jit
 from .._sharding import positions_mesh_of, sum_over_positions
 from .._trainable import selected_paths
-from .base import AbstractEngine
+from .base import AbstractEngine, never_stop
 
 _MODES = ("sequential", "batched")
 _DARK = 1e-6
@@ -557,7 +557,7 @@ class AbstractPIE(AbstractEngine[PIEState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
+        return never_stop()
 
     def postprocess(self, microscope, state):
         del state

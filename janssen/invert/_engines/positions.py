@@ -23,7 +23,8 @@ from jaxtyping import Array, Float
 
 from .._losses import _safe_sqrt
 from .._trainable import selected_paths
-from .base import AbstractEngine
+from .base import AbstractEngine, never_stop
+from .gauss_newton import amplitude_residual_terms
 
 _MIN_DAMPING, _MAX_DAMPING = 1e-8, 1e8
 _RAISE, _LOWER = 10.0, 1.0 / 3.0
@@ -83,10 +84,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
 
     def step(self, microscope, state, data, trainable, key):
         del trainable, key
-        measured = data.intensities
-        amplitude = _safe_sqrt(measured)
-        valid = data.valid[None].astype(measured.dtype)
-        eps = self.eps * jnp.sum(valid * measured) / (data.num_positions * jnp.sum(valid))
+        amplitude, valid, eps = amplitude_residual_terms(data, self.eps)
         with_positions = lambda p: eqx.tree_at(lambda m: m.positions, microscope, p)  # noqa: E731
 
         def residual(positions):
@@ -127,7 +125,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
 
     def terminate(self, state, losses):
         del state, losses
-        return jax.device_put(np.False_)  # `jnp.array` would compile a copy
+        return never_stop()
 
     def postprocess(self, microscope, state):
         del state
