@@ -280,8 +280,8 @@ def refine_geometry(
        hold every window are skipped.
 
     On the medium preset (distance −5 %, positions jittered by ±2 pixels) the defaults
-    recover the distance to 0.016 % and the positions to 0.033 pixel RMS in about 4
-    minutes on 2 CPU cores (`benchmarks/geometry.py`). Continue with any engine
+    recover the distance to 0.016 % and the positions to 0.033 pixel RMS in about 3
+    minutes on 2 CPU cores (175 s, `benchmarks/geometry.py`). Continue with any engine
     afterwards, e.g. `reconstruct(result.microscope, data, GaussNewton(),
     trainable=["object", "probe", "positions", "distance"])` to polish all jointly.
 
