@@ -118,10 +118,19 @@ def _fast_path(microscope: AbstractMicroscope) -> bool:
 # ---- the one per-position update ---------------------------------------------------------
 
 
+# The per-position arithmetic is written for XLA's CPU code: `|z|**2` as `re**2 + im**2`
+# (`jnp.abs` takes a square root first) and a complex array times a real reciprocal,
+# never divided by a real array, which XLA treats as a full complex division. Measured on
+# 128 x 128 arrays: the rPIE step below 9.7 us instead of 74 us, `|z|**2` 5.9 us instead
+# of 11.4 us; equal to rounding.
+def _abs2(z):
+    return z.real**2 + z.imag**2
+
+
 def _exit_correction(psi, optics, subpixel, measured, valid):
     """Modulus constraint: the exit-wave change and the sums `_Totals` adds up."""
     field = optics.propagate(psi, subpixel)
-    mode_intensity = field.real**2 + field.imag**2
+    mode_intensity = _abs2(field)
     amp2 = jnp.sum(mode_intensity, axis=0)
     # A floor far below one photon keeps the ratio finite where the model is dark.
     ratio = jnp.where(valid > 0, jnp.sqrt((measured + _DARK) / (amp2 + _DARK)), 1.0)
@@ -176,15 +185,6 @@ class _Totals(eqx.Module):
     def weighted(self, live) -> "_Totals":
         """Sum over a leading axis of positions, each weighted by `live`."""
         return jtu.tree_map(lambda x: jnp.tensordot(live, x, axes=1), self)
-
-
-# The per-position arithmetic is written for XLA's CPU code: `|z|**2` as `re**2 + im**2`
-# (`jnp.abs` takes a square root first) and a complex array times a real reciprocal,
-# never divided by a real array, which XLA treats as a full complex division. Measured on
-# 128 x 128 arrays: the rPIE step below 9.7 us instead of 74 us, `|z|**2` 5.9 us instead
-# of 11.4 us; equal to rounding.
-def _abs2(z):
-    return z.real**2 + z.imag**2
 
 
 def _object_direction(probe, dpsi):
@@ -469,7 +469,7 @@ def _mode_power_step(totals: _Totals, fields) -> Array:
     ridge = 1e-6 * jnp.trace(fisher) / m + jnp.finfo(fisher.dtype).tiny
     factor = jnp.linalg.solve(fisher + ridge * jnp.eye(m, dtype=fisher.dtype), totals.score)
     factor = jnp.clip(factor, 1 / _POWER_STEP, _POWER_STEP)
-    powers = jnp.sum(fields.real**2 + fields.imag**2, axis=(1, 2))
+    powers = jnp.sum(_abs2(fields), axis=(1, 2))
     factor = factor * jnp.sum(powers) / jnp.sum(factor * powers)
     return jnp.sqrt(factor)
 
@@ -495,7 +495,7 @@ def _follow_modes(before, after, velocity):
 
 
 def _power(fields):
-    return jnp.sum(fields.real**2 + fields.imag**2)
+    return jnp.sum(_abs2(fields))
 
 
 def _fix_gauge(cfg, microscope, state, obj, probe, obj_v, probe_v):
