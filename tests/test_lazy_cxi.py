@@ -1,10 +1,13 @@
 """`CXIFrames`: frames read lazily in position batches; sharding from a file; streaming."""
 
+import re
+
 import equinox as eqx
 import h5py
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import test_cxi_orientation as orientation
 from helpers import illumination_map, noiseless_far_field_problem, object_error, tiny_far_field_problem
 
 import janssen.io as jio
@@ -52,6 +55,88 @@ def test_reads_what_read_cxi_reads(tmp_path, mapped):
         np.testing.assert_array_equal(np.asarray(batch.bad_pixels), np.asarray(whole.bad_pixels))
         assert float(batch.wavelength) == float(whole.wavelength)
         np.testing.assert_array_equal(np.asarray(batch.camera_pixel_size), np.asarray(whole.camera_pixel_size))
+
+
+# ---- detector orientation: what read_cxi reads, batch by batch ----------------------------------
+
+
+def oriented_data():
+    """8 frames of 16 x 12 (even sides, where a plain flip would move the centre pixel), pitch x != y, and an
+    asymmetric mask: a forgotten transpose, pitch swap or flip about the wrong pixel changes what is read."""
+    data = make_data(npos=8, shape=(16, 12))
+    bad = np.zeros((16, 12), bool)
+    bad[1, 2] = bad[8, 9] = True
+    return eqx.tree_at(lambda d: d.bad_pixels, data, jnp.asarray(bad))
+
+
+GEOMETRY = ("positions", "wavelength", "camera_pixel_size", "distance", "bad_pixels")
+
+
+def assert_same_data(a, b, index=slice(None), names=("intensities", *GEOMETRY)):
+    """`a`'s fields `names` equal `b`'s (at the positions `index`): same shapes, dtypes and numbers."""
+    for name in names:
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        if name in ("intensities", "positions"):
+            y = y[index]
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("axes", jio.DETECTOR_ORIENTATIONS)
+def test_every_orientation_reads_what_read_cxi_reads(tmp_path, axes, mapped):
+    data = oriented_data()
+    path = tmp_path / "o.cxi"
+    jio.write_cxi(path, data, detector_axes=axes)
+    if mapped:
+        contiguous_copy(path)
+    whole = jio.read_cxi(path)
+    assert_same_data(whole, data)  # read_cxi maps the stored orientation back onto the data
+    expected = np.asarray(whole.intensities)
+    with jio.CXIFrames(path) as frames:
+        assert frames.memory_mapped is mapped
+        assert frames.frame_shape == whole.frame_shape == (16, 12)  # stored (12, 16) when transposed
+        np.testing.assert_array_equal(frames.positions, np.asarray(whole.positions, np.float64))
+        assert_same_data(frames.geometry, whole, slice(0, 1), GEOMETRY)  # the mask and pitch in janssen's frame
+        for i in range(whole.num_positions):
+            np.testing.assert_array_equal(frames.read([i]), expected[i : i + 1])
+        np.testing.assert_array_equal(frames.read(slice(1, 6)), expected[1:6])  # as shard_positions reads
+        np.testing.assert_array_equal(frames.read([5, 1, 5, 0]), expected[[5, 1, 5, 0]])
+        served = [(index, batch) for index, batch in frames.batches(3, seed=2, drop_remainder=False)]
+    assert sorted(np.concatenate([index for index, _ in served]).tolist()) == list(range(8))
+    for index, batch in served:
+        assert_same_data(batch, whole, index)
+
+
+def refusal(read, path):
+    """The message of the `CXIError` that `read(path)` raises."""
+    with pytest.raises(jio.CXIError) as info:
+        read(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", orientation.CONTRADICTIONS)
+def test_contradictory_metadata_is_refused_as_read_cxi_refuses_it(tmp_path, case):
+    """test_cxi_orientation.py's contradictory files: `CXIFrames` raises `read_cxi`'s `CXIError`, word for word."""
+    change, message = orientation.CONTRADICTIONS[case]
+    data, path = orientation.DATASETS["far"], tmp_path / "bad.cxi"
+    jio.write_cxi(path, data, detector_axes=("-y", "+x"))
+    with h5py.File(path, "r") as handle:
+        basis = handle[orientation.DETECTOR + "/basis_vectors"][()]
+        corner = handle[orientation.DETECTOR + "/corner_position"][()]
+    for name, value in change(basis, corner, float(data.distance)).items():
+        orientation.rewrite(path, name, value)
+    expected = refusal(jio.read_cxi, path)
+    assert re.search(message, expected)
+    assert refusal(jio.CXIFrames, path) == expected
+
+
+@pytest.mark.parametrize("case", orientation.SLIPS)
+def test_unit_slip_is_refused_as_read_cxi_refuses_it(tmp_path, case):
+    path = tmp_path / "slip.cxi"
+    orientation.write_slip(path, case)
+    expected = refusal(jio.read_cxi, path)
+    assert f"'/{orientation.SLIPS[case][1]}'" in expected
+    assert refusal(jio.CXIFrames, path) == expected
 
 
 def test_batches_cover_every_position_once(tmp_path):
@@ -121,7 +206,7 @@ def test_streaming_reconstruction_converges(tmp_path, getkey):
     truth = np.asarray(true.sample.sample)
     before = object_error(truth, np.asarray(start.sample.sample), illumination)
     with jio.CXIFrames(path) as frames:
-        solution = stream(start, frames, RPIE(mode="batched"), batch_size=5, epochs=8)
+        solution = stream(start, frames, RPIE(mode="batched", adapt_alpha=False), batch_size=5, epochs=8)
     after = object_error(truth, np.asarray(solution.microscope.sample.sample), illumination)
     # Measured: 0.174 (unit object) -> 0.042 after 8 epochs of 5 batches of 5 positions
     # (8 full-data batched rPIE iterations: 0.061).

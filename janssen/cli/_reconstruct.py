@@ -27,7 +27,6 @@ from janssen.optics import (
     SampleFunction,
     ScaledFraunhofer,
     extend_modes,
-    object_shape_for,
 )
 from janssen.scopes import FarFieldMicroscope, NearFieldMicroscope
 
@@ -42,7 +41,10 @@ _GAUSS_NEWTON = "gauss-newton"
 # `GaussNewton` is Levenberg-Marquardt; "gauss-newton" starts it with almost no damping.
 _LEAST_SQUARES = {_GAUSS_NEWTON: {"initial_damping": 1e-6}, "lm": {}}
 _OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
-_ENGINE_NAMES = sorted([*_PIE_ENGINES, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX])
+# "auto": `janssen.invert.default_schedule` (rPIE, ePIE with small steps, batched mPIE; each until converged).
+_AUTO = "auto"
+_ENGINE_NAMES = sorted([_AUTO, *_PIE_ENGINES, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX])
+_DEFAULT_ITERATIONS = 50
 
 _LOSSES = ("amplitude", "poisson", "intensity")
 _PROPAGATORS = ("fresnel", "angular_spectrum")
@@ -51,8 +53,8 @@ _PIE_REFINABLE = ("object", "sample", "probe")
 # first mode keeps at least half of it).
 _EXTRA_MODE_POWER = 0.05
 _DEFAULTS = {
-    "engine": "rpie",
-    "iterations": 50,
+    "engine": _AUTO,
+    "iterations": None,
     "batched": False,
     "seed": 0,
     "probe": None,
@@ -85,13 +87,20 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         description=(
             "Reconstruct object and probe with a PIE, gradient (adam, sgd) or Gauss-Newton engine. Writes "
             f"RESULT.h5 (checkpointed every {_CHECKPOINT_EVERY} iterations; resumable with --resume) and "
-            "RESULT_object.png, RESULT_probe.png, RESULT_loss.png beside it. Flags override the config file."
+            "RESULT_object.png, RESULT_probe.png, RESULT_loss.png, RESULT_residual.png beside it; prints R beside its "
+            "Poisson floor. Flags override the config file."
         ),
     )
     parser.add_argument("data", type=pathlib.Path, help="a CXI file (.cxi/.h5) or the Siemens-star .npz(.bz2)")
     parser.add_argument("--config", type=pathlib.Path, help="TOML file with the same keys as the flags")
-    parser.add_argument("--engine", choices=_ENGINE_NAMES, help="engine (default rpie)")
-    parser.add_argument("--iterations", type=int, help="iterations to run (default 50)")
+    parser.add_argument(
+        "--engine",
+        choices=_ENGINE_NAMES,
+        help="engine (default auto: rPIE, ePIE with small steps, then batched mPIE, each until converged)",
+    )
+    parser.add_argument(
+        "--iterations", type=int, help="iterations to run (default 50; with auto: the most, it stops on convergence)"
+    )
     parser.add_argument("--probe", type=pathlib.Path, help="starting probe, a .npy of (y, x) or (modes, y, x)")
     parser.add_argument("--batched", action="store_true", default=None, help="batched instead of sequential PIE")
     parser.add_argument("--loss", choices=_LOSSES, help="loss minimised by adam/sgd (default amplitude)")
@@ -189,7 +198,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def _is_pie(engine: str) -> bool:
-    return engine in _PIE_ENGINES
+    """PIE engines, and the default schedule, which runs them."""
+    return engine in _PIE_ENGINES or engine == _AUTO
 
 
 def _refine_names(value: Any) -> list[str]:
@@ -207,8 +217,13 @@ def _check_settings(settings: dict[str, Any]) -> None:
     engine = settings["engine"]
     if engine not in _ENGINE_NAMES:
         raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(_ENGINE_NAMES)})")
-    if not isinstance(settings["iterations"], int) or settings["iterations"] < 0:
+    if settings["iterations"] is None and engine != _AUTO:
+        settings["iterations"] = _DEFAULT_ITERATIONS
+    iterations = settings["iterations"]
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
         raise UsageError(f"iterations must be an integer >= 0, got {settings['iterations']!r}")
+    if settings["batched"] and engine == _AUTO:
+        raise UsageError("--batched needs a named PIE engine (--engine epie, rpie or mpie); the default schedule sets its own")
     if settings["batched"] and not _is_pie(engine):
         raise UsageError(f"--batched applies to the PIE engines (epie, rpie, mpie) only, not {engine!r}")
     loss = settings["loss"]
@@ -289,9 +304,14 @@ def _check_params(cls: type, params: dict[str, Any], allowed: set[str]) -> None:
 
 def _make_engine(
     name: str, params: dict[str, Any], settings: dict[str, Any], microscope
-) -> tuple[jinv.AbstractEngine, dict[str, Any]]:
+) -> tuple[jinv.AbstractEngine | tuple[jinv.Stage, ...], dict[str, Any]]:
     """The engine `name` with `params` (from the config's [engine] table or a result file),
-    and what the result file must record beyond `save_solution`'s engine parameters."""
+    and what the result file must record beyond `save_solution`'s engine parameters.
+    `auto` gives `janssen.invert.default_schedule`'s stages instead of one engine."""
+    if name == _AUTO:
+        if params:
+            raise UsageError(f"the default schedule takes no [engine] parameters, got {sorted(params)}; name an engine")
+        return jinv.default_schedule(microscope), {}
     if _is_pie(name):
         cls = _PIE_ENGINES[name]
         _check_params(cls, params, _fields_of(cls))
@@ -459,7 +479,13 @@ def _start_microscope(settings: dict[str, Any], data: jio.MicroscopeData, bundle
     elif bundled is not None:
         fields = jinv.align_probe_to_data(jnp.asarray(bundled), data)
     else:
-        fields = jinv.init_probe(data)
+        search = jinv.search_probe(data, key=jr.PRNGKey(settings["seed"]))
+        # Reported with the summary (an error found after the start must stay a single line).
+        settings["probe_guess"] = (
+            f"probe guess: sample {'downstream' if search.defocus_sign > 0 else 'upstream'} of the focus, "
+            f"illuminated disc {search.diameter_px:.1f} px across (janssen.invert.search_probe)"
+        )
+        fields = search.fields
     probe = _probe_module(fields, settings["modes"], data.wavelength, data.object_pixel_size)
     padding = _geometry_padding(data) if settings["geometry"] else None
     return jinv.init_far_field_microscope(data, probe, padding=padding)
@@ -474,20 +500,16 @@ def _geometry_padding(data: jio.MicroscopeData) -> int:
 
 def _start_near_field(settings: dict[str, Any], data: jio.MicroscopeData) -> NearFieldMicroscope:
     geometry = _near_field_geometry(settings, data)
-    dx = _near_field_pixel(geometry, data)
-    shape = tuple(data.frame_shape)
-    if settings["probe"] is not None:
-        fields = _load_probe(pathlib.Path(settings["probe"]), data)
-    else:
-        # No phase retrieval from near-field frames: a flat probe whose power is the mean
-        # counts per frame (propagation on the grid is unitary, so a unit object predicts them).
-        amplitude = np.sqrt(_mean_counts(data) / (shape[0] * shape[1]))
-        fields = np.full((1, *shape), amplitude, dtype=np.complex64)
-    probe = _probe_module(fields, settings["modes"], data.wavelength, dx)
-    positions = jinv.positions_in_object_frame(data)
-    object_shape = object_shape_for(positions, dx, shape, min(shape) // 8)
-    sample = SampleFunction(jnp.ones(object_shape, dtype=probe.fields().dtype), dx)
-    return _near_field_microscope(probe, sample, positions, geometry)
+    options = {name: geometry[name] for name in ("distance", "focus_to_sample", "propagator")}
+    # Default probe: the mean pattern's amplitude propagated back to the sample plane
+    # (`init_near_field_microscope`; a flat probe stalled at object error 0.57-1.0 where this
+    # start reaches 0.06). `--probe` replaces it; `--modes` adds modes to either.
+    start = jinv.init_near_field_microscope(data, **options)
+    if settings["probe"] is None and settings["modes"] == 1:
+        return start
+    fields = start.probe.fields() if settings["probe"] is None else _load_probe(pathlib.Path(settings["probe"]), data)
+    probe = _probe_module(fields, settings["modes"], data.wavelength, start.sample.dx)
+    return jinv.init_near_field_microscope(data, probe=probe, **options)
 
 
 # ---- result files and resuming -------------------------------------------------------------
@@ -572,13 +594,13 @@ def _default_out(data_path: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(f"{name}_result.h5")
 
 
-def _figures(solution: jinv.Solution, out: pathlib.Path) -> list[pathlib.Path]:
+def _figures(solution: jinv.Solution, out: pathlib.Path, verdict: jinv.Verdict | None = None) -> list[pathlib.Path]:
     try:
         from janssen.plots import save_figures
     except ImportError:  # pragma: no cover - matplotlib is optional
         return []
     try:
-        return list(save_figures(solution, out.parent, out.stem).values())
+        return list(save_figures(solution, out.parent, out.stem, verdict=verdict).values())
     except ImportError:  # pragma: no cover
         print("janssen: matplotlib is not installed; no figures written", file=sys.stderr)
         return []
@@ -586,25 +608,43 @@ def _figures(solution: jinv.Solution, out: pathlib.Path) -> list[pathlib.Path]:
 
 def _run(
     microscope_or_solution, data, engine, settings, out: pathlib.Path, *, meter, trainable=None, records=None
-) -> tuple[jinv.Solution, float]:
-    def checkpoint(solution: jinv.Solution) -> None:
-        jinv.save_solution(out, solution, data, engine)
+) -> tuple[jinv.Solution, float, jinv.AbstractEngine]:
+    """Run one engine, or a schedule's stages (a tuple), checkpointing into `out`; the solution,
+    the seconds it took and the engine that made the solution (a schedule's last stage)."""
+
+    def checkpoint(solution: jinv.Solution, stage_engine: jinv.AbstractEngine = engine) -> None:
+        jinv.save_solution(out, solution, data, stage_engine)
         if records is not None:
             _annotate(out, *records)
 
     started = time.perf_counter()
+    key = jr.PRNGKey(settings["seed"])
+    if isinstance(engine, tuple):
+        run = jinv.run_schedule(
+            microscope_or_solution,
+            data,
+            engine,
+            max_iterations=settings["iterations"],
+            key=key,
+            progress_meter=meter,
+            checkpoint=checkpoint,
+            checkpoint_every=_CHECKPOINT_EVERY,
+        )
+        stages = ", ".join(f"{name} {count} ({result.replace('_', ' ')})" for name, count, result in run.stages)
+        print(f"schedule: {stages}", file=sys.stderr)
+        return run.solution, time.perf_counter() - started, run.engine
     solution = jinv.reconstruct(
         microscope_or_solution,
         data,
         engine,
         trainable=trainable,
         num_iterations=settings["iterations"],
-        key=jr.PRNGKey(settings["seed"]),
+        key=key,
         progress_meter=meter,
         checkpoint=checkpoint,
         checkpoint_every=_CHECKPOINT_EVERY,
     )
-    return solution, time.perf_counter() - started
+    return solution, time.perf_counter() - started, engine
 
 
 def _error(command: str, error: BaseException) -> int:
@@ -615,12 +655,19 @@ def _error(command: str, error: BaseException) -> int:
 def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[str, Any]):
     """The data, engine, starting point, output path, trainable names and file records of a run."""
     data, bundled = _load_data(args.data)
+    try:  # unit sanity before anything large is allocated (near field: the sample pixel, not the far-field one)
+        near_pixel = _near_field_pixel(_near_field_geometry(settings, data), data) if settings["near_field"] else None
+        jio.check_geometry(data, object_pixel_size=near_pixel)
+    except jio.GeometryError as error:
+        raise UsageError(f"data file {str(args.data)!r}: {error}") from error
     if settings["near_field"] and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if args.resume is not None:
         if settings["geometry"]:
             raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
         engine, start, records = _resumed(args.resume, _read_saved(args.resume), data, settings)
+        if settings["iterations"] is None:  # the saved run's engine goes on for the usual count
+            settings["iterations"] = _DEFAULT_ITERATIONS
         return data, engine, start, args.out or args.resume, None, records
     start = _start_microscope(settings, data, bundled)
     trainable = _trainable_names(settings, start)
@@ -646,17 +693,22 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             if interrupted:
                 # Keep what the geometry stage reached: a result file with no engine iterations.
                 settings = {**settings, "iterations": 0}
-        solution, seconds = _run(
+        solution, seconds, engine = _run(
             start, data, engine, settings, out, meter=jinv.TextProgressMeter(), trainable=trainable, records=records
         )
+        verdict = _verdict(solution, data)
         if settings["uncertainty"] and solution.result != jinv.RESULTS.interrupted:
-            _write_uncertainty(solution, data, engine, settings, out, records)
+            _write_uncertainty(solution, data, engine, settings, out, records, verdict)
+        elif verdict is not None:
+            _save_verdict(solution, data, engine, out, records, verdict)
     except UsageError as error:
         return _error("reconstruct", error)
     except (OSError, ValueError) as error:
         return _error("reconstruct", error)
-    figures = _figures(solution, out)
-    print(_summary(solution, seconds, out, figures))
+    figures = _figures(solution, out, verdict)
+    if "probe_guess" in settings:
+        print(settings["probe_guess"])
+    print(_summary(solution, seconds, out, figures, verdict))
     if interrupted or solution.result == jinv.RESULTS.interrupted:
         print(f"interrupted: checkpoint saved; continue with `janssen reconstruct {args.data} --resume {out}`")
         return _INTERRUPTED
@@ -687,22 +739,54 @@ def _refine_geometry(start, data: jio.MicroscopeData, settings: dict[str, Any]):
     return refined, result.result == jinv.RESULTS.interrupted
 
 
-def _write_uncertainty(solution, data, engine, settings: dict[str, Any], out: pathlib.Path, records) -> None:
+def _write_uncertainty(
+    solution, data, engine, settings: dict[str, Any], out: pathlib.Path, records, verdict=None
+) -> None:
     """Rewrite the result file with the object's standard-error map (after the last checkpoint)."""
     std = jinv.object_std(solution.microscope, data, noise_std=settings["noise_std"], key=jr.PRNGKey(settings["seed"]))
-    jinv.save_solution(out, solution, data, engine, object_std=std)
+    jinv.save_solution(out, solution, data, engine, object_std=std, verdict=verdict)
     if records is not None:
         _annotate(out, *records)
     covered = np.asarray(std)[np.isfinite(np.asarray(std))]
     print(f"object_std: median {float(np.median(covered)):.3g} over the {covered.size} covered object pixels")
 
 
-def _summary(solution: jinv.Solution, seconds: float, out: pathlib.Path, figures: list[pathlib.Path]) -> str:
+def _verdict(solution: jinv.Solution, data: jio.MicroscopeData) -> jinv.Verdict | None:
+    """The final microscope's verdict; `None` (with a warning) when it cannot be computed.
+
+    Runs after the last checkpoint: whatever goes wrong here, the result file is already saved.
+    """
+    try:
+        return jinv.compute_verdict(solution.microscope, data)
+    except (Exception, KeyboardInterrupt) as error:  # a report, not the result: never fail the run for it
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"janssen: warning: no verdict (R and its Poisson floor): {reason}", file=sys.stderr)
+        return None
+
+
+def _save_verdict(solution, data, engine, out: pathlib.Path, records, verdict: jinv.Verdict) -> None:
+    """Rewrite the result file with the verdict (atomically: on failure the saved result stays)."""
+    try:
+        jinv.save_solution(out, solution, data, engine, verdict=verdict)
+        if records is not None:
+            _annotate(out, *records)
+    except (OSError, ValueError) as error:
+        print(f"janssen: warning: the verdict was not stored in {out}: {' '.join(str(error).split())}", file=sys.stderr)
+
+
+def _summary(
+    solution: jinv.Solution,
+    seconds: float,
+    out: pathlib.Path,
+    figures: list[pathlib.Path],
+    verdict: jinv.Verdict | None = None,
+) -> str:
     from janssen.invert._checkpoint import result_name
 
     lines = [
         f"{solution.iteration} iterations in total ({result_name(solution.result)}), "
         f"final loss {solution.final_loss:.4g}, {seconds:.1f} s",
+        verdict.verdict_line() if verdict is not None else "R: not computed (see the warning above)",
         f"wrote {out}",
     ]
     lines += [f"wrote {path}" for path in figures]
@@ -723,15 +807,18 @@ def run_demo(args: argparse.Namespace) -> int:
     engine = jinv.RPIE()
     settings = {"iterations": args.iterations, "seed": 0}
     out = out_dir / "demo.h5"
-    solution, seconds = _run(
+    solution, seconds, engine = _run(
         jinv.init_far_field_microscope(data), data, engine, settings, out, meter=jinv.TextProgressMeter()
     )
-    figures = _figures(solution, out)
+    verdict = _verdict(solution, data)
+    if verdict is not None:
+        _save_verdict(solution, data, engine, out, None, verdict)
+    figures = _figures(solution, out, verdict)
     illumination = jinv.illumination_map(truth.microscope())
     error = jinv.object_error(truth.object, solution.microscope.sample.sample, illumination)
     residual = jinv.data_residual(solution.microscope, data)
     floor = jinv.data_residual(truth.microscope(), data)
-    print(_summary(solution, seconds, out, figures))
+    print(_summary(solution, seconds, out, figures, verdict))
     print(f"object error vs ground truth: {error:.4f} (a unit object scores about 0.5)")
     print(f"data residual: {residual:.4f} sqrt(counts); noise floor (ground truth): {floor:.4f}")
     return 0

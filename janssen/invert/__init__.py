@@ -6,6 +6,7 @@ from ._constraints import (
     project_scan_step as project_scan_step,
     scan_gauges as scan_gauges,
 )
+from ._convergence import Convergence as Convergence
 from ._engines.base import AbstractEngine as AbstractEngine
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,
@@ -34,11 +35,17 @@ from ._geometry import (
     refine_geometry as refine_geometry,
 )
 from ._init import (
+    SEARCH_FACTORS as SEARCH_FACTORS,
+    ProbeSearch as ProbeSearch,
+    fill_bad_pixels as fill_bad_pixels,
     init_far_field_microscope as init_far_field_microscope,
     init_object as init_object,
     init_probe as init_probe,
     positions_in_object_frame as positions_in_object_frame,
+    search_probe as search_probe,
 )
+from ._init_detector import estimate_background as estimate_background
+from ._init_near import init_near_field_microscope as init_near_field_microscope
 from ._losses import (
     AbstractLoss as AbstractLoss,
     AmplitudeLoss as AmplitudeLoss,
@@ -59,6 +66,13 @@ from ._progress import (
 from ._ramp import align_probe_to_data as align_probe_to_data, remove_linear_phase as remove_linear_phase
 from ._reconstruct import data_residual as data_residual, reconstruct as reconstruct
 from ._results import RESULTS as RESULTS
+from ._schedule import (
+    DEFAULT_STAGE_ITERATIONS as DEFAULT_STAGE_ITERATIONS,
+    ScheduleRun as ScheduleRun,
+    Stage as Stage,
+    default_schedule as default_schedule,
+    run_schedule as run_schedule,
+)
 from ._seed_mixed import (
     MixedStatePtychoData as MixedStatePtychoData,
     coherence_parameterized_loss as coherence_parameterized_loss,
@@ -100,3 +114,9 @@ from ._sharding import (
 from ._solution import Solution as Solution
 from ._trainable import trainable_spec as trainable_spec
 from ._uncertainty import object_std as object_std
+from ._verdict import (
+    Verdict as Verdict,
+    compute_verdict as compute_verdict,
+    poisson_floor as poisson_floor,
+    r_factor as r_factor,
+)

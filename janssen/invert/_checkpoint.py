@@ -17,6 +17,7 @@ from ._engines.base import AbstractEngine
 from ._results import RESULTS
 from ._solution import Solution
 from ._trainable import _get, selected_paths
+from ._verdict import Verdict
 
 
 def engine_parameters(engine: AbstractEngine) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def save_solution(
     engine: AbstractEngine,
     *,
     object_std: Any = None,
+    verdict: Verdict | None = None,
 ) -> None:
     """Write a `Solution` to a result file that `load_solution` can resume from.
 
@@ -77,6 +79,10 @@ def save_solution(
     - `engine`: the engine that ran (its class and parameters are recorded).
     - `object_std`: an optional `(Y, X)` standard-error map of the object (see
       `janssen.invert.object_std`), stored as `/object_std`.
+    - `verdict`: an optional `Verdict` of the solution's microscope on `data` (see
+      `janssen.invert.compute_verdict`; not computed here): R and its floor become the
+      root attributes `r_factor` and `r_floor`, the residual per frame and per detector
+      pixel the datasets `/verdict/per_frame` and `/verdict/per_pixel`.
     """
     microscope = solution.microscope
     buffer = io.BytesIO()
@@ -109,7 +115,12 @@ def save_solution(
         extra=extra,
         state_bytes=buffer.getvalue(),
         object_std=object_std,
+        verdict=None if verdict is None else _verdict_fields(verdict),
     )
+
+
+def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    return {"r": verdict.r, "floor": verdict.floor, "per_frame": verdict.per_frame, "per_pixel": verdict.per_pixel}
 
 
 def _distance(microscope: Any, data: MicroscopeData) -> float:

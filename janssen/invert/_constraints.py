@@ -19,7 +19,9 @@ to the noise floor in 5 iterations while the object error stayed at 0.24 (0.025 
 ramp was removed).
 
 `project_scan_step` removes these components from a step of the positions
-(`scan_gauges` says which apply to a trainable selection). Bounds on any
+(`scan_gauges` says which apply to a trainable selection). A fourth symmetry is a common
+factor of every frame's scale against the probe's power: the microscope holds it, with its
+refined detector terms' bounds (`AbstractMicroscope.project_detector`). Bounds on any
 leaf (`zoom`, `aperture.diameter`, `propagator.distance`, …) are enforced by projection
 (clipping) after each step.
 """
@@ -136,10 +138,13 @@ def constrain_step(new: Any, old: Any, spec: Any, *, ramp: bool = True) -> Any:
     With `ramp` (static; `False` for engines that treat it themselves) the far-field phase
     ramp is held (`fix_phase_ramp`); the gauge motions of refined positions (see
     `scan_gauges`) are undone relative to `old`, and a refined object pixel (`sample.dx`,
-    the FFT far field's distance) is copied to the probe, which shares it.
+    the FFT far field's distance) is copied to the probe, which shares it. Refined detector
+    terms are put back in their domains (`AbstractMicroscope.project_detector`).
     """
     if ramp:
         new = fix_phase_ramp(new, old, spec)
+    # A refined background stays >= 0, refined frame scales keep a mean of 1 (the microscope's rule).
+    new = new.project_detector(spec)
     if getattr(getattr(spec, "sample", None), "dx", False) is True and hasattr(new.probe, "dx"):
         new = eqx.tree_at(lambda m: m.probe.dx, new, new.sample.dx.astype(new.probe.dx.dtype))
     translation, dilation = scan_gauges(spec)

@@ -15,11 +15,12 @@ from ..io._data import MicroscopeData
 from ..optics._scan import positions_outside
 from ..scopes._base import AbstractMicroscope
 from ._constraints import Bounds, constrain_step
+from ._convergence import Convergence
 from ._engines.base import AbstractEngine
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import all_finite, trainable_spec
+from ._trainable import all_finite, selected_paths, trainable_spec
 
 _DEFAULT_TRAINABLE = ("object", "probe")
 
@@ -112,6 +113,18 @@ def _check_compatible(microscope: AbstractMicroscope, data: MicroscopeData) -> N
         )
 
 
+def _check_models_detector(engine: AbstractEngine, microscope: AbstractMicroscope, spec: Any) -> None:
+    if microscope.detector is None or engine.models_detector:
+        return
+    refined = selected_paths(spec.detector, spec.detector)
+    asked = f"`trainable` selects the detector's {refined}, but " if refined else ""
+    raise ValueError(
+        f"{asked}{type(engine).__name__} does not model a detector background or per-frame scales yet (the "
+        "microscope has a `detector`): use Gradient, GaussNewton or OptimistixLeastSquares, or drop the term with "
+        "`janssen.scopes.with_detector(microscope, None)` (and subtract a known background from the data)"
+    )
+
+
 def reconstruct(
     microscope: AbstractMicroscope | Solution,
     data: MicroscopeData,
@@ -127,6 +140,7 @@ def reconstruct(
     checkpoint: Callable[[Solution], None] | None = None,
     checkpoint_every: int = 10,
     throw: bool = False,
+    convergence: Convergence | None = None,
 ) -> Solution:
     """Refine a microscope against measured data with an engine.
 
@@ -143,6 +157,8 @@ def reconstruct(
     dilation trades off against it; see `janssen.invert.project_scan_step`); and leaves
     named in `bounds` are clipped into their boxes.
     Ctrl-C stops with `RESULTS.interrupted`, keeping the last completed iteration.
+    A microscope with a `detector` (background, per-frame scales) needs an engine that
+    models it (`AbstractEngine.models_detector`; not the PIE family): `ValueError` otherwise.
 
     **Arguments:**
 
@@ -165,6 +181,9 @@ def reconstruct(
     - `checkpoint`, `checkpoint_every`: called with the current `Solution` every
       `checkpoint_every` iterations and when the run ends (e.g. `janssen.invert.save_solution`).
     - `throw`: raise `RuntimeError` instead of returning when the run ends abnormally.
+    - `convergence`: e.g. `Convergence(rtol=1e-3)`: also stop, with `RESULTS.converged`,
+      once the data residual has stopped falling (`None`: run every iteration unless the
+      engine's own `terminate` stops it).
 
     **Returns:**
 
@@ -180,6 +199,7 @@ def reconstruct(
     else:
         spec = trainable_spec(microscope, _DEFAULT_TRAINABLE if trainable is None else trainable)
         _check_compatible(microscope, data)
+        _check_models_detector(engine, microscope, spec)
         start_microscope = microscope
         state = engine.init(microscope, data, spec)
         base_key, first, snapshots = (_default_key() if key is None else key), 0, ()
@@ -188,6 +208,7 @@ def reconstruct(
     # length) and becomes an array only when handed out.
     recorded = len(history)
     _check_compatible(start_microscope, data)
+    _check_models_detector(engine, start_microscope, spec)
     start_microscope, state = _strongly_typed(start_microscope), _strongly_typed(state)
     box = None if not bounds else Bounds(bounds, start_microscope)
 
@@ -232,7 +253,7 @@ def reconstruct(
                 snapshots.append((i + 1, current))
             if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
                 checkpoint(solution())
-            if bool(engine.terminate(state, losses_so_far())):
+            if bool(engine.terminate(state, losses_so_far())) or (convergence is not None and convergence(history)):
                 result = RESULTS.converged
                 break
     except KeyboardInterrupt:

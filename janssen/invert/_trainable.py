@@ -7,7 +7,8 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-# Short names for the parts users refine most often; each maps to a leaf path.
+# Short names for the parts users refine most often; each maps to a leaf path. A microscope
+# declares its own names too (`trainable_aliases`: the detector's `background`, `frame_scale`).
 ALIASES = {
     "object": "sample.sample",
     "sample": "sample.sample",
@@ -23,7 +24,7 @@ ALIASES = {
 
 
 def _get(tree: Any, path: str) -> Any:
-    node = tree
+    node, walked = tree, []
     for part in path.split("."):
         if not hasattr(node, part):
             raise ValueError(
@@ -31,13 +32,22 @@ def _get(tree: Any, path: str) -> Any:
                 f"('{part}' is not a field of {type(node).__name__})"
             )
         node = getattr(node, part)
+        walked.append(part)
+        if node is None:
+            # An optional term left out (e.g. `detector=None`): say so, rather than "not an array".
+            unset = ".".join(walked)
+            raise ValueError(
+                f"`trainable`: {type(tree).__name__} has no parameter '{path}': its '{unset}' is None "
+                f"(build the microscope with a `{unset}` to refine it)"
+            )
     return node
 
 
 def _expand(names: Sequence[str], model: Any = None) -> list[str]:
     paths: list[str] = []
+    declared = {} if model is None else model.trainable_aliases()
     for name in names:
-        alias = ALIASES.get(name, name)
+        alias = declared.get(name, ALIASES.get(name, name))
         if name in ("distance", "travel_distance") and _fft_far_field(model):
             # The FFT far field has no distance: its object pixel `wavelength * distance /
             # (N * camera_pixel)` carries it, and refining the pixel refines the distance.
@@ -63,7 +73,8 @@ def trainable_spec(model: Any, trainable: Any) -> Any:
     `trainable` may be
 
     - a sequence of names: fields paths such as `"sample.sample"` or `"aperture.diameter"`,
-      or the short names `object`, `probe`, `positions`, `distance`, `zoom`, `aperture`
+      or the short names `object`, `probe`, `positions`, `distance`, `zoom`, `aperture`,
+      and those the microscope declares (`background`, `frame_scale` of its `detector`)
       (`distance` of a `FarFieldMicroscope` without a propagator is its object pixel
       `sample.dx = wavelength * distance / (N * camera_pixel)`: the FFT far field's
       geometry);

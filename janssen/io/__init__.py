@@ -1,12 +1,18 @@
 """Data: `MicroscopeData`, simulation with ground truth, CXI files and checkpoints."""
 
 from ._cxi import (
+    DETECTOR_ORIENTATIONS as DETECTOR_ORIENTATIONS,
     CXIError as CXIError,
     read_cxi as read_cxi,
     read_ground_truth as read_ground_truth,
     write_cxi as write_cxi,
 )
 from ._data import MicroscopeData as MicroscopeData
+from ._geometry_check import (
+    GeometryError as GeometryError,
+    ObjectGrid as ObjectGrid,
+    check_geometry as check_geometry,
+)
 from ._lazy import CXIFrames as CXIFrames
 from ._results import read_result as read_result, write_result as write_result
 from ._siemens import MeasuredDataset as MeasuredDataset, load_siemens_star as load_siemens_star
@@ -19,4 +25,9 @@ from ._simulate import (
     simulate as simulate,
     simulate_measurement as simulate_measurement,
     simulate_preset as simulate_preset,
+)
+from ._simulate_near import (
+    SimulatedNearFieldDataset as SimulatedNearFieldDataset,
+    make_near_field_probe as make_near_field_probe,
+    simulate_near_field as simulate_near_field,
 )

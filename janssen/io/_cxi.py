@@ -8,7 +8,9 @@ and reads these paths:
 | `/cxi_version` | 160 |
 | `/entry_1/instrument_1/detector_1/data` | `(N, H, W)` frames, centred (zero frequency at `(H//2, W//2)`) |
 | `/entry_1/instrument_1/detector_1/distance` | sample-to-detector distance, m |
-| `/entry_1/instrument_1/detector_1/x_pixel_size`, `y_pixel_size` | detector pixel pitch, m |
+| `/entry_1/instrument_1/detector_1/x_pixel_size`, `y_pixel_size` | pixel pitch along the frames' columns and rows, m |
+| `/entry_1/instrument_1/detector_1/basis_vectors` | `(2, 3)`: lab `(x, y, z)` of one step along rows, columns; m |
+| `/entry_1/instrument_1/detector_1/corner_position` | `(x, y, z)` of the outer corner of the first pixel, m |
 | `/entry_1/instrument_1/detector_1/mask` | `(H, W)` uint32, nonzero = bad pixel (optional) |
 | `/entry_1/instrument_1/source_1/energy` | photon energy, J |
 | `/entry_1/instrument_1/source_1/wavelength` | wavelength, m |
@@ -19,8 +21,15 @@ and reads these paths:
 CXI records the translation of the *sample*; the beam's position on the sample, which
 is what `MicroscopeData.positions` holds, is its negative. Writing stores
 `-positions` (with z = 0) and reading negates back.
+
+The detector's orientation in the lab frame is `basis_vectors`. janssen's own frame has
+the rows along +y and the columns along +x (`("+y", "+x")`); a file in any of the eight
+axis-aligned orientations (`DETECTOR_ORIENTATIONS`) is re-indexed onto it exactly, by
+transposes and flips about the centre pixel `(H // 2, W // 2)`. docs/conventions.md
+("Detector orientation in CXI files") has the rules and the conventions of other programs.
 """
 
+import itertools
 import pathlib
 
 import h5py
@@ -31,12 +40,39 @@ from ._simulate import SimulatedDataset
 
 _PLANCK = 6.62607015e-34  # J s (exact, SI 2019)
 _SPEED_OF_LIGHT = 299792458.0  # m / s (exact)
+_ELECTRON_VOLT = 1.602176634e-19  # J (exact)
+
+# Read-time bounds on values no measurement has in SI units; past them a unit slip is certain.
+_MAX_PHOTON_ENERGY = 1e-6  # J: ~6 TeV; a value above is eV or keV
+_MAX_WAVELENGTH = 1e-3  # m: a value above is nm or angstrom
+_MAX_PIXEL_PITCH = 1e-2  # m: a value above is mm or um
+_MAX_DISTANCE = 1e2  # m: a value above is mm
+_MAX_SCAN_SPAN = 0.1  # m: a value above is um or nm
 
 _DETECTOR = "entry_1/instrument_1/detector_1"
 _SOURCE = "entry_1/instrument_1/source_1"
 _TRANSLATION = "entry_1/sample_1/geometry_1/translation"
 _DATA_GROUP = "entry_1/data_1"
 _GROUND_TRUTH = "ground_truth"
+_PTYCHODUS = "entry_1/ptychodus"
+
+_JANSSEN_AXES = ("+y", "+x")
+DETECTOR_ORIENTATIONS: tuple[tuple[str, str], ...] = tuple(
+    (f"{row_sign}{row_axis}", f"{column_sign}{column_axis}")
+    for row_axis, column_axis in (("y", "x"), ("x", "y"))
+    for row_sign, column_sign in itertools.product("+-", repeat=2)
+)
+"""The eight axis-aligned detector orientations, as `(rows, columns)`: the lab axis along
+which the frames' row index (slow axis) and column index (fast axis) increase.
+`("+y", "+x")`, the first, is janssen's own frame."""
+
+_UNIT = {"x": np.array([1.0, 0.0, 0.0]), "y": np.array([0.0, 1.0, 0.0])}
+# An axis-aligned basis vector may carry float noise off its axis, but no more than this
+# fraction of its length (1e-6 rad of tilt: far below a pixel across any detector).
+_ALIGNMENT_TOLERANCE = 1e-6
+# x_pixel_size, y_pixel_size and the basis vectors' lengths, corner_position's z and the
+# distance, wavelength and energy must agree to this relative tolerance.
+_AGREEMENT = 1e-3
 
 
 class CXIError(ValueError):
@@ -51,8 +87,15 @@ def write_cxi(
     data: MicroscopeData,
     *,
     ground_truth: SimulatedDataset | None = None,
+    detector_axes: tuple[str, str] = _JANSSEN_AXES,
 ) -> None:
     """Write a dataset to a CXI 1.6 file (overwriting an existing file).
+
+    The detector group holds the frames, the mask, `basis_vectors` and `corner_position`
+    for the orientation `detector_axes`: the frames and the mask are re-indexed (a
+    transpose and flips about the centre pixel) so that `read_cxi` maps them back onto
+    `data` exactly. Any orientation describes the same measurement; the keyword exists to
+    make files like those of other programs (tests, benchmarks).
 
     **Arguments:**
 
@@ -60,22 +103,28 @@ def write_cxi(
     - `data`: the `MicroscopeData`.
     - `ground_truth`: a `SimulatedDataset` whose object, probe and positions go to
       the `/ground_truth` group (optional).
+    - `detector_axes`: `(rows, columns)`, the lab axes along which the stored frames'
+      row and column indices increase, one of `DETECTOR_ORIENTATIONS`: `("+y", "+x")`
+      (default, janssen's frame), `("-y", "-x")` (CDTools' default), transposed ones such
+      as `("+x", "+y")`, ...
 
     **Raises:**
 
     `OSError` when the file cannot be created; `ValueError` when the ground truth does
-    not belong to `data` (different number of positions or frame shape).
+    not belong to `data` (different number of positions or frame shape) or
+    `detector_axes` is not one of the eight orientations.
     """
     path = pathlib.Path(path)
     if ground_truth is not None:
         _check_truth_matches(ground_truth, data)
+    axes = _checked_axes(detector_axes)
     try:
         handle = h5py.File(path, "w")
     except OSError as error:
         raise OSError(f"cannot create CXI file {str(path)!r}: {_reason(error)}") from error
     with handle:
         handle.create_dataset("cxi_version", data=np.int64(160))
-        _write_detector(handle, data)
+        _write_detector(handle, data, axes)
         _write_source(handle, data)
         positions = np.asarray(data.positions, dtype=np.float64)
         translation = np.column_stack([-positions, np.zeros(len(positions))])
@@ -87,17 +136,80 @@ def write_cxi(
             _write_truth(handle, ground_truth)
 
 
-def _write_detector(handle: h5py.File, data: MicroscopeData) -> None:
+def _checked_axes(detector_axes: tuple[str, str]) -> tuple[str, str]:
+    axes = tuple(detector_axes)
+    if axes not in DETECTOR_ORIENTATIONS:
+        raise ValueError(
+            f"`detector_axes` must be one of the eight axis-aligned orientations {list(DETECTOR_ORIENTATIONS)} "
+            f"((rows, columns) as lab axes), got {detector_axes!r}"
+        )
+    return axes
+
+
+def _write_detector(handle: h5py.File, data: MicroscopeData, axes: tuple[str, str]) -> None:
     detector = handle.require_group(_DETECTOR)
-    frames = np.asarray(data.intensities)
+    frames = _from_janssen(np.asarray(data.intensities), axes)
     # Counts compress well (many zeros, integer values); one chunk per frame.
     detector.create_dataset(
         "data", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", compression_opts=4, shuffle=True
     )
-    detector.create_dataset("distance", data=np.float64(data.distance))
-    detector.create_dataset("x_pixel_size", data=np.float64(data.camera_pixel_size[0]))
-    detector.create_dataset("y_pixel_size", data=np.float64(data.camera_pixel_size[1]))
-    detector.create_dataset("mask", data=np.asarray(data.bad_pixels).astype(np.uint32))
+    distance = float(data.distance)
+    slow, fast = _basis_for(axes, np.asarray(data.camera_pixel_size, dtype=np.float64))
+    rows, columns = frames.shape[1:]
+    corner = -(rows // 2 + 0.5) * slow - (columns // 2 + 0.5) * fast + np.array([0.0, 0.0, distance])
+    detector.create_dataset("distance", data=np.float64(distance))
+    detector.create_dataset("x_pixel_size", data=np.float64(np.linalg.norm(fast)))
+    detector.create_dataset("y_pixel_size", data=np.float64(np.linalg.norm(slow)))
+    detector.create_dataset("basis_vectors", data=np.stack([slow, fast]))
+    detector.create_dataset("corner_position", data=corner)
+    detector.create_dataset("mask", data=_from_janssen(np.asarray(data.bad_pixels), axes).astype(np.uint32))
+
+
+# ---- detector orientation ------------------------------------------------------------------
+
+
+def _basis_for(axes: tuple[str, str], pitch_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lab-frame `(slow, fast)` basis vectors of `axes`, with `pitch_xy` the pitch along lab x and y."""
+    slow, fast = (_step(axis, pitch_xy) for axis in axes)
+    return slow, fast
+
+
+def _step(axis: str, pitch_xy: np.ndarray) -> np.ndarray:
+    """One pixel step along `axis` (`"+x"`, `"-y"`, ...) in the lab frame."""
+    return (-1.0 if axis[0] == "-" else 1.0) * pitch_xy["xy".index(axis[1])] * _UNIT[axis[1]]
+
+
+def _flip_about_centre(array: np.ndarray, axis: int) -> np.ndarray:
+    """Reverse an axis about its centre index `n // 2`, which stays put (the zero frequency of a centred frame).
+
+    Index `i` goes to `(2 (n // 2) - i) mod n`: a plain reversal for odd `n`; for even `n`
+    index 0 (the Nyquist row, at -n/2 from the centre, whose mirror +n/2 is the same
+    frequency on the periodic grid) stays at 0.
+    """
+    n = array.shape[axis]
+    return np.take(array, (2 * (n // 2) - np.arange(n)) % n, axis=axis)
+
+
+def _from_janssen(array: np.ndarray, axes: tuple[str, str]) -> np.ndarray:
+    """Re-index `(..., H, W)` arrays in janssen's frame (rows +y, columns +x) to the orientation `axes`."""
+    if axes[0][1] == "x":
+        array = np.swapaxes(array, -1, -2)
+    if axes[0][0] == "-":
+        array = _flip_about_centre(array, -2)
+    if axes[1][0] == "-":
+        array = _flip_about_centre(array, -1)
+    return np.ascontiguousarray(array)
+
+
+def _to_janssen(array: np.ndarray, axes: tuple[str, str]) -> np.ndarray:
+    """The inverse of `_from_janssen`: arrays stored in the orientation `axes` in janssen's frame."""
+    if axes[0][0] == "-":
+        array = _flip_about_centre(array, -2)
+    if axes[1][0] == "-":
+        array = _flip_about_centre(array, -1)
+    if axes[0][1] == "x":
+        array = np.swapaxes(array, -1, -2)
+    return np.ascontiguousarray(array)
 
 
 def _write_source(handle: h5py.File, data: MicroscopeData) -> None:
@@ -130,12 +242,26 @@ def read_cxi(path: str | pathlib.Path) -> MicroscopeData:
 
     Files from other programs are accepted as long as they hold what `MicroscopeData`
     needs. The frames are taken from `/entry_1/data_1/data`, else
-    `/entry_1/instrument_1/detector_1/data`; they must be `(N, H, W)` and centred. The
-    wavelength is `source_1/wavelength`, else `h c / source_1/energy` (the photon
-    relation: files of electron data must store the wavelength). The positions are
-    minus `/entry_1/sample_1/geometry_1/translation` (else `/entry_1/data_1/translation`),
-    columns `(x, y)`, returned as stored (not re-centred). A missing mask means no bad
-    pixels; a `(N, H, W)` mask marks a pixel bad if it is bad in any frame.
+    `/entry_1/instrument_1/detector_1/data`; they must be `(N, H, W)` and centred on the
+    beam. The wavelength is `source_1/wavelength`, else `h c / source_1/energy` (the
+    photon relation: files of electron data must store the wavelength). The positions
+    are minus `/entry_1/sample_1/geometry_1/translation` (else
+    `/entry_1/data_1/translation`), columns `(x, y)`, returned as stored (not
+    re-centred); a file from ptychodus (it has an `/entry_1/ptychodus` group) stores the
+    probe position itself, which is taken as is. A missing mask means no bad pixels; a
+    `(N, H, W)` mask marks a pixel bad if it is bad in any frame.
+
+    The detector's orientation comes from `detector_1/basis_vectors`: the lab-frame
+    vectors `(x, y, z)` of one step along the stored rows (slow axis) and columns (fast
+    axis), in m. Canonical storage is `(2, 3)`, one vector per row (CXI 1.6, what
+    `write_cxi` writes); `(3, 2)`, one per column (CDTools), and one copy per frame are
+    accepted. Each of the eight axis-aligned orientations (`DETECTOR_ORIENTATIONS`) is
+    mapped exactly onto janssen's frame (rows along +y, columns along +x) by a transpose
+    and flips about the centre pixel `(H // 2, W // 2)`, frames and mask alike; without
+    `basis_vectors` the frames are taken as in janssen's frame. `x_pixel_size` and
+    `y_pixel_size` are the pitches along the stored columns and rows (default: the basis
+    vectors' lengths). `corner_position`, when present, must put the beam on the centre
+    pixel of the stored frames, and its z supplies the distance when `distance` is absent.
 
     **Arguments:**
 
@@ -143,12 +269,18 @@ def read_cxi(path: str | pathlib.Path) -> MicroscopeData:
 
     **Returns:**
 
-    A `MicroscopeData`.
+    A `MicroscopeData` in janssen's frame.
 
     **Raises:**
 
-    `CXIError` (a `ValueError`) naming the file and the HDF5 path when the file is
-    missing or unreadable, or a required dataset is absent or malformed.
+    `CXIError` (a `ValueError`) naming the file and the HDF5 path, the expected and the
+    received value, when the file is missing or unreadable, a required dataset is absent
+    or malformed, the geometry contradicts itself (a pixel size against the basis, a basis
+    vector off the x and y axes or with a z component, both vectors along one axis, a
+    corner off the beam or against the distance, a tilted sample plane), or a value can
+    only be a unit slip: an energy of 1e-6 J or more (eV, keV), a wavelength over 1 mm
+    (nm, angstrom), a pixel over 1 cm (mm, um), a distance over 100 m (mm), translations
+    spanning over 0.1 m (um, nm). `check_geometry` then checks the whole geometry.
     """
     path = pathlib.Path(path)
     with _open(path) as handle:
@@ -196,44 +328,257 @@ def _read_data(handle: h5py.File, path: pathlib.Path) -> MicroscopeData:
             f"CXI file {str(path)!r}: dataset '/{frames_at}' must hold frames of shape (N, H, W), "
             f"got shape {frames.shape}"
         )
-    translation_at = _first_present(
-        handle, path, (_TRANSLATION, f"{_DATA_GROUP}/translation"), "the sample translations"
-    )
-    translation = _dataset(handle, path, translation_at)
-    if translation.ndim != 2 or translation.shape[0] != frames.shape[0] or translation.shape[1] not in (2, 3):
-        raise CXIError(
-            f"CXI file {str(path)!r}: dataset '/{translation_at}' must have shape ({frames.shape[0]}, 3) "
-            f"(one (x, y, z) row per frame), got shape {translation.shape}"
-        )
+    axes, geometry = _geometry(handle, path, frames.shape)
+    return _microscope_data(path, _to_janssen(frames, axes), *geometry)
+
+
+def _geometry(handle: h5py.File, path: pathlib.Path, shape: tuple[int, ...]) -> tuple[tuple[str, str], tuple]:
+    """The orientation of the stored frames of `shape` `(N, H, W)`, and `MicroscopeData`'s other fields.
+
+    The fields, in janssen's frame: positions, wavelength, pixel `(x, y)`, distance, mask (or `None`).
+    `CXIFrames` reads them without reading the frames.
+    """
+    axes, pixel_xy, distance = _detector(handle, path, shape)
+    mask = _mask(handle, path, shape)
+    mask = None if mask is None else _to_janssen(mask, axes)
+    return axes, (_positions(handle, path, shape[0]), _wavelength(handle, path), pixel_xy, distance, mask)
+
+
+def _microscope_data(path: pathlib.Path, *fields) -> MicroscopeData:
+    """`MicroscopeData(*fields)`, a `ValueError` of its checks raised as a `CXIError` naming the file."""
     try:
-        return MicroscopeData(
-            frames,
-            -translation[:, :2],
-            _wavelength(handle, path),
-            np.array(
-                [_scalar(handle, path, f"{_DETECTOR}/x_pixel_size"), _scalar(handle, path, f"{_DETECTOR}/y_pixel_size")]
-            ),
-            _scalar(handle, path, f"{_DETECTOR}/distance"),
-            _mask(handle, path, frames.shape),
-        )
+        return MicroscopeData(*fields)
     except CXIError:
         raise
     except ValueError as error:
         raise CXIError(f"CXI file {str(path)!r}: {error}") from error
 
 
+def _detector(
+    handle: h5py.File, path: pathlib.Path, shape: tuple[int, ...]
+) -> tuple[tuple[str, str], np.ndarray, float]:
+    """The checked detector geometry: orientation `(rows, columns)`, pitch `(x, y)` in the lab frame, distance."""
+    basis = _basis_vectors(handle, path, shape[0])
+    if basis is None:
+        # No orientation recorded: the frames are taken as in janssen's frame.
+        axes, lengths = _JANSSEN_AXES, (None, None)
+    else:
+        (row_axis, row_length), (column_axis, column_length) = (
+            _axis_of(path, vector, which) for which, vector in enumerate(basis)
+        )
+        if row_axis[1] == column_axis[1]:
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{_DETECTOR}/basis_vectors' must have its slow (row) and fast "
+                f"(column) vectors along different lab axes (x and y), got both along {row_axis[1]}: "
+                f"{basis.tolist()}"
+            )
+        axes, lengths = (row_axis, column_axis), (row_length, column_length)
+    # x_pixel_size is the pitch along the stored columns (fast axis), y_pixel_size along the rows.
+    pitch_rows = _pitch(handle, path, "y_pixel_size", lengths[0], "slow (row)")
+    pitch_columns = _pitch(handle, path, "x_pixel_size", lengths[1], "fast (column)")
+    # Transposed frames (rows along x) have their row pitch along lab x.
+    pixel_xy = np.array([pitch_columns, pitch_rows] if axes[0][1] == "y" else [pitch_rows, pitch_columns])
+    return axes, pixel_xy, _distance(handle, path, *_basis_for(axes, pixel_xy), shape)
+
+
+def _one_per_file(path: pathlib.Path, name: str, value: np.ndarray, count: int, ndim: int) -> np.ndarray:
+    """`value`, or its first entry when it is stored once per frame (which must then all be equal)."""
+    if value.ndim == ndim + 1 and value.shape[0] == count:
+        if not np.all(value == value[:1]):
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{name}' changes from frame to frame; janssen needs one detector "
+                f"geometry for the whole scan (expected {count} equal entries, got {len(np.unique(value, axis=0))} "
+                "different ones)"
+            )
+        return value[0]
+    return value
+
+
+def _basis_vectors(handle: h5py.File, path: pathlib.Path, count: int) -> np.ndarray | None:
+    """`(2, 3)` rows: the slow (row) and fast (column) vectors, or `None` when the file has none."""
+    name = f"{_DETECTOR}/basis_vectors"
+    if name not in handle:
+        return None
+    value = _one_per_file(path, name, np.asarray(_dataset(handle, path, name), dtype=np.float64), count, 2)
+    if value.shape == (3, 2):  # one vector per column (CDTools)
+        value = value.T
+    if value.shape != (2, 3) or not np.all(np.isfinite(value)):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold two finite lab-frame vectors (x, y, z), the slow "
+            f"(row) then the fast (column) axis, as shape (2, 3) (canonical) or (3, 2), got shape {value.shape}"
+            + ("" if value.shape != (2, 3) else f" with values {value.tolist()}")
+        )
+    return value
+
+
+def _axis_of(path: pathlib.Path, vector: np.ndarray, which: int) -> tuple[str, float]:
+    """The lab axis (`"+x"`, `"-y"`, ...) of an axis-aligned basis vector, and its length."""
+    name = f"'/{_DETECTOR}/basis_vectors'"
+    label = ("slow (row)", "fast (column)")[which]
+    length = float(np.linalg.norm(vector))
+    if length == 0.0:
+        raise CXIError(
+            f"CXI file {str(path)!r}: the {label} vector of {name} must have a length (the pixel pitch), got 0"
+        )
+    if abs(vector[2]) > _ALIGNMENT_TOLERANCE * length:
+        raise CXIError(
+            f"CXI file {str(path)!r}: the {label} vector of {name} has a z component (the detector is tilted "
+            f"out of the plane normal to the beam, which janssen does not model): expected (x, y, 0), got "
+            f"{vector.tolist()}"
+        )
+    major = int(np.argmax(np.abs(vector[:2])))
+    if abs(vector[1 - major]) > _ALIGNMENT_TOLERANCE * length:
+        raise CXIError(
+            f"CXI file {str(path)!r}: the {label} vector of {name} must lie along the lab x or y axis (janssen "
+            f"re-indexes frames, it does not rotate them), got {vector.tolist()}"
+        )
+    return ("-" if vector[major] < 0 else "+") + "xy"[major], length
+
+
+def _pitch(handle: h5py.File, path: pathlib.Path, field: str, length: float | None, label: str) -> float:
+    """`x_pixel_size` or `y_pixel_size`, checked against the basis vector's length (or that length when absent)."""
+    name = f"{_DETECTOR}/{field}"
+    if name in handle or length is None:
+        value = _scalar(handle, path, name)
+        if length is not None and not abs(value - length) <= _AGREEMENT * length:
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{name}' contradicts the length of the {label} vector of "
+                f"'/{_DETECTOR}/basis_vectors': expected {length:.6g} m (within {_AGREEMENT:g} relative), "
+                f"got {value:.6g} m"
+            )
+    else:
+        name, value = f"{_DETECTOR}/basis_vectors", length
+    if value > _MAX_PIXEL_PITCH:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' gives a detector pixel of {value:g} m, over "
+            f"{_MAX_PIXEL_PITCH:g} m: it looks like millimetres or micrometres, CXI stores metres "
+            "(a 75 um pixel is 7.5e-05)"
+        )
+    return value
+
+
+def _distance(handle: h5py.File, path: pathlib.Path, slow: np.ndarray, fast: np.ndarray, shape: tuple) -> float:
+    """`distance`, checked against `corner_position` (or its z when `distance` is absent); `shape` is `(N, H, W)`."""
+    name = f"{_DETECTOR}/distance"
+    corner_at = f"{_DETECTOR}/corner_position"
+    if name in handle or corner_at not in handle:
+        distance = _plausible_distance(path, name, _scalar(handle, path, name))
+        if corner_at in handle:
+            z = _corner(handle, path, slow, fast, shape)[2]
+            if z != 0.0 and not abs(z - distance) <= _AGREEMENT * abs(distance):
+                raise CXIError(
+                    f"CXI file {str(path)!r}: the z of dataset '/{corner_at}' contradicts '/{name}': "
+                    f"expected {distance:.6g} m (within {_AGREEMENT:g} relative), got {z:.6g} m"
+                )
+        return distance
+    return _plausible_distance(path, corner_at, float(_corner(handle, path, slow, fast, shape)[2]))
+
+
+def _plausible_distance(path: pathlib.Path, name: str, distance: float) -> float:
+    if distance > _MAX_DISTANCE:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' gives a sample-to-detector distance of {distance:g} m, over "
+            f"{_MAX_DISTANCE:g} m: it looks like millimetres, CXI stores metres"
+        )
+    return distance
+
+
+def _corner(handle: h5py.File, path: pathlib.Path, slow: np.ndarray, fast: np.ndarray, shape: tuple) -> np.ndarray:
+    """`corner_position`, checked to put the beam on the centre pixel `(H // 2, W // 2)` of the stored frames.
+
+    CXI 1.6 calls it the corner of the first pixel; some programs write that pixel's centre
+    instead. Both are accepted: the beam (lab x = y = 0) must lie `n // 2 + 1/2` or `n // 2`
+    pixel steps from it along each axis.
+    """
+    name = f"{_DETECTOR}/corner_position"
+    corner = _one_per_file(path, name, np.asarray(_dataset(handle, path, name), dtype=np.float64), shape[0], 1)
+    if corner.shape != (3,) or not np.all(np.isfinite(corner)):
+        raise CXIError(f"CXI file {str(path)!r}: dataset '/{name}' must be a finite (x, y, z) in m, got {corner}")
+    rows, columns = shape[1:]
+    for vector, size in zip((slow, fast), (rows, columns)):
+        axis = int(np.argmax(np.abs(vector[:2])))
+        steps = -corner[axis] / vector[axis]
+        if not min(abs(steps - size // 2 - 0.5), abs(steps - size // 2)) <= 0.01:
+            expected = -(rows // 2 + 0.5) * slow - (columns // 2 + 0.5) * fast
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{name}' puts the beam off the centre pixel of the frames "
+                f"(janssen needs frames centred on the beam at (H // 2, W // 2) = ({rows // 2}, {columns // 2})): "
+                f"expected x, y = {expected[:2].tolist()} m (the corner of the first pixel), "
+                f"got {corner[:2].tolist()} m, {steps - 0.5:.2f} pixels from the first pixel's centre along "
+                f"{'xy'[axis]} instead of {size // 2}"
+            )
+    return corner
+
+
+def _positions(handle: h5py.File, path: pathlib.Path, count: int) -> np.ndarray:
+    """The beam positions `(x, y)`: minus the sample translation (plus it in files from ptychodus)."""
+    at = _first_present(handle, path, (_TRANSLATION, f"{_DATA_GROUP}/translation"), "the sample translations")
+    translation = _dataset(handle, path, at)
+    if translation.ndim != 2 or translation.shape[0] != count or translation.shape[1] not in (2, 3):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{at}' must have shape ({count}, 3) "
+            f"(one (x, y, z) row per frame), got shape {translation.shape}"
+        )
+    _check_sample_plane(handle, path)
+    positions = np.asarray(translation[:, :2])
+    span = float(np.max(np.ptp(positions, axis=0))) if np.all(np.isfinite(positions)) else 0.0
+    if span > _MAX_SCAN_SPAN:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{at}' spans {span:g} m, over {_MAX_SCAN_SPAN:g} m: it looks like "
+            "micrometres or nanometres, CXI stores metres (a 2 um step is 2e-06)"
+        )
+    # ptychodus writes the probe's position on the object, not the sample's translation.
+    return positions if _PTYCHODUS in handle else -positions
+
+
+def _check_sample_plane(handle: h5py.File, path: pathlib.Path) -> None:
+    """Refuse a sample whose plane is not normal to the beam (`sample_1/geometry_1/orientation`)."""
+    name = "entry_1/sample_1/geometry_1/orientation"
+    if name not in handle:
+        return
+    value = np.asarray(_dataset(handle, path, name), dtype=np.float64).reshape(-1)
+    if value.size != 6:
+        raise CXIError(f"CXI file {str(path)!r}: dataset '/{name}' must hold 6 numbers, got shape {value.shape}")
+    normal = np.cross(value[:3], value[3:])
+    if not abs(normal[2]) >= (1 - _ALIGNMENT_TOLERANCE) * np.linalg.norm(normal) > 0:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' tilts the sample plane (normal {normal.tolist()}); janssen "
+            "models a sample normal to the beam: expected a normal along z"
+        )
+
+
 def _wavelength(handle: h5py.File, path: pathlib.Path) -> float:
     if f"{_SOURCE}/wavelength" in handle:
-        return _scalar(handle, path, f"{_SOURCE}/wavelength")
+        wavelength = _scalar(handle, path, f"{_SOURCE}/wavelength")
+        if wavelength > _MAX_WAVELENGTH:
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{_SOURCE}/wavelength' is {wavelength:g} m, over "
+                f"{_MAX_WAVELENGTH:g} m: it looks like nanometres or angstroms, CXI stores metres "
+                "(1.5 angstrom is 1.5e-10)"
+            )
+        return wavelength
     if f"{_SOURCE}/energy" in handle:
         energy = _scalar(handle, path, f"{_SOURCE}/energy")
         if not energy > 0:
             raise CXIError(f"CXI file {str(path)!r}: dataset '/{_SOURCE}/energy' must be > 0 J, got {energy}")
+        if energy >= _MAX_PHOTON_ENERGY:
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{_SOURCE}/energy' must be the photon energy in joules "
+                f"(X-rays: about 1e-16 to 1e-14 J), got {energy:g}: {_energy_unit_hint(energy)}"
+            )
         return _PLANCK * _SPEED_OF_LIGHT / energy
     raise CXIError(
         f"CXI file {str(path)!r}: missing both '/{_SOURCE}/wavelength' (m) and '/{_SOURCE}/energy' (J); "
         f"MicroscopeData needs the wavelength"
     )
+
+
+def _energy_unit_hint(energy: float) -> str:
+    if 1.0 <= energy < 1e3:
+        return f"it looks like keV ({energy:g} keV is {energy * 1e3 * _ELECTRON_VOLT:.4g} J)"
+    if 1e3 <= energy < 1e7:
+        return f"it looks like eV ({energy:g} eV is {energy * _ELECTRON_VOLT:.4g} J)"
+    return "no photon has that energy in joules"
 
 
 def _mask(handle: h5py.File, path: pathlib.Path, frames_shape: tuple[int, ...]) -> np.ndarray | None:

@@ -4,7 +4,9 @@ For datasets larger than memory. The geometry (wavelength, pixel size, distance,
 positions) is small and read at once; the frames stay in the file. Uncompressed,
 contiguous frame datasets are memory-mapped (the operating system pages in what a batch
 touches); chunked or compressed ones (what `write_cxi` writes) are read chunk by chunk
-through h5py, which decompresses only the chunks of the frames asked for.
+through h5py, which decompresses only the chunks of the frames asked for. Each batch is
+re-indexed onto janssen's frame (the detector orientation of `basis_vectors`) with
+`read_cxi`'s own helpers, so both readers return the same numbers.
 """
 
 import pathlib
@@ -13,18 +15,7 @@ from collections.abc import Iterator, Sequence
 import h5py
 import numpy as np
 
-from ._cxi import (
-    _DATA_GROUP,
-    _DETECTOR,
-    _TRANSLATION,
-    CXIError,
-    _dataset,
-    _first_present,
-    _mask,
-    _open,
-    _scalar,
-    _wavelength as _read_wavelength,
-)
+from ._cxi import _DETECTOR, CXIError, _first_present, _geometry, _microscope_data, _open, _to_janssen
 from ._data import MicroscopeData
 
 
@@ -38,8 +29,10 @@ class CXIFrames:
             for index, batch in frames.batches(256, seed=0):
                 ...  # `batch` is a MicroscopeData of those 256 positions
 
-    The paths and conventions are those of `read_cxi` (frames centred, positions the
-    negative of the sample translation, a nonzero mask marks a bad pixel).
+    The paths, conventions and checks are those of `read_cxi` (frames centred, positions
+    the negative of the sample translation, a nonzero mask marks a bad pixel): frames,
+    mask and pixel size come in janssen's frame for any detector orientation
+    (`basis_vectors`), each batch re-indexed as it is read, exactly as `read_cxi` does.
 
     **Arguments:**
 
@@ -50,7 +43,7 @@ class CXIFrames:
     **Raises:**
 
     `CXIError` (a `ValueError`) naming the file and HDF5 path when something required is
-    missing or malformed, as `read_cxi`.
+    missing or malformed or the geometry contradicts itself, as `read_cxi`.
     """
 
     def __init__(self, path: str | pathlib.Path, *, memory_map: bool = True):
@@ -76,29 +69,13 @@ class CXIFrames:
     # ---- what is read at once -------------------------------------------------------------
 
     def _read_geometry(self, shape: tuple[int, ...]) -> MicroscopeData:
-        """The geometry as a one-frame `MicroscopeData` (validated like a whole dataset)."""
-        handle, path = self._file, self.path
-        where = _first_present(handle, path, (_TRANSLATION, f"{_DATA_GROUP}/translation"), "the sample translations")
-        translation = _dataset(handle, path, where)
-        if translation.ndim != 2 or translation.shape[0] != shape[0] or translation.shape[1] not in (2, 3):
-            raise CXIError(
-                f"CXI file {str(path)!r}: dataset '/{where}' must have shape ({shape[0]}, 3), got {translation.shape}"
-            )
-        self._positions = -np.asarray(translation[:, :2], dtype=np.float64)
-        pixel = [_scalar(handle, path, f"{_DETECTOR}/x_pixel_size"), _scalar(handle, path, f"{_DETECTOR}/y_pixel_size")]
-        try:
-            return MicroscopeData(
-                np.zeros((1, *shape[1:]), np.float32),
-                self._positions[:1],
-                _read_wavelength(handle, path),
-                np.array(pixel),
-                _scalar(handle, path, f"{_DETECTOR}/distance"),
-                _mask(handle, path, shape),
-            )
-        except CXIError:
-            raise
-        except ValueError as error:
-            raise CXIError(f"CXI file {str(path)!r}: {error}") from error
+        """The geometry as a one-frame `MicroscopeData` (validated like a whole dataset).
+
+        Also keeps the stored frames' orientation and the positions, as `read_cxi` reads them.
+        """
+        self._axes, (self._positions, *fields) = _geometry(self._file, self.path, shape)
+        frame = self._in_janssen_frame(np.zeros((1, *shape[1:]), np.float32))
+        return _microscope_data(self.path, frame, self._positions[:1], *fields)
 
     def _memory_map(self, frames: h5py.Dataset) -> np.memmap | None:
         """A read-only map of the frames when HDF5 stores them as one plain block, else `None`."""
@@ -116,13 +93,13 @@ class CXIFrames:
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        """`(H, W)` of one frame."""
-        return tuple(int(side) for side in self._frames.shape[1:])
+        """`(H, W)` of one frame in janssen's frame (`(W, H)` as stored when the detector is transposed)."""
+        return tuple(int(side) for side in self._geometry.frame_shape)
 
     @property
     def positions(self) -> np.ndarray:
         """`(N, 2)` beam positions `(x, y)` in metres (float64, a copy)."""
-        return self._positions.copy()
+        return np.array(self._positions, dtype=np.float64)
 
     @property
     def memory_mapped(self) -> bool:
@@ -137,20 +114,23 @@ class CXIFrames:
     # ---- what is read on demand --------------------------------------------------------------
 
     def read(self, index: np.ndarray | Sequence[int] | slice) -> np.ndarray:
-        """The frames at `index` (positions in any order, or a slice), as float32 `(n, H, W)`."""
+        """The frames at `index` (positions in any order, or a slice), as float32 `(n, H, W)` in janssen's frame."""
         if isinstance(index, slice):
-            block = self._mapped[index] if self._mapped is not None else self._frames[index]
-            return np.asarray(block, dtype=np.float32)
+            return self._in_janssen_frame(self._mapped[index] if self._mapped is not None else self._frames[index])
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.num_positions):
             raise ValueError(
                 f"`index` must lie in [0, {self.num_positions}), got values from {index.min()} to {index.max()}"
             )
         if self._mapped is not None:
-            return np.asarray(self._mapped[index], dtype=np.float32)
+            return self._in_janssen_frame(self._mapped[index])
         # h5py reads increasing, unique indices; read those, then restore the order asked for.
         unique, inverse = np.unique(index, return_inverse=True)
-        return np.asarray(self._frames[unique], dtype=np.float32)[inverse]
+        return self._in_janssen_frame(self._frames[unique])[inverse]
+
+    def _in_janssen_frame(self, block: np.ndarray) -> np.ndarray:
+        """Stored frames `(n, H, W)` as float32 in janssen's frame (transposed and flipped as `read_cxi` does)."""
+        return _to_janssen(np.asarray(block, dtype=np.float32), self._axes)
 
     def batch(self, index: np.ndarray | Sequence[int]) -> MicroscopeData:
         """The positions at `index` as a `MicroscopeData` (only their frames are read)."""

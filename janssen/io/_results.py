@@ -9,13 +9,18 @@
 | `/wavelength`, `/distance` | m |
 | `/object_pixel_size` | `(2,)` object pixel `(x, y)`, m |
 | `/object_std` | `(Y, X)` standard error of each object pixel (optional; `janssen.invert.object_std`) |
+| `/verdict/per_frame` | `(N,)` R of each frame (optional; `janssen.invert.compute_verdict`) |
+| `/verdict/per_pixel` | `(H, W)` mean squared amplitude residual per detector pixel (optional) |
 | `/checkpoint/state` | opaque bytes: the engine state, for resuming (optional) |
 | `/extra/<name>` | any further arrays (optional) |
 | attributes of `/` | `engine`, `engine_parameters` (JSON), `janssen_version`, `iteration`, ... |
+| `r_factor`, `r_floor` attributes of `/` | R and its Poisson floor (optional, with `/verdict`) |
 """
 
 import json
+import math
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import h5py
@@ -45,6 +50,7 @@ def write_result(
     extra: dict | None = None,
     state_bytes: bytes | None = None,
     object_std: Any = None,
+    verdict: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a reconstruction result file (overwriting it, atomically).
 
@@ -66,11 +72,16 @@ def write_result(
     - `state_bytes`: serialised engine state, stored as `/checkpoint/state`.
     - `object_std`: `(Y, X)` per-pixel standard error of the object (e.g. from
       `janssen.invert.object_std`), stored as `/object_std`; optional.
+    - `verdict`: the fit's verdict as a mapping with `r`, `floor` (floats, stored as the
+      root attributes `r_factor` and `r_floor`), `per_frame` (`(N,)`) and `per_pixel`
+      (`(H, W)`), stored under `/verdict`; optional (`janssen.invert.save_solution` passes a
+      `janssen.invert.Verdict`'s fields).
 
     **Raises:**
 
     `OSError` naming the file when it cannot be written; `ValueError` when `object_std`
-    is complex or not of the object's shape.
+    is complex or not of the object's shape, or when `verdict` lacks a field or has one of
+    the wrong shape.
     """
     path = pathlib.Path(path)
     probe = np.asarray(probe)
@@ -85,6 +96,9 @@ def write_result(
     }
     if object_std is not None:
         object_std = _object_std(object_std, arrays["object"].shape)
+    if verdict is not None:
+        attrs = {**attrs, "r_factor": float(verdict["r"]), "r_floor": float(verdict["floor"])}
+        verdict_arrays = _verdict_arrays(verdict, len(arrays["positions"]))
     partial = path.with_name(path.name + ".partial")
     try:
         with h5py.File(partial, "w") as handle:
@@ -98,6 +112,9 @@ def write_result(
                 handle.create_dataset("checkpoint/state", data=np.void(state_bytes))
             if object_std is not None:
                 handle.create_dataset("object_std", data=object_std)
+            if verdict is not None:
+                for name, value in verdict_arrays.items():
+                    handle.create_dataset(f"verdict/{name}", data=value)
         partial.replace(path)
     except OSError as error:
         raise OSError(f"cannot write result file {str(path)!r}: {error}") from error
@@ -115,8 +132,9 @@ def read_result(path: str | pathlib.Path) -> dict[str, Any]:
     A dict with the arrays of `write_result` under their names (NumPy arrays; scalars as
     Python floats), `"attrs"` (the root attributes, with `engine_parameters` decoded from
     JSON), `"extra"` (a dict of arrays), `"state_bytes"` (`bytes`, or `None` when the
-    file holds no checkpoint) and `"object_std"` (the `(Y, X)` standard-error map, or
-    `None` when the file has none).
+    file holds no checkpoint), `"object_std"` (the `(Y, X)` standard-error map, or
+    `None` when the file has none) and `"verdict"` (a dict with `r`, `floor`, `per_frame`
+    and `per_pixel`, or `None` for files written without one, as all files before it).
 
     **Raises:**
 
@@ -143,7 +161,34 @@ def read_result(path: str | pathlib.Path) -> dict[str, Any]:
         out["extra"] = _read_group(handle.get("extra", {}))
         out["state_bytes"] = handle["checkpoint/state"][()].tobytes() if "checkpoint/state" in handle else None
         out["object_std"] = handle["object_std"][()] if "object_std" in handle else None
+        out["verdict"] = _read_verdict(handle, attrs)
     return out
+
+
+def _verdict_arrays(verdict: Mapping[str, Any], num_positions: int) -> dict[str, np.ndarray]:
+    """The verdict's per-frame and per-pixel arrays, checked before writing."""
+    missing = [name for name in ("r", "floor", "per_frame", "per_pixel") if name not in verdict]
+    if missing:
+        raise ValueError(f"`verdict` must hold r, floor, per_frame and per_pixel; it lacks {missing}")
+    per_frame = np.asarray(verdict["per_frame"], dtype=np.float64)
+    per_pixel = np.asarray(verdict["per_pixel"], dtype=np.float64)
+    if per_frame.shape != (num_positions,) or per_pixel.ndim != 2:
+        raise ValueError(
+            f"`verdict` must have per_frame of shape ({num_positions},) (one value per position) and a 2-D "
+            f"per_pixel, got {per_frame.shape} and {per_pixel.shape}"
+        )
+    return {"per_frame": per_frame, "per_pixel": per_pixel}
+
+
+def _read_verdict(handle: h5py.File, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    if "r_factor" not in attrs or "verdict" not in handle:
+        return None
+    return {
+        "r": float(attrs["r_factor"]),
+        "floor": float(attrs.get("r_floor", math.nan)),
+        "per_frame": handle["verdict/per_frame"][()],
+        "per_pixel": handle["verdict/per_pixel"][()],
+    }
 
 
 def _read_group(group: Any) -> dict[str, Any]:

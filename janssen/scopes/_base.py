@@ -1,6 +1,7 @@
 """`AbstractMicroscope`: a differentiable forward model written for one scan position."""
 
 import abc
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -12,6 +13,7 @@ from .._validate import is_concrete
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import extract_patch, patch_corner, positions_outside, shift_probe, split_corner
+from ._detector import DetectorResponse, refines_any
 
 
 class AbstractMicroscope(eqx.Module):
@@ -25,11 +27,16 @@ class AbstractMicroscope(eqx.Module):
 
     Every array field of a microscope (the object, the probe, positions, distances,
     element parameters) can be selected as trainable by the engines.
+
+    `detector` is an optional `DetectorResponse` (a background and per-frame scales)
+    applied to the coherent intensity in `intensity`; `None` (every microscope's
+    default) predicts the coherent intensity itself.
     """
 
     probe: eqx.AbstractVar[AbstractProbe]
     sample: eqx.AbstractVar[SampleFunction]
     positions: eqx.AbstractVar[Float[Array, "npos 2"]]
+    detector: eqx.AbstractVar[DetectorResponse | None]
 
     @abc.abstractmethod
     def propagate(
@@ -76,15 +83,82 @@ class AbstractMicroscope(eqx.Module):
         patch = extract_patch(self.sample.sample, corner, self.probe_shape)
         return shift_probe(self.probe.fields(), subpixel) * patch[None]
 
-    def intensity(self, position: Float[Array, "2"]) -> Float[Array, "dety detx"]:
-        """Predicted detector intensity at one scan position (incoherent sum over modes)."""
+    def intensity(self, position: Float[Array, "2"], index: Int[Array, ""] | None = None) -> Float[Array, "dety detx"]:
+        """Predicted detector intensity at one scan position: the one forward model.
+
+        The incoherent sum over modes `sum_m |Psi_m|**2`, then the `detector` response
+        (`s_index * ... + background`) when the microscope has one. `index` is the frame's
+        number in the scan, needed only by per-frame scales (`detector.frame_scale`).
+        """
         _, subpixel = self.locate(position)
         fields = self.propagate(self.exit_waves(position), subpixel)
-        return jnp.sum(fields.real**2 + fields.imag**2, axis=0)
+        coherent = jnp.sum(fields.real**2 + fields.imag**2, axis=0)
+        if self.detector is None:
+            return coherent
+        return self.detector(coherent, index)
+
+    def predict(self, indices: Int[Array, " batch"] | None = None) -> Float[Array, "batch dety detx"]:
+        """Predicted intensities of the frames `indices` (every frame for `None`), `(batch, H, W)`."""
+        if indices is None:
+            return self()
+        return jax.vmap(self.intensity)(self.positions[indices], indices)
 
     def __call__(self) -> Float[Array, "npos dety detx"]:
         """Predicted intensities at every scan position, `(npos, H, W)`."""
-        return jax.vmap(self.intensity)(self.positions)
+        if self.detector is None:
+            return jax.vmap(self.intensity)(self.positions)
+        return jax.vmap(self.intensity)(self.positions, jnp.arange(self.num_positions))
+
+    def trainable_aliases(self) -> dict[str, str]:
+        """Short `trainable=` names this microscope declares, mapped to dotted leaf paths.
+
+        The detector's: `"background"` and `"frame_scale"` (refinable once the microscope
+        has a `detector` with that term).
+        """
+        return {name: f"detector.{path}" for name, path in DetectorResponse.aliases.items()}
+
+    def separable_leaves(self) -> dict[str, tuple[int, ...]]:
+        """Leaves each of whose elements moves only its own entries of the predicted frames.
+
+        Maps a dotted leaf path to the axes of the `(npos, H, W)` prediction that the
+        leaf's axes index: element `k` of the leaf changes only the predictions whose
+        indices along those axes are `k`. The detector's terms are such leaves (a
+        background map `(1, 2)`, a scalar background `()`, per-frame scales `(0,)`), so one
+        product of the Jacobian with a tangent of ones gives the exact diagonal of `J^T J`
+        (used by `GaussNewton`'s scaling).
+        """
+        if self.detector is None:
+            return {}
+        return {f"detector.{name}": axes for name, axes in self.detector.separable_axes().items()}
+
+    def project_detector(self, trainable: Any) -> "AbstractMicroscope":
+        """This microscope with its refined detector terms back in their domains (after an engine's step).
+
+        A refined background is clipped at 0. Refined frame scales are divided by their mean
+        `c` and, when the probe or the object is refined too, the probe's fields (else the
+        object) are multiplied by `sqrt(c)`: the predictions do not change, and the gauge
+        between a common factor of every frame and the probe's power is held at a mean
+        scale of 1. `trainable` is the boolean filter spec of the run.
+        """
+        if self.detector is None or not refines_any(trainable.detector):
+            return self
+        probe, obj = refines_any(trainable.probe), refines_any(trainable.sample.sample)
+        # With object and probe known, the scales' mean is measured: it is kept.
+        detector, factor = self.detector.projected(trainable.detector, hold_mean=probe or obj)
+        new = eqx.tree_at(lambda m: m.detector, self, detector)
+        if factor is None:
+            return new
+        root = jnp.sqrt(factor)
+        if probe:
+            fields = self.probe.fields()
+            return eqx.tree_at(lambda m: m.probe, new, self.probe.with_fields(fields * root.astype(fields.real.dtype)))
+        sample = self.sample.sample
+        return eqx.tree_at(lambda m: m.sample.sample, new, sample * root.astype(sample.real.dtype))
+
+    def check_detector(self) -> None:
+        """Raise `ValueError` unless `detector` fits the camera and the scan (shapes only: safe under jit)."""
+        if self.detector is not None:
+            self.detector.check_fits(self.detector_shape, self.num_positions)
 
     def check_geometry(self) -> None:
         """Raise `ValueError` if probe and sample disagree or a patch runs off the object.
@@ -114,3 +188,4 @@ class AbstractMicroscope(eqx.Module):
                 f"the object is {self.sample.shape} pixels of {np.asarray(self.sample.dx).tolist()} m. "
                 f"Pad the object (e.g. `janssen.invert.init_object`) instead of relying on clamping."
             )
+

@@ -10,6 +10,7 @@ from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._wavefront import OpticalWavefront
 from ._base import AbstractMicroscope
+from ._detector import DetectorResponse
 from ._simple import count_scale
 
 
@@ -32,12 +33,15 @@ class FarFieldMicroscope(AbstractMicroscope):
       in photons per camera pixel, so that `propagator.distance` is a parameter that can
       be refined (`trainable=["distance"]`). With `distance = N * dx * camera_pixel /
       wavelength` both give the same prediction; the FFT is several times faster.
+    - `detector`: an optional `DetectorResponse` (background, per-frame scales); `None`
+      (default) predicts the coherent intensity.
     """
 
     probe: AbstractProbe
     sample: SampleFunction
     positions: Float[Array, "npos 2"]
     propagator: ScaledFraunhofer | None
+    detector: DetectorResponse | None
 
     def __init__(
         self,
@@ -45,6 +49,8 @@ class FarFieldMicroscope(AbstractMicroscope):
         sample: SampleFunction,
         positions: Real[ArrayLike, "npos 2"],
         propagator: AbstractPropagator | None = None,
+        *,
+        detector: DetectorResponse | None = None,
     ):
         self.probe = probe
         self.sample = sample
@@ -52,9 +58,11 @@ class FarFieldMicroscope(AbstractMicroscope):
         if propagator is not None and not isinstance(propagator, ScaledFraunhofer):
             raise ValueError(f"`propagator` must be None or a ScaledFraunhofer, got {type(propagator).__name__}")
         self.propagator = propagator
+        self.detector = detector
 
     def __check_init__(self):
         self.check_geometry()
+        self.check_detector()
 
     @property
     def detector_shape(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._wavefront import OpticalWavefront
 from ._base import AbstractMicroscope
+from ._detector import DetectorResponse
 from ._simple import check_field_shape
 
 _PROPAGATORS = {"fresnel": Fresnel, "angular_spectrum": AngularSpectrum}
@@ -79,6 +80,8 @@ class NearFieldMicroscope(AbstractMicroscope):
       `AngularSpectrum(z2, refractive_index=...)`).
     - `focus_to_sample`: `z1` in metres, > 0, for a diverging beam; `None` (default)
       for plane-wave illumination (a static choice).
+    - `detector`: an optional `DetectorResponse` (background, per-frame scales); `None`
+      (default) predicts the coherent intensity.
     """
 
     probe: AbstractProbe
@@ -86,6 +89,7 @@ class NearFieldMicroscope(AbstractMicroscope):
     positions: Float[Array, "npos 2"]
     propagator: AbstractPropagator
     focus_to_sample: Float[Array, ""] | None
+    detector: DetectorResponse | None
 
     def __init__(
         self,
@@ -96,6 +100,7 @@ class NearFieldMicroscope(AbstractMicroscope):
         distance: ScalarLike | None = None,
         propagator: str | AbstractPropagator = "fresnel",
         focus_to_sample: ScalarLike | None = None,
+        detector: DetectorResponse | None = None,
     ):
         self.probe = probe
         self.sample = sample
@@ -104,9 +109,11 @@ class NearFieldMicroscope(AbstractMicroscope):
         if focus_to_sample is not None:
             focus_to_sample = real_array("focus_to_sample", focus_to_sample, shape=())
         self.focus_to_sample = focus_to_sample
+        self.detector = detector
 
     def __check_init__(self):
         self.check_geometry()
+        self.check_detector()
         check_positive("distance", self.propagator.distance)
         if self.focus_to_sample is not None:
             check_positive("focus_to_sample", self.focus_to_sample)

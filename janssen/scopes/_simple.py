@@ -15,6 +15,7 @@ from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._wavefront import OpticalWavefront
 from ._base import AbstractMicroscope
+from ._detector import DetectorResponse
 
 
 def detector_shape_or(name: str, shape, default: tuple[int, int]) -> tuple[int, int]:
@@ -87,6 +88,8 @@ class SimpleMicroscope(AbstractMicroscope):
       `zoom_factor * max(dx)`: the sharpest edge the grid resolves, and still
       differentiable in the aperture's diameter and centre. `None` makes the edge hard
       (its diameter and centre then get zero gradients).
+    - `detector`: an optional `DetectorResponse` (background, per-frame scales); `None`
+      (default) predicts the coherent intensity.
     """
 
     probe: AbstractProbe
@@ -95,6 +98,7 @@ class SimpleMicroscope(AbstractMicroscope):
     zoom: OpticalZoom
     aperture: CircularAperture
     propagator: ScaledFraunhofer
+    detector: DetectorResponse | None
 
     def __init__(
         self,
@@ -109,6 +113,7 @@ class SimpleMicroscope(AbstractMicroscope):
         aperture_center: PairLike = 0.0,
         detector_shape: tuple[int, int] | None = None,
         aperture_edge_width: ScalarLike | str | None = "pixel",
+        detector: DetectorResponse | None = None,
     ):
         self.probe = probe
         self.sample = sample
@@ -135,9 +140,11 @@ class SimpleMicroscope(AbstractMicroscope):
         self.zoom = OpticalZoom(zoom_factor)
         self.aperture = CircularAperture(aperture_diameter, aperture_center, aperture_edge_width)
         self.propagator = ScaledFraunhofer(travel_distance, camera_pixel_size, shape)
+        self.detector = detector
 
     def __check_init__(self):
         self.check_geometry()
+        self.check_detector()
 
     @property
     def detector_shape(self) -> tuple[int, int]:

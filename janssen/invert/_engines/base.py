@@ -38,9 +38,16 @@ class AbstractEngine(eqx.Module, Generic[_State]):
     `holds_phase_ramp`: `False` (default) lets the driver hold the far-field phase ramp
     after every step (`janssen.invert.fix_phase_ramp`); an engine that treats the ramp
     itself (the PIE family, whose `fix_gauge` decides) sets it to `True`.
+
+    `models_detector`: whether the engine predicts through the microscope's forward model
+    (`microscope()`, `intensity`, `predict`), and so models its `detector` (a background,
+    per-frame scales). `False` (default) for engines with their own closed-form update of
+    the coherent intensity (the PIE family): `reconstruct` refuses a microscope with a
+    `detector` for them rather than fit a model without it.
     """
 
     holds_phase_ramp: ClassVar[bool] = False
+    models_detector: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any) -> _State:

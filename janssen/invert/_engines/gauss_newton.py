@@ -19,7 +19,7 @@ References:
   systems", J. Res. Natl. Bur. Stand. 49, 409 (1952).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -35,6 +35,7 @@ from .._constraints import project_scan_step, scan_gauges
 from .._losses import AmplitudeLoss, _safe_sqrt
 from .._metrics import illumination_map
 from .._realify import from_real, to_real
+from .._trainable import _get
 from .base import AbstractEngine, never_stop
 
 # Bounds on the relative damping: a long run of rejections must not overflow it, and a
@@ -127,10 +128,14 @@ def _diagonal_shape(microscope: Any, x: Any, jvp) -> Any:
     Known structure first: the object's diagonal is (for each of the real and imaginary
     parts) about half the illumination `sum_j |P_j|^2`, the probe's half of `sum_j |O_j|^2`
     over the windows, and each position moves only its own frame, so two products by `J`
-    give the positions' diagonal exactly. Any other leaf gets a constant. A floor of 1 %
+    give the positions' diagonal exactly; so does one product for each leaf the microscope
+    declares separable (`separable_leaves`: a detector background, per-frame scales), whose
+    elements touch disjoint residuals. Any other leaf gets a constant. A floor of 1 %
     of the leaf's maximum keeps barely illuminated pixels from taking huge steps (as rPIE's
     regularisation does).
     """
+
+    separable = microscope.separable_leaves()
 
     def weights(key_path, leaf):
         path, ny, nx = _path(key_path), *microscope.sample.shape
@@ -148,6 +153,11 @@ def _diagonal_shape(microscope: Any, x: Any, jvp) -> Any:
                 for c in range(leaf.shape[1])
             ]
             base = jax.vmap(_frame_sums)(_batched_jvp(jvp, tangents)).T / size**2
+        elif path in separable:
+            zeros = jtu.tree_map(jnp.zeros_like, x)
+            column_sums = jvp(eqx.tree_at(lambda t: _get(t, path), zeros, jnp.ones_like(leaf)))
+            others = tuple(axis for axis in range(column_sums.ndim) if axis not in separable[path])
+            base = jnp.sum(column_sums**2, axis=others)
         else:
             return jnp.ones_like(leaf)
         base = jnp.maximum(base, _FLOOR * jnp.max(base))
@@ -211,6 +221,8 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
     - `scaling`: use the diagonal scaling and preconditioner described above (default
       `True`); `False` is plain Levenberg damping `λ I`.
     """
+
+    models_detector: ClassVar[bool] = True
 
     initial_damping: float = 1e-3
     cg_maxiter: int = eqx.field(default=-1, static=True)

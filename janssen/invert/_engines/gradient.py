@@ -15,7 +15,7 @@ References:
 - Adam: D. P. Kingma and J. Ba, "Adam: a method for stochastic optimization", ICLR (2015).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -64,13 +64,6 @@ def _labels(params: Any, microscope: AbstractMicroscope, learning_rates: dict[st
     return jtu.tree_map_with_path(lambda kp, _: _label_of(_path_of(kp), rules), params)
 
 
-def _predict(microscope: AbstractMicroscope, index: Any) -> Any:
-    """Predicted intensities at every position, or at `positions[index]`."""
-    if index is None:
-        return microscope()
-    return jax.vmap(microscope.intensity)(microscope.positions[index])
-
-
 class Gradient(AbstractEngine[GradientState]):
     """Gradient-based refinement with an `optax` optimizer (default: Adam).
 
@@ -110,6 +103,8 @@ class Gradient(AbstractEngine[GradientState]):
       reported residual is the RMS over the epoch's minibatches, each taken before its
       own step. Default `False` (one minibatch per iteration).
     """
+
+    models_detector: ClassVar[bool] = True
 
     optimizer: optax.GradientTransformation = optax.adam(DEFAULT_LEARNING_RATE)
     loss: AbstractLoss = eqx.field(default=AmplitudeLoss(), converter=as_loss)
@@ -159,7 +154,7 @@ class Gradient(AbstractEngine[GradientState]):
             measured = data.intensities if index is None else data.intensities[index]
 
             def objective(p):
-                predicted = _predict(eqx.combine(p, static), index)
+                predicted = eqx.combine(p, static).predict(index)
                 residual = AmplitudeLoss()(jax.lax.stop_gradient(predicted), measured, data.valid)
                 return self.loss(predicted, measured, data.valid), residual
 

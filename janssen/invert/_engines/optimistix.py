@@ -27,7 +27,7 @@ References:
   chapters 4 and 10.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -134,6 +134,8 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
     - `eps`: added to the predicted intensity under the square root, relative to the
       mean measured intensity (default `1e-6`), as in `GaussNewton`.
     """
+
+    models_detector: ClassVar[bool] = True
 
     solver: Any = eqx.field(
         default=optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6, linear_solver=normal_cg()), converter=_as_solver

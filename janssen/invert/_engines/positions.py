@@ -15,6 +15,8 @@ determination in ptychographic coherent diffraction imaging", Opt. Express 21, 1
 (2013), here with a Newton step on the amplitude residual instead of a search.
 """
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -61,6 +63,8 @@ class PositionLM(AbstractEngine[PositionLMState]):
     - `eps`: added to the predicted intensity under the square root, relative to the mean
       measured intensity (default `1e-6`), as in `GaussNewton`.
     """
+
+    models_detector: ClassVar[bool] = True
 
     initial_damping: float = 1e-2
     max_step_px: float = 1.0
