@@ -223,7 +223,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
     if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
         raise UsageError(f"iterations must be an integer >= 0, got {settings['iterations']!r}")
     if settings["batched"] and engine == _AUTO:
-        raise UsageError("--batched needs a named PIE engine (--engine epie, rpie or mpie); the default schedule sets its own")
+        raise UsageError("--batched needs a named PIE engine (--engine epie, rpie or mpie); auto sets its own")
     if settings["batched"] and not _is_pie(engine):
         raise UsageError(f"--batched applies to the PIE engines (epie, rpie, mpie) only, not {engine!r}")
     loss = settings["loss"]
