@@ -45,3 +45,14 @@ def siemens_star_path():
     if not path.exists():
         pytest.skip(f"real data not found at {path} (the shared data folder sits beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="module")
+def cxi_file(tmp_path_factory):
+    """A tiny simulated far-field CXI file with its ground truth (32 x 32 frames, 16 positions)."""
+    from janssen.io import simulate, write_cxi
+
+    dataset = simulate(32, 16, key=jr.PRNGKey(2), photons=1e5)
+    path = tmp_path_factory.mktemp("data") / "tiny.cxi"
+    write_cxi(path, dataset.data, ground_truth=dataset)
+    return path

@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 
 from janssen.cli import main
-from janssen.io import read_cxi, read_result, simulate, write_cxi
-
-
-@pytest.fixture(scope="module")
-def cxi_file(tmp_path_factory):
-    dataset = simulate(32, 16, key=jr.PRNGKey(2), photons=1e5)
-    path = tmp_path_factory.mktemp("data") / "tiny.cxi"
-    write_cxi(path, dataset.data, ground_truth=dataset)
-    return path
+from janssen.io import read_cxi, read_result, write_cxi
 
 
 def test_demo_writes_files_and_recovers_object(tmp_path, capsys):

@@ -166,16 +166,6 @@ def test_result_file_stores_the_verdict_and_old_files_still_read(tmp_path):
     assert not (tmp_path / "wrong.h5").exists()
 
 
-@pytest.fixture(scope="module")
-def cxi_file(tmp_path_factory):
-    from janssen.io import simulate, write_cxi
-
-    dataset = simulate(32, 16, key=jr.PRNGKey(2), photons=1e5)
-    path = tmp_path_factory.mktemp("data") / "tiny.cxi"
-    write_cxi(path, dataset.data, ground_truth=dataset)
-    return path
-
-
 def test_cli_prints_stores_and_draws_the_verdict(cxi_file, tmp_path, capsys):
     from janssen.cli import main
     from janssen.io import read_result

@@ -47,6 +47,7 @@ def init_object(
     *,
     padding: int | None = None,
     dtype=None,
+    pixel_size: Float[ArrayLike, "2"] | None = None,
 ) -> SampleFunction:
     """A uniform object (transmission 1) large enough for every probe window of the scan.
 
@@ -62,6 +63,8 @@ def init_object(
       as `janssen.io.simulate` uses).
     - `dtype`: complex dtype of the object (default: complex64, or complex128 when the
       data are float64).
+    - `pixel_size`: the object pixel `(x, y)` in metres (default: the far-field
+      `data.object_pixel_size`; the near field passes its sample pixel).
 
     **Returns:**
 
@@ -70,7 +73,7 @@ def init_object(
     padding = _default_padding(probe_shape) if padding is None else int(padding)
     if padding < 0:
         raise ValueError(f"`padding` must be >= 0 pixels, got {padding}")
-    dx = data.object_pixel_size
+    dx = data.object_pixel_size if pixel_size is None else jnp.asarray(pixel_size)
     shape = object_shape_for(positions_in_object_frame(data), dx, tuple(probe_shape), padding)
     dtype = jnp.result_type(data.intensities.dtype, jnp.complex64) if dtype is None else dtype
     return SampleFunction(jnp.ones(shape, dtype=dtype), dx)
@@ -173,8 +176,19 @@ def init_probe(
     diameter = _scan_spacing_px(data) / (1 - overlap) if diameter_px is None else float(diameter_px)
     if not diameter > 0:
         raise ValueError(f"`diameter_px` must be > 0, got {diameter}")
+    return _defocused_guess(data, _mean_pattern(data), diameter, defocus_sign)
+
+
+def _mean_pattern(data: MicroscopeData) -> np.ndarray:
+    """The mean frame, bad pixels filled (host-side, float64)."""
     mean = fill_bad_pixels(np.mean(np.asarray(data.intensities, dtype=np.float64), axis=0), data.valid)
-    mean = np.maximum(mean, 0.0)
+    return np.maximum(mean, 0.0)
+
+
+def _defocused_guess(
+    data: MicroscopeData, mean: np.ndarray, diameter: float, defocus_sign: int
+) -> Complex[Array, "1 y x"]:
+    """`init_probe`'s guess from the mean pattern (computed once by `search_probe` for all candidates)."""
     height, width = data.frame_shape
     fy = (np.arange(height) - height // 2) / height
     fx = (np.arange(width) - width // 2) / width
@@ -251,10 +265,11 @@ def search_probe(
         raise ValueError(f"`factors` must be a non-empty sequence of numbers > 0, got {factors!r}")
     engine = RPIE() if engine is None else engine
     base = _scan_spacing_px(data) / (1 - overlap)
+    mean = _mean_pattern(data)  # the same for every candidate: only the defocus phase differs
     best, tried = None, []
     for sign in (1, -1):
         for factor in factors:
-            fields = init_probe(data, diameter_px=factor * base, defocus_sign=sign)
+            fields = _defocused_guess(data, mean, factor * base, sign)
             start = init_far_field_microscope(data, fields)
             solution = reconstruct(start, data, engine, num_iterations=iterations, key=key)
             loss = float(solution.losses[-1]) if solution.iteration == iterations else float("inf")

@@ -9,9 +9,8 @@ from ..io._data import MicroscopeData
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.base import AbstractPropagator
 from ..optics._sample import SampleFunction
-from ..optics._scan import object_shape_for
 from ..scopes._near_field import NearFieldMicroscope
-from ._init import _default_padding, fill_bad_pixels, positions_in_object_frame
+from ._init import _mean_pattern, init_object, positions_in_object_frame
 
 
 def _geometry(
@@ -30,21 +29,16 @@ def _geometry(
     magnification = 1.0 if z1 is None else (z1 + z2) / z1
     dx = data.camera_pixel_size / magnification
     shape = tuple(data.frame_shape)
-    padding = _default_padding(shape) if padding is None else int(padding)
-    if padding < 0:
-        raise ValueError(f"`padding` must be >= 0 pixels, got {padding}")
     positions = positions_in_object_frame(data)
-    dtype = jnp.result_type(data.intensities.dtype, jnp.complex64)
-    sample = SampleFunction(jnp.ones(object_shape_for(positions, dx, shape, padding), dtype), dx)
-    probe = Probe(jnp.ones((1, *shape), dtype), data.wavelength, dx)
+    sample = init_object(data, shape, padding=padding, pixel_size=dx)
+    probe = Probe(jnp.ones((1, *shape), sample.sample.dtype), data.wavelength, dx)
     if isinstance(propagator, AbstractPropagator):
         return NearFieldMicroscope(probe, sample, positions, propagator=propagator, focus_to_sample=z1)
     return NearFieldMicroscope(probe, sample, positions, distance=z2, propagator=propagator, focus_to_sample=z1)
 
 
 def _back_propagated_mean(data: MicroscopeData, microscope: NearFieldMicroscope) -> Complex[Array, "1 y x"]:
-    mean = fill_bad_pixels(np.mean(np.asarray(data.intensities, dtype=np.float64), axis=0), data.valid)
-    amplitude = jnp.asarray(np.sqrt(np.maximum(mean, 0.0))[None], microscope.probe.fields().dtype)
+    amplitude = jnp.asarray(np.sqrt(_mean_pattern(data))[None], microscope.probe.fields().dtype)
     return microscope.backpropagate(amplitude, jnp.zeros(2, microscope.positions.dtype))
 
 
