@@ -4,6 +4,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
+import jax.random as jr
 from jaxtyping import PRNGKeyArray
 
 from ..io._data import MicroscopeData
@@ -91,8 +92,6 @@ def run_schedule(
 
     A `ScheduleRun`.
     """
-    import jax.random as jr
-
     if not stages:
         raise ValueError("`stages` must hold at least one Stage, got none")
     if max_iterations is not None and max_iterations < 0:

@@ -188,4 +188,3 @@ class AbstractMicroscope(eqx.Module):
                 f"the object is {self.sample.shape} pixels of {np.asarray(self.sample.dx).tolist()} m. "
                 f"Pad the object (e.g. `janssen.invert.init_object`) instead of relying on clamping."
             )
-
