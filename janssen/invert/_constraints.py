@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..scopes._far_field import FarFieldMicroscope
 from ._ramp import move_ramp_to_object, spectrum_centroid
 from ._trainable import _expand, _get, selected_paths
 
@@ -104,16 +103,17 @@ _RAMP_TOLERANCE = 1e-5
 def fix_phase_ramp(new: Any, old: Any, spec: Any) -> Any:
     """`new` with the far-field phase-ramp drift since `old` moved from the probe to the object.
 
-    Applies to a `FarFieldMicroscope` whose object (`sample.sample`) and probe fields
-    (`probe.modes`) are both refined: the probe's far-field intensity centroid is put back
-    where it was in `old` by a linear phase ramp, and the object takes the opposite ramp
+    Applies to a microscope that declares the gauge (`phase_ramp_gauge`: the far field)
+    whose object (`sample.sample`) and probe fields (`probe.modes`) are both refined:
+    the probe's far-field intensity centroid is put back where it was in `old` by a
+    linear phase ramp, and the object takes the opposite ramp
     (`janssen.invert._ramp.move_ramp_to_object`), so the predicted data do not change
     (exactly for whole-pixel positions; with sub-pixel positions to the accuracy of the
     probe's Fourier shift, which treats the tilted probe as periodic: a relative change
     of order the drift times 0.1 of the largest intensity, 3e-3 for the 0.02 px a
     step typically drifts). Any other microscope or selection is returned as it is.
     """
-    if not isinstance(new, FarFieldMicroscope):
+    if not getattr(new, "phase_ramp_gauge", False):
         return new
     paths = set(selected_paths(spec, spec))
     if not {"sample.sample", "probe.modes"} <= paths:

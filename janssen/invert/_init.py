@@ -13,7 +13,8 @@ from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._far_field import FarFieldMicroscope
 from ._engines.base import AbstractEngine
-from ._ramp import align_probe_to_data
+from ._patterns import fill_bad_pixels as fill_bad_pixels, mean_pattern
+from ._ramp import align_probe_to_data, align_to_pattern
 
 
 def _default_padding(probe_shape: tuple[int, int]) -> int:
@@ -89,44 +90,6 @@ def _scan_spacing_px(data: MicroscopeData) -> float:
     return float(np.median(gaps.min(axis=1)))
 
 
-def fill_bad_pixels(image: Float[ArrayLike, "y x"], valid: ArrayLike) -> np.ndarray:
-    """`image` with its invalid pixels replaced by the mean of their valid neighbours (host-side).
-
-    Each pass gives every still-unfilled pixel the mean of its filled 3 x 3 neighbours, so
-    a gap of any size closes from its edge inward. A probe guess from the mean pattern
-    then has no holes: PIE never updates the probe's far field on bad pixels (no data
-    there), and a guess that is zero on them stays zero (measured on the small preset
-    with 1 % bad pixels: rPIE stalled at object error 0.24, 0.037 from a clean guess).
-
-    **Arguments:**
-
-    - `image`: `(y, x)` real image.
-    - `valid`: `(y, x)`, nonzero where the pixel is measured.
-
-    **Returns:**
-
-    A float64 NumPy array of the same shape, equal to `image` on the valid pixels.
-    """
-    values = np.asarray(image, dtype=np.float64).copy()
-    known = np.asarray(valid) != 0
-    if not known.any():
-        raise ValueError("`valid` marks no pixel as valid; nothing to fill from")
-    values[~known] = 0.0
-    while not known.all():
-        total = _box_sum(values * known)
-        count = _box_sum(known.astype(np.float64))
-        grow = ~known & (count > 0)
-        values[grow] = total[grow] / count[grow]
-        known = known | grow
-    return values
-
-
-def _box_sum(image: np.ndarray) -> np.ndarray:
-    padded = np.pad(image, 1)
-    h, w = image.shape
-    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
-
-
 def _bright_field_radius(mean: np.ndarray) -> float:
     """Radius of the bright field in cycles per object pixel (area above half the peak)."""
     height, width = mean.shape
@@ -176,13 +139,7 @@ def init_probe(
     diameter = _scan_spacing_px(data) / (1 - overlap) if diameter_px is None else float(diameter_px)
     if not diameter > 0:
         raise ValueError(f"`diameter_px` must be > 0, got {diameter}")
-    return _defocused_guess(data, _mean_pattern(data), diameter, defocus_sign)
-
-
-def _mean_pattern(data: MicroscopeData) -> np.ndarray:
-    """The mean frame, bad pixels filled (host-side, float64)."""
-    mean = fill_bad_pixels(np.mean(np.asarray(data.intensities, dtype=np.float64), axis=0), data.valid)
-    return np.maximum(mean, 0.0)
+    return _defocused_guess(data, mean_pattern(data), diameter, defocus_sign)
 
 
 def _defocused_guess(
@@ -201,7 +158,7 @@ def _defocused_guess(
     # The mean frame's intensity centroid is pulled off the beam by the object's own
     # scattering; centre the guess on the bright field's geometric centre instead (the
     # engines keep the probe's far-field centroid where it starts).
-    return align_probe_to_data(ifft2c(pupil)[None], data)
+    return align_to_pattern(ifft2c(pupil)[None], mean, data.valid)
 
 
 class ProbeSearch(eqx.Module):
@@ -265,12 +222,12 @@ def search_probe(
         raise ValueError(f"`factors` must be a non-empty sequence of numbers > 0, got {factors!r}")
     engine = RPIE() if engine is None else engine
     base = _scan_spacing_px(data) / (1 - overlap)
-    mean = _mean_pattern(data)  # the same for every candidate: only the defocus phase differs
+    mean = mean_pattern(data)  # the same for every candidate: only the defocus phase differs
     best, tried = None, []
     for sign in (1, -1):
         for factor in factors:
             fields = _defocused_guess(data, mean, factor * base, sign)
-            start = init_far_field_microscope(data, fields)
+            start = init_far_field_microscope(data, fields, align=False)
             solution = reconstruct(start, data, engine, num_iterations=iterations, key=key)
             loss = float(solution.losses[-1]) if solution.iteration == iterations else float("inf")
             tried.append((sign, factor * base, loss))
@@ -286,6 +243,7 @@ def init_far_field_microscope(
     *,
     padding: int | None = None,
     refine_distance: bool = False,
+    align: bool = True,
 ) -> FarFieldMicroscope:
     """A `FarFieldMicroscope` ready for `reconstruct`: unit object, centred scan, probe guess.
 
@@ -293,19 +251,27 @@ def init_far_field_microscope(
 
     - `data`: the measurements.
     - `probe`: the starting probe — an `AbstractProbe`, or a `(y, x)` / `(modes, y, x)`
-      complex array on the detector's grid in the sample plane (used as given). Default:
-      the guess `search_probe(data)` chooses (side of focus and size from the data),
-      whose power is the measured mean counts per frame.
+      complex array on the detector's grid in the sample plane. Default: the guess
+      `search_probe(data)` chooses (side of focus and size from the data), whose power
+      is the measured mean counts per frame.
     - `padding`: extra object pixels on every side (see `init_object`).
     - `refine_distance`: propagate with a `ScaledFraunhofer` at the data's distance and
       camera pixel (same prediction, several times slower than the FFT), so that
       `trainable=["distance"]` can refine the distance.
+    - `align`: tilt a given `probe` so that its far field is centred on the measured
+      bright field (`align_probe_to_data`; the data-derived guess always is). The engines
+      hold the probe's far-field centroid where the start puts it (the phase-ramp
+      gauge), so a start a fraction of a pixel off leaves a ramp on the object: the true
+      probe blurred, with a 0.3 rad phase error and 0.1-0.3 px off-centre, reached object
+      errors of 0.34-0.49 through `default_schedule` as given, 0.009-0.011 aligned
+      (independent simulator, either side of focus). `False` uses it as given.
 
     **Returns:**
 
     A `FarFieldMicroscope` whose positions are `positions_in_object_frame(data)`.
     """
     dx = data.object_pixel_size
+    given = probe is not None
     if probe is None:
         probe = Probe(search_probe(data).fields, data.wavelength, dx)
     elif not isinstance(probe, AbstractProbe):
@@ -313,6 +279,8 @@ def init_far_field_microscope(
     shape = tuple(probe.fields().shape[-2:])
     if shape != tuple(data.frame_shape):
         raise ValueError(f"`probe` must have the frame shape {tuple(data.frame_shape)}, got shape {shape}")
+    if given and align:
+        probe = probe.with_fields(align_probe_to_data(probe.fields(), data))
     sample = init_object(data, shape, padding=padding, dtype=probe.fields().dtype)
     propagator = ScaledFraunhofer(data.distance, data.camera_pixel_size, shape) if refine_distance else None
     return FarFieldMicroscope(probe, sample, positions_in_object_frame(data), propagator)

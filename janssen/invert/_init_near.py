@@ -10,7 +10,8 @@ from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.base import AbstractPropagator
 from ..optics._sample import SampleFunction
 from ..scopes._near_field import NearFieldMicroscope
-from ._init import _mean_pattern, init_object, positions_in_object_frame
+from ._init import init_object, positions_in_object_frame
+from ._patterns import mean_pattern
 
 
 def _geometry(
@@ -38,7 +39,7 @@ def _geometry(
 
 
 def _back_propagated_mean(data: MicroscopeData, microscope: NearFieldMicroscope) -> Complex[Array, "1 y x"]:
-    amplitude = jnp.asarray(np.sqrt(_mean_pattern(data))[None], microscope.probe.fields().dtype)
+    amplitude = jnp.asarray(np.sqrt(mean_pattern(data))[None], microscope.probe.fields().dtype)
     return microscope.backpropagate(amplitude, jnp.zeros(2, microscope.positions.dtype))
 
 

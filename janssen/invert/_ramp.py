@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
 from ..io._data import MicroscopeData
+from ._patterns import mean_pattern
 
 
 def spectrum_centroid(fields: Complex[Array, "modes y x"]) -> Float[Array, "2"]:
@@ -77,9 +78,16 @@ def align_probe_to_data(probe: Complex[Array, "*modes y x"], data: MicroscopeDat
     while the beam may hit the camera a few pixels off. Because the engines hold the
     probe's far-field centroid fixed (to pin the phase-ramp ambiguity), such a guess
     would force a compensating phase ramp onto the object. This moves the guess's far
-    field onto the geometric centre of the bright field: the centroid of the valid
-    pixels where the mean measured frame exceeds a fifth of its maximum. (The plain intensity
+    field onto the geometric centre of the bright field: the centroid of the pixels where
+    the mean measured frame exceeds a fifth of its maximum. (The plain intensity
     centroid would be biased by the object's own scattering.)
+
+    Only pixels that are valid and whose mirror image through the frame's centre pixel
+    is valid count, so bad pixels leave holes in pairs that do not move the centre. The
+    start must be centred to a few hundredths of a pixel: with holes left as they were,
+    or filled from their neighbours, 1-2 % bad pixels moved the centre by 0.02-0.03 px,
+    and the ramp that went onto the object cost object errors of 0.045-0.057 instead of
+    0.007-0.015 (independent simulator, 48-pixel frames, `default_schedule`).
 
     **Arguments:**
 
@@ -91,12 +99,22 @@ def align_probe_to_data(probe: Complex[Array, "*modes y x"], data: MicroscopeDat
     The probe times a linear phase ramp, same shape.
     """
     fields = probe if probe.ndim == 3 else probe[None]
-    mean = jnp.mean(data.intensities, axis=0) * data.valid
-    target = intensity_centroid((mean > 0.2 * jnp.max(mean)).astype(mean.dtype))
-    drift = target - spectrum_centroid(fields)
-    h, w = fields.shape[-2:]
-    tilted = fields * phase_ramp((h, w), drift / jnp.array([w, h], dtype=drift.dtype))[None]
+    tilted = align_to_pattern(fields, mean_pattern(data), data.valid)
     return tilted if probe.ndim == 3 else tilted[0]
+
+
+def align_to_pattern(
+    fields: Complex[Array, "modes y x"], mean: Float[ArrayLike, "y x"], valid: ArrayLike
+) -> Complex[Array, "modes y x"]:
+    """`align_probe_to_data` given the mean pattern (computed once by the probe search)."""
+    mean = jnp.asarray(mean, dtype=jnp.real(fields).dtype)
+    valid = jnp.asarray(valid) != 0
+    h, w = valid.shape
+    rows, cols = (2 * (h // 2) - jnp.arange(h)) % h, (2 * (w // 2) - jnp.arange(w)) % w
+    paired = valid & valid[rows][:, cols]
+    bright = paired & (mean > 0.2 * jnp.max(jnp.where(paired, mean, 0.0)))
+    drift = intensity_centroid(bright.astype(mean.dtype)) - spectrum_centroid(fields)
+    return fields * phase_ramp((h, w), drift / jnp.array([w, h], dtype=drift.dtype))[None]
 
 
 def remove_linear_phase(obj: Complex[ArrayLike, "y x"]) -> np.ndarray:

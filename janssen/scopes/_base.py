@@ -109,6 +109,18 @@ class AbstractMicroscope(eqx.Module):
             return jax.vmap(self.intensity)(self.positions)
         return jax.vmap(self.intensity)(self.positions, jnp.arange(self.num_positions))
 
+    @property
+    def phase_ramp_gauge(self) -> bool:
+        """Whether the engines hold the phase-ramp gauge of this microscope.
+
+        `O exp(ik.r)` with `P exp(-ik.r)` changes every exit wave by a constant phase
+        only, so no detector sees it, and joint refinement of object and probe can drift
+        along it. `True` where the engines pin it by the probe's far-field centroid
+        (`janssen.invert`'s `fix_phase_ramp`, the PIE engines' `fix_gauge`): a far-field
+        detector, where the drift was measured. `False` (the default) elsewhere.
+        """
+        return False
+
     def trainable_aliases(self) -> dict[str, str]:
         """Short `trainable=` names this microscope declares, mapped to dotted leaf paths.
 

@@ -70,6 +70,10 @@ class FarFieldMicroscope(AbstractMicroscope):
             return self.probe_shape
         return self.propagator.output_shape
 
+    @property
+    def phase_ramp_gauge(self) -> bool:
+        return True
+
     def _count_scale(self) -> Float[Array, ""]:
         return count_scale(self.propagator.output_dx, self.sample.dx)
 

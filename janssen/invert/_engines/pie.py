@@ -558,7 +558,7 @@ def _fix_gauge(cfg, microscope, state, obj, probe, obj_v, probe_v):
     """
     active = state.iteration >= cfg.probe_delay
     scale = jnp.where(active, jnp.sqrt(_power(probe) / state.probe_power), 1.0)
-    if isinstance(microscope, FarFieldMicroscope):
+    if microscope.phase_ramp_gauge:
         # The centroid does not depend on the scale: both corrections in one pass.
         drift = jnp.where(active, spectrum_centroid(probe) - state.probe_centroid, 0.0)
         return move_ramp_to_object(drift, obj, probe, obj_v, probe_v, scale=scale)
