@@ -44,7 +44,11 @@ from ._init import (
     positions_in_object_frame as positions_in_object_frame,
     search_probe as search_probe,
 )
-from ._init_detector import estimate_background as estimate_background
+from ._init_detector import (
+    BACKGROUND_THRESHOLD as BACKGROUND_THRESHOLD,
+    background_start as background_start,
+    estimate_background as estimate_background,
+)
 from ._init_near import init_near_field_microscope as init_near_field_microscope
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -63,7 +67,11 @@ from ._progress import (
     NoProgressMeter as NoProgressMeter,
     TextProgressMeter as TextProgressMeter,
 )
-from ._ramp import align_probe_to_data as align_probe_to_data, remove_linear_phase as remove_linear_phase
+from ._ramp import (
+    align_probe_to_data as align_probe_to_data,
+    level_phase_ramp as level_phase_ramp,
+    remove_linear_phase as remove_linear_phase,
+)
 from ._reconstruct import data_residual as data_residual, reconstruct as reconstruct
 from ._results import RESULTS as RESULTS
 from ._schedule import (

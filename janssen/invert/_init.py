@@ -11,8 +11,10 @@ from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
+from ..scopes._detector import DetectorResponse
 from ..scopes._far_field import FarFieldMicroscope
 from ._engines.base import AbstractEngine
+from ._init_detector import background_start
 from ._patterns import fill_bad_pixels as fill_bad_pixels, mean_pattern
 from ._ramp import align_probe_to_data, align_to_pattern
 
@@ -198,7 +200,8 @@ def search_probe(
     lowest loss wins. The losses separate clearly: on the small preset after 4 rPIE
     iterations the right sign and size reach 1.2 sqrt(counts), every other candidate
     stays above 3.6, and with the probe on the other side of focus the same search picks
-    the other sign. All candidates have the same shapes, so the engine compiles once.
+    the other sign. All candidates have the same shapes, so the engine compiles once. A
+    detector background is modelled where `background_start` finds one.
 
     **Arguments:**
 
@@ -223,11 +226,12 @@ def search_probe(
     engine = RPIE() if engine is None else engine
     base = _scan_spacing_px(data) / (1 - overlap)
     mean = mean_pattern(data)  # the same for every candidate: only the defocus phase differs
+    background = background_start(data)  # modelled by every candidate where it matters
     best, tried = None, []
     for sign in (1, -1):
         for factor in factors:
             fields = _defocused_guess(data, mean, factor * base, sign)
-            start = init_far_field_microscope(data, fields, align=False)
+            start = init_far_field_microscope(data, fields, align=False, background=background)
             solution = reconstruct(start, data, engine, num_iterations=iterations, key=key)
             loss = float(solution.losses[-1]) if solution.iteration == iterations else float("inf")
             tried.append((sign, factor * base, loss))
@@ -244,6 +248,7 @@ def init_far_field_microscope(
     padding: int | None = None,
     refine_distance: bool = False,
     align: bool = True,
+    background: float | str | None = "auto",
 ) -> FarFieldMicroscope:
     """A `FarFieldMicroscope` ready for `reconstruct`: unit object, centred scan, probe guess.
 
@@ -265,6 +270,9 @@ def init_far_field_microscope(
       probe blurred, with a 0.3 rad phase error and 0.1-0.3 px off-centre, reached object
       errors of 0.34-0.49 through `default_schedule` as given, 0.009-0.011 aligned
       (independent simulator, either side of focus). `False` uses it as given.
+    - `background`: a detector background in counts per pixel to model
+      (`DetectorResponse`), `None` for none, or `"auto"` (default): `background_start(data)`,
+      the estimated level where it exceeds 1 % of the mean counts per pixel.
 
     **Returns:**
 
@@ -283,4 +291,9 @@ def init_far_field_microscope(
         probe = probe.with_fields(align_probe_to_data(probe.fields(), data))
     sample = init_object(data, shape, padding=padding, dtype=probe.fields().dtype)
     propagator = ScaledFraunhofer(data.distance, data.camera_pixel_size, shape) if refine_distance else None
-    return FarFieldMicroscope(probe, sample, positions_in_object_frame(data), propagator)
+    if isinstance(background, str):
+        if background != "auto":
+            raise ValueError(f"`background` must be a level in counts, None or 'auto', got {background!r}")
+        background = background_start(data)
+    detector = None if background is None else DetectorResponse(background)
+    return FarFieldMicroscope(probe, sample, positions_in_object_frame(data), propagator, detector=detector)

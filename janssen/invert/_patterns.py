@@ -46,5 +46,10 @@ def _box_sum(image: np.ndarray) -> np.ndarray:
 
 def mean_pattern(data: MicroscopeData) -> np.ndarray:
     """The mean frame, bad pixels filled (host-side, float64)."""
-    mean = fill_bad_pixels(np.mean(np.asarray(data.intensities, dtype=np.float64), axis=0), data.valid)
+    mean = fill_bad_pixels(mean_frame(data), data.valid)
     return np.maximum(mean, 0.0)
+
+
+def mean_frame(data: MicroscopeData) -> np.ndarray:
+    """The mean of the frames (host-side, accumulated in float64 without a float64 copy of them)."""
+    return np.mean(np.asarray(data.intensities), axis=0, dtype=np.float64)

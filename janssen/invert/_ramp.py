@@ -7,12 +7,14 @@ phase that no data can remove. A ramp on the probe moves its far field: the ramp
 pinned by holding the probe's far-field intensity centroid where it started.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
 from ..io._data import MicroscopeData
+from ..scopes._base import AbstractMicroscope
 from ._patterns import mean_pattern
 
 
@@ -138,3 +140,49 @@ def remove_linear_phase(obj: Complex[ArrayLike, "y x"]) -> np.ndarray:
     rows, cols = np.indices(values.shape)
     flat = values * np.exp(-1j * (gx * cols + gy * rows))
     return flat * np.exp(-1j * np.angle(np.sum(flat)))
+
+
+def object_ramp(obj: Complex[Array, "y x"], weights: Float[Array, "y x"]) -> Float[Array, "2"]:
+    """The object's mean linear phase `(fx, fy)` in cycles per pixel, weighted by `weights`.
+
+    The weighted mean phase step between neighbouring pixels (no unwrapping needed), as in
+    `remove_linear_phase`, each pair weighted by the smaller of its two weights.
+    """
+    wx = jnp.minimum(weights[:, 1:], weights[:, :-1])
+    wy = jnp.minimum(weights[1:, :], weights[:-1, :])
+    gx = jnp.angle(jnp.sum(wx * obj[:, 1:] * jnp.conj(obj[:, :-1])))
+    gy = jnp.angle(jnp.sum(wy * obj[1:, :] * jnp.conj(obj[:-1, :])))
+    return jnp.stack([gx, gy]) / (2 * jnp.pi)
+
+
+def level_phase_ramp(microscope: AbstractMicroscope) -> AbstractMicroscope:
+    """The same fit with the object's mean linear phase ramp moved onto the probe.
+
+    `O exp(ik.r)` with `P exp(-ik.r)` predicts the same data (every exit wave gains a
+    constant phase), so a joint refinement leaves the ramp wherever the start and the
+    iterations put it. In the far field the engines pin it by the probe's far-field
+    centroid, which the data-derived start puts on the measured bright field
+    (`align_probe_to_data`). Where nothing pins it (`microscope.phase_ramp_gauge` is
+    `False`: the near field), this fixes it afterwards: no mean linear phase over the
+    well-illuminated region of the object (illumination above half its 99th percentile,
+    as `object_error` counts), the probe taking the opposite ramp. The predictions do
+    not change (exactly for whole-pixel positions; sub-pixel shifts treat the tilted
+    probe as periodic).
+
+    **Arguments:**
+
+    - `microscope`: a microscope whose object and probe were refined together.
+
+    **Returns:**
+
+    The microscope with the ramp moved.
+    """
+    from ._metrics import illumination_map
+
+    obj, fields = microscope.sample.sample, microscope.probe.fields()
+    light = illumination_map(microscope)
+    weights = (light > 0.5 * jnp.percentile(light, 99)).astype(light.dtype)
+    h, w = fields.shape[-2:]
+    drift = -object_ramp(obj, weights) * jnp.array([w, h], dtype=light.dtype)
+    obj, fields = move_ramp_to_object(drift, obj, fields)
+    return eqx.tree_at(lambda m: (m.sample.sample, m.probe), microscope, (obj, microscope.probe.with_fields(fields)))

@@ -20,7 +20,7 @@ from ._engines.base import AbstractEngine
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import all_finite, selected_paths, trainable_spec
+from ._trainable import all_finite, trainable_spec
 
 _DEFAULT_TRAINABLE = ("object", "probe")
 
@@ -114,15 +114,7 @@ def _check_compatible(microscope: AbstractMicroscope, data: MicroscopeData) -> N
 
 
 def _check_models_detector(engine: AbstractEngine, microscope: AbstractMicroscope, spec: Any) -> None:
-    if microscope.detector is None or engine.models_detector:
-        return
-    refined = selected_paths(spec.detector, spec.detector)
-    asked = f"`trainable` selects the detector's {refined}, but " if refined else ""
-    raise ValueError(
-        f"{asked}{type(engine).__name__} does not model a detector background or per-frame scales yet (the "
-        "microscope has a `detector`): use Gradient, GaussNewton or OptimistixLeastSquares, or drop the term with "
-        "`janssen.scopes.with_detector(microscope, None)` (and subtract a known background from the data)"
-    )
+    engine.check_detector(microscope, spec)
 
 
 def reconstruct(

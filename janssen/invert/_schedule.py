@@ -13,9 +13,11 @@ from ._checkpoint import result_name
 from ._convergence import Convergence
 from ._engines.base import AbstractEngine
 from ._progress import AbstractProgressMeter, NoProgressMeter
+from ._ramp import level_phase_ramp
 from ._reconstruct import reconstruct
 from ._results import RESULTS
 from ._solution import Solution
+from ._trainable import selected_paths
 
 
 class Stage(eqx.Module):
@@ -69,6 +71,7 @@ def run_schedule(
     progress_meter: AbstractProgressMeter = NoProgressMeter(),
     checkpoint: Callable[[Solution, AbstractEngine], None] | None = None,
     checkpoint_every: int = 10,
+    level_ramp: bool | None = None,
 ) -> ScheduleRun:
     """Run `stages` one after another, each from where the previous one stopped.
 
@@ -87,6 +90,13 @@ def run_schedule(
     - `progress_meter`, `checkpoint_every`: as for `reconstruct`.
     - `checkpoint`: called as `checkpoint(solution, engine)` (e.g. to save the stage's
       `Solution` with its engine).
+    - `level_ramp`: when the last stage ends normally (converged or at its cap) having
+      refined the object and the probe together, move the object's mean linear phase
+      onto the probe (`level_phase_ramp`; the predictions do not change) and start that
+      stage's engine state afresh from the result. `None` (default): where the engines do
+      not pin the phase ramp (`microscope.phase_ramp_gauge` is `False`: the near field).
+      Measured on janssen's near-field cone beam with a structured probe: object error
+      0.075 without, 0.006 once the ramp was removed.
 
     **Returns:**
 
@@ -126,7 +136,18 @@ def run_schedule(
         if solution.result in _STOPS:
             break
     assert solution is not None
+    if level_ramp is None:
+        level_ramp = not solution.microscope.phase_ramp_gauge
+    if level_ramp and solution.result not in _STOPS and _refines_object_and_probe(solution):
+        leveled = level_phase_ramp(solution.microscope)
+        fresh = engine.init(leveled, data, solution.trainable)
+        solution = eqx.tree_at(lambda s: (s.microscope, s.state), solution, (leveled, fresh))
     return ScheduleRun(solution, engine, tuple(record), tuple(losses))
+
+
+def _refines_object_and_probe(solution: Solution) -> bool:
+    paths = set(selected_paths(solution.trainable, solution.trainable))
+    return {"sample.sample", "probe.modes"} <= paths
 
 
 #: Iteration caps of `default_schedule`'s three stages.

@@ -10,6 +10,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ...io._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
+from .._trainable import selected_paths
 
 _State = TypeVar("_State")
 
@@ -42,12 +43,29 @@ class AbstractEngine(eqx.Module, Generic[_State]):
     `models_detector`: whether the engine predicts through the microscope's forward model
     (`microscope()`, `intensity`, `predict`), and so models its `detector` (a background,
     per-frame scales). `False` (default) for engines with their own closed-form update of
-    the coherent intensity (the PIE family): `reconstruct` refuses a microscope with a
-    `detector` for them rather than fit a model without it.
+    the coherent intensity (the PIE family). `check_detector` decides what `reconstruct`
+    accepts: by default, a microscope with a `detector` only for engines that model it
+    (rather than fit a model without it); the PIE family fits a fixed background.
     """
 
     holds_phase_ramp: ClassVar[bool] = False
     models_detector: ClassVar[bool] = False
+
+    def check_detector(self, microscope: AbstractMicroscope, trainable: Any) -> None:
+        """Raise `ValueError` unless this engine fits the microscope's `detector` as `trainable` selects it.
+
+        The default: any detector when `models_detector`, none otherwise. The PIE family
+        overrides it (a fixed background, nothing refined).
+        """
+        if microscope.detector is None or self.models_detector:
+            return
+        refined = selected_paths(trainable.detector, trainable.detector)
+        asked = f"`trainable` selects the detector's {refined}, but " if refined else ""
+        raise ValueError(
+            f"{asked}{type(self).__name__} does not model a detector background or per-frame scales yet (the "
+            "microscope has a `detector`): use Gradient, GaussNewton or OptimistixLeastSquares, or drop the term "
+            "with `janssen.scopes.with_detector(microscope, None)` (and subtract a known background from the data)"
+        )
 
     @abc.abstractmethod
     def init(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any) -> _State:

@@ -133,16 +133,23 @@ def _abs2(z):
     return z.real**2 + z.imag**2
 
 
-def _exit_correction(psi, optics, subpixel, measured, valid):
-    """Modulus constraint: the exit-wave change and the sums `_Totals` adds up."""
+def _exit_correction(psi, optics, subpixel, measured, valid, background=None):
+    """Modulus constraint: the exit-wave change and the sums `_Totals` adds up.
+
+    With a fixed detector `background` `b` the model counts are `|Psi|**2 + b`, and the
+    exit wave is scaled by `sqrt(I / (|Psi|**2 + b))`: where the data are background
+    alone it barely moves, where subtracting `b` from the data first would feed their
+    Poisson noise into the object as diffuse scattering.
+    """
     field = optics.propagate(psi, subpixel)
     mode_intensity = _abs2(field)
     amp2 = jnp.sum(mode_intensity, axis=0)
+    model = amp2 if background is None else amp2 + background
     # A floor far below one photon keeps the ratio finite where the model is dark.
-    ratio = jnp.where(valid > 0, jnp.sqrt((measured + _DARK) / (amp2 + _DARK)), 1.0)
+    ratio = jnp.where(valid > 0, jnp.sqrt((measured + _DARK) / (model + _DARK)), 1.0)
     dpsi = optics.backpropagate(field * (ratio - 1.0)[None], subpixel)
-    residual = valid * amp2 * (1.0 - ratio) ** 2  # per pixel: summed once per iteration
-    return dpsi, _Totals.at_position(residual, mode_intensity, amp2, measured, valid)
+    residual = valid * model * (1.0 - ratio) ** 2  # per pixel: summed once per iteration
+    return dpsi, _Totals.at_position(residual, mode_intensity, model, measured, valid)
 
 
 _STATS_STRIDE = 4
@@ -234,6 +241,7 @@ class _Kernel(eqx.Module):
     valid: Array
     checkerboard: Array | None
     shifted: bool = eqx.field(static=True)
+    background: Array | None = None
 
     def illuminate(self, probe, subpixel):
         if not self.shifted:
@@ -244,7 +252,7 @@ class _Kernel(eqx.Module):
     def __call__(self, patch, probe, subpixel, frame):
         """Exit-wave change, residual, and both update directions at one position."""
         moved = self.illuminate(probe, subpixel)
-        dpsi, totals = _exit_correction(moved * patch[None], self.optics, subpixel, frame, self.valid)
+        dpsi, totals = _exit_correction(moved * patch[None], self.optics, subpixel, frame, self.valid, self.background)
         obj_num, obj_w = _object_direction(moved, dpsi)
         probe_num, probe_w = _probe_direction(patch, dpsi)
         if self.shifted:
@@ -408,6 +416,25 @@ def _initial_arrays(microscope: AbstractMicroscope) -> tuple[Array, ...]:
     )
 
 
+def _fixed_background(microscope) -> Array | None:
+    """The detector's background, which the PIE engines model but do not refine (`None`: none)."""
+    detector = microscope.detector
+    return None if detector is None else detector.background
+
+
+def _check_detector(microscope, trainable) -> None:
+    detector = microscope.detector
+    if detector is None:
+        return
+    refined = selected_paths(trainable.detector, trainable.detector)
+    if refined or detector.frame_scale is not None:
+        what = f"refine the detector's {refined}" if refined else "model per-frame scales (`detector.frame_scale`)"
+        raise ValueError(
+            f"the PIE engines model a fixed detector background but do not {what}: use Gradient, GaussNewton "
+            "or OptimistixLeastSquares for them"
+        )
+
+
 def _with_momentum(new, old, velocity, eta):
     velocity = eta * velocity + (new - old)
     return new + eta * velocity, velocity
@@ -421,7 +448,7 @@ def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, t
     where = _locate_all(microscope)
     fields = microscope.probe.fields()
     checkerboard = _checkerboard(fields.shape[-2:], fields.real.dtype) if optics.fast else None
-    kernel = _Kernel(optics, data.valid, checkerboard, shifted)
+    kernel = _Kernel(optics, data.valid, checkerboard, shifted, _fixed_background(microscope))
     obj0 = microscope.sample.sample
     order = jr.permutation(key, microscope.num_positions)
     schedule = _sequential if cfg.mode == "sequential" else functools.partial(_batched, mesh=state.mesh)
@@ -598,6 +625,9 @@ class AbstractPIE(AbstractEngine[PIEState]):
     @abc.abstractmethod
     def _config(self) -> _Config:
         """Step sizes, regularisation and momentum as one record."""
+
+    def check_detector(self, microscope, trainable) -> None:
+        _check_detector(microscope, trainable)
 
     def init(self, microscope, data, trainable) -> PIEState:
         return _pie_init(self._config(), microscope, data, trainable)
