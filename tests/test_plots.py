@@ -162,3 +162,208 @@ def test_save_figures_writes_the_residual_with_a_verdict(arrays, tmp_path):
     assert sorted(paths) == ["loss", "object", "probe", "residual"]
     assert paths["residual"] == tmp_path / "run_residual.png"
     assert _png_size(paths["residual"]) == (1100, 450)
+
+
+# ---- quantitative figures: scale bars, masks, limits, the loss's unit and floor -----------------
+
+
+@pytest.mark.parametrize(
+    "width, length, label",
+    [(3.28e-6, 5e-7, "500 nm"), (4e-6, 1e-6, "1 µm"), (2.5e-3, 5e-4, "500 µm"), (1.0e-9, 2e-10, "200 pm")],
+)
+def test_scale_bar_length_is_the_longest_1_2_5_length_up_to_a_quarter(width, length, label):
+    from janssen.plots import scale_bar_length
+
+    got, text = scale_bar_length(width)
+    assert got == pytest.approx(length, rel=1e-12) and text == label
+    assert got <= width / 4 * (1 + 1e-9)
+    with pytest.raises(ValueError, match="width"):
+        scale_bar_length(0.0)
+
+
+def _bars(axes):
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    return [artist for artist in axes.artists if isinstance(artist, AnchoredSizeBar)]
+
+
+def test_object_figure_masks_the_unscanned_region_and_scales_over_the_scanned_one():
+    from matplotlib.colors import to_rgba
+
+    from janssen.plots import illuminated_region
+    from janssen.plots._figures import MASK_GREY, _draw_object, _figure
+
+    obj, _, _ = _half_radian_object()
+    y, x = np.mgrid[:60, :60] - 30.0
+    illumination = np.exp(-(x**2 + y**2) / 200.0)  # smooth: the 10 % contour is a circle of radius ~17
+    region = illuminated_region(illumination)
+    np.testing.assert_array_equal(region, illumination > 0.1 * np.percentile(illumination, 99))
+    assert 500 < region.sum() < 1500
+    figure = _figure(10, 4.5)
+    axes = figure.subplots(1, 2)
+    amplitude, phase = _draw_object(figure, axes, obj, "phase", region, np.array([2e-8, 2e-8]))
+    for image in (amplitude, phase):
+        # Exactly the unscanned pixels are masked, drawn in the mask grey.
+        np.testing.assert_array_equal(np.ma.getmaskarray(image.get_array()), ~region)
+        assert image.get_cmap().get_bad() == pytest.approx(to_rgba(MASK_GREY))
+    assert phase.get_clim() == pytest.approx(tuple(np.percentile(np.angle(obj[region]), (1, 99))))
+    assert amplitude.get_clim() == pytest.approx(tuple(np.percentile(np.abs(obj[region]), (1, 99))))
+    # The scale bar: 60 px of 20 nm = 1.2 um wide -> a 200 nm bar, 10 px long, on each panel.
+    for panel in axes:
+        (bar,) = _bars(panel)
+        assert bar.size_bar.get_children()[0].get_width() == pytest.approx(2e-7 / 2e-8)
+        assert bar.txt_label.get_text() == "200 nm"
+
+
+def test_plot_object_with_illumination_and_pixel_size_writes_the_same_size(tmp_path):
+    obj, _, illumination = _half_radian_object()
+    path = plot_object(obj, tmp_path / "o.png", illumination=illumination, pixel_size=(1e-8, 1e-8))
+    assert _png_size(path) == (1000, 450)
+    with pytest.raises(ValueError, match="illumination"):
+        plot_object(obj, tmp_path / "x.png", illumination=illumination[:5])
+
+
+def test_probe_phase_is_grey_outside_the_beam_and_carries_a_scale_bar():
+    from matplotlib.colors import to_rgba
+
+    from janssen.plots import beam_region
+    from janssen.plots._figures import MASK_GREY, _figure, _phase_image, _scale_bar
+
+    y, x = np.mgrid[:32, :32] - 16.0
+    probe = np.exp(-(x**2 + y**2) / 20) * np.exp(0.4j * np.tanh(x / 4))
+    beam = beam_region(probe)
+    # |P| >= 5 % of max: exp(-r^2/20) >= 0.05, r <= sqrt(20 ln 20) = 7.7 px.
+    np.testing.assert_array_equal(beam, np.hypot(x, y) <= np.sqrt(20 * np.log(20)))
+    figure = _figure(4, 4)
+    axes = figure.subplots()
+    image = _phase_image(figure, axes, probe, "mode 0", beam)
+    np.testing.assert_array_equal(np.ma.getmaskarray(image.get_array()), ~beam)
+    assert image.get_cmap().get_bad() == pytest.approx(to_rgba(MASK_GREY))
+    bar = _scale_bar(axes, np.array([5e-9, 5e-9]), 32)  # 160 nm wide: a 20 nm bar of 4 px
+    assert bar.size_bar.get_children()[0].get_width() == pytest.approx(4.0)
+    assert bar.txt_label.get_text() == "20 nm"
+
+
+def test_loss_plot_has_its_unit_and_the_noise_floor():
+    from janssen.plots import LOSS_LABEL
+    from janssen.plots._figures import _draw_loss, _figure
+
+    axes = _figure(6, 4).subplots()
+    losses = np.geomspace(3.0, 0.6, 20)
+    _draw_loss(axes, losses, 0.53)
+    assert axes.get_ylabel() == LOSS_LABEL == "RMS amplitude residual (√counts)"
+    curve, floor = axes.get_lines()
+    np.testing.assert_array_equal(curve.get_ydata(), losses)
+    assert tuple(floor.get_ydata()) == (0.53, 0.53) and floor.get_linestyle() == "--"
+    assert "0.53" in axes.get_legend().get_texts()[1].get_text()
+    assert axes.get_yscale() == "linear"  # 3 to 0.6: within a decade
+    # No floor (or a NaN one): the curve alone.
+    axes = _figure(6, 4).subplots()
+    _draw_loss(axes, np.geomspace(10, 0.1, 20), float("nan"))
+    assert len(axes.get_lines()) == 1
+    assert axes.get_yscale() == "log"  # two decades
+    assert axes.yaxis.get_major_formatter()(0.1, 0) == "0.1"  # plain numbers, not 10^-1
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    """A tiny simulated scan, a few rPIE iterations and the verdict (module-scoped: one compilation)."""
+    import jax.random as jr
+
+    import janssen.invert as jinv
+    from janssen.io import simulate
+
+    truth = simulate(32, 16, key=jr.PRNGKey(1), photons=1e5)
+    start = jinv.init_far_field_microscope(truth.data)
+    solution = jinv.reconstruct(start, truth.data, jinv.RPIE(), num_iterations=5, key=jr.PRNGKey(0))
+    return truth, solution, jinv.compute_verdict(solution.microscope, truth.data)
+
+
+def test_loss_floor_is_the_poisson_floor_in_the_losses_unit(tiny_run):
+    import janssen.invert as jinv
+    from janssen.plots import loss_floor
+
+    truth, solution, verdict = tiny_run
+    data = truth.data
+    valid = np.asarray(data.valid, bool)
+    counts = np.asarray(data.intensities, np.float64)[:, valid]
+    # The floor of R (a fraction of the counts) times the mean count per frame and valid pixel, rooted.
+    assert loss_floor(verdict) == pytest.approx(np.sqrt(verdict.floor * counts.mean()), rel=1e-6)
+    # The loss's unit: the verdict's mean per-pixel residual is the squared RMS amplitude residual.
+    rms = jinv.data_residual(solution.microscope, data)
+    assert np.sqrt(np.nanmean(verdict.per_pixel)) == pytest.approx(rms, rel=1e-4)
+    # The true model scores about the floor: its RMS residual is near loss_floor (Poisson estimate).
+    truth_rms = jinv.data_residual(truth.microscope(), data)
+    assert loss_floor(verdict) == pytest.approx(truth_rms, rel=0.1)
+    assert np.isnan(loss_floor({"r": 0.0, "floor": 0.1, "per_frame": np.zeros(0), "per_pixel": np.ones((2, 2))}))
+
+
+def test_select_frames_and_frame_r():
+    from janssen.plots import frame_r, select_frames
+
+    per_frame = np.array([0.3, np.nan, 0.1, 0.5, 0.2, 0.4])
+    assert select_frames(per_frame) == [("best", 2), ("median", 0), ("worst", 3)]
+    assert select_frames([0.2, 0.1]) == [("best", 1), ("worst", 0)]
+    assert select_frames([np.nan]) == []
+    measured = np.array([[[4.0, 9.0], [0.0, 1.0]]])
+    predicted = np.array([[[1.0, 9.0], [1.0, 100.0]]])
+    # (1 - 2)^2 + 0 + (1 - 0)^2 [+ (10 - 1)^2 on the pixel the mask drops] over the counts 13 [+ 1].
+    assert frame_r(measured, predicted, np.array([[1, 1], [1, 0]]))[0] == pytest.approx(2 / 13)
+    assert frame_r(measured, predicted)[0] == pytest.approx(83 / 14)
+
+
+def test_patterns_figure_matches_the_verdict(tiny_run, tmp_path):
+    import jax.numpy as jnp
+
+    from janssen.plots import frame_r, plot_patterns, select_frames
+    from janssen.plots._figures import _figure
+    from janssen.plots._patterns import _draw_patterns
+
+    truth, solution, verdict = tiny_run
+    frames = select_frames(verdict.per_frame)
+    indices = [index for _, index in frames]
+    assert verdict.per_frame[indices[0]] == np.nanmin(verdict.per_frame)
+    assert verdict.per_frame[indices[-1]] == np.nanmax(verdict.per_frame)
+    measured = np.asarray(truth.data.intensities)[indices]
+    predicted = np.asarray(solution.microscope.predict(jnp.asarray(indices)))
+    valid = np.asarray(truth.data.valid)
+    # The figure's R per frame is the verdict's.
+    np.testing.assert_allclose(frame_r(measured, predicted, valid), verdict.per_frame[indices], rtol=1e-4)
+    images = _draw_patterns(_figure(12, 10), measured, predicted, frames, valid)
+    top, middle, bottom = images[0]
+    np.testing.assert_allclose(np.asarray(top.get_array()), np.log10(1 + measured[0]))
+    np.testing.assert_allclose(np.asarray(middle.get_array()), np.log10(1 + predicted[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(bottom.get_array()), np.sqrt(measured[0]) - np.sqrt(predicted[0]), atol=1e-5)
+    # One symmetric scale for all frames: the 99th percentile of |sqrt(I) - |Psi||.
+    limit = np.percentile(np.abs(np.sqrt(measured) - np.sqrt(predicted))[:, valid > 0], 99)
+    for _, _, residual in images:
+        assert residual.get_clim() == pytest.approx((-limit, limit), rel=1e-5)
+    assert _png_size(plot_patterns(measured, predicted, tmp_path / "p.png", frames=frames)) == (1180, 1000)
+    with pytest.raises(ValueError, match="frames"):
+        plot_patterns(measured, predicted, tmp_path / "q.png", frames=[1])
+
+
+def test_truth_comparison_error_is_the_object_error(tiny_run, tmp_path):
+    import janssen.invert as jinv
+    from janssen.plots import align_to_truth, plot_truth_comparison
+
+    truth, solution, _ = tiny_run
+    illumination = np.asarray(jinv.illumination_map(truth.microscope()))
+    true_object = np.asarray(truth.object)
+    # A result off by a shift and a global complex factor: aligned back exactly, error 0.
+    moved = np.roll(true_object, (1, -2), (0, 1)) * 0.7 * np.exp(0.4j)
+    aligned, error = align_to_truth(true_object, moved, illumination)
+    lit = illumination > 0.5 * np.percentile(illumination, 99)
+    assert error < 1e-6 and np.allclose(aligned[lit], true_object[lit], atol=1e-5)
+    result = np.asarray(solution.microscope.sample.sample)
+    path, error = plot_truth_comparison(true_object, result, illumination, tmp_path / "t.png", pixel_size=(2e-8, 2e-8))
+    assert error == pytest.approx(jinv.object_error(true_object, result, illumination), rel=1e-6)
+    assert 0.0 < error < 1.0
+    assert _png_size(path) == (1300, 800)
+
+
+def test_save_figures_with_data_and_truth(tiny_run, tmp_path):
+    truth, solution, verdict = tiny_run
+    paths = save_figures(solution, tmp_path, "run", verdict=verdict, data=truth.data, truth=truth)
+    assert sorted(paths) == ["loss", "object", "patterns", "probe", "residual", "truth"]
+    assert _png_size(paths["patterns"]) == (1180, 1000) and _png_size(paths["truth"]) == (1300, 800)

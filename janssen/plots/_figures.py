@@ -6,7 +6,9 @@ state, so these functions are safe in scripts, servers and tests.
 
 Phase images are scaled to percentiles of the phase where there is something to see (see
 `phase_limits`): a +-pi scale hides a 0.5 rad object, and a few wild pixels at the edge of
-the scan would set a min/max scale.
+the scan would set a min/max scale. Where the illumination is known, the unscanned
+region is drawn grey (its values are the starting guess, not a reconstruction), and
+images with a known pixel size carry a scale bar in physical units.
 """
 
 import pathlib
@@ -24,10 +26,20 @@ PHASE_PERCENTILES = (1.0, 99.0)
 _LIT_FRACTION = 0.1
 # Without an illumination map: pixels that moved this far from the unit start (1 + 0j).
 _UNTOUCHED = 1e-4
-# The probe's phase is drawn where |P|**2 exceeds this fraction of its maximum.
-_BEAM_FRACTION = 1e-3
+# The probe's phase is drawn where |P| exceeds this fraction of its maximum (the faint
+# tails beyond carry a noisy phase that hides the beam's).
+_BEAM_FRACTION = 0.05
 # A region smaller than this many pixels is no basis for percentiles: use the whole image.
 _MIN_REGION = 16
+# Masked pixels (unscanned object, no beam, bad detector pixels) are drawn in this grey.
+MASK_GREY = "0.6"
+# The scale bar is the longest 1-2-5 length up to this fraction of the image width.
+_SCALE_BAR_FRACTION = 0.25
+_LENGTH_UNITS = ((1.0, "m"), (1e-3, "mm"), (1e-6, "µm"), (1e-9, "nm"), (1e-12, "pm"))
+# A y axis is logarithmic when its values span more than this factor.
+_LOG_SPAN = 10.0
+# The loss every engine reports (see `janssen.invert.AbstractEngine.step`).
+LOSS_LABEL = "RMS amplitude residual (√counts)"
 
 
 def _figure(width: float | int, height: float | int):
@@ -40,12 +52,77 @@ def _figure(width: float | int, height: float | int):
 
 
 def _image(figure, axes, values: np.ndarray, title: str, cmap: str, **limits: Any):
+    """`values` on `cmap`; NaN or masked pixels in `MASK_GREY`."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[cmap].with_extremes(bad=MASK_GREY)
+    values = np.ma.masked_invalid(values)
     shown = axes.imshow(values, cmap=cmap, origin="upper", interpolation="nearest", **limits)
     axes.set_title(title)
     axes.set_xticks([])
     axes.set_yticks([])
     figure.colorbar(shown, ax=axes, shrink=0.8)
     return shown
+
+
+def illuminated_region(illumination: Any) -> np.ndarray:
+    """The scanned region of the object: where `illumination` exceeds a tenth of its 99th percentile.
+
+    The same region sets the phase scale (`phase_limits`); outside it the object is
+    the starting guess, drawn grey by `plot_object`.
+
+    **Arguments:**
+
+    - `illumination`: `(Y, X)` summed probe intensity (`janssen.invert.illumination_map`).
+
+    **Returns:**
+
+    `(Y, X)` boolean mask, `True` on the scanned pixels.
+    """
+    illumination = np.asarray(illumination, dtype=np.float64)
+    return illumination > _LIT_FRACTION * np.percentile(illumination, 99)
+
+
+def scale_bar_length(width: float) -> tuple[float, str]:
+    """A scale bar for an image `width` metres across: the longest 1-2-5 length up to a quarter of it.
+
+    **Arguments:**
+
+    - `width`: the image width in metres (> 0).
+
+    **Returns:**
+
+    `(length, label)`: the bar's length in metres and its text, e.g. `(5e-7, "500 nm")`.
+    """
+    if not (np.isfinite(width) and width > 0):
+        raise ValueError(f"`width` must be a finite length > 0 in metres, got {width!r}")
+    target = _SCALE_BAR_FRACTION * width
+    decade = 10.0 ** np.floor(np.log10(target))
+    step = max(s for s in (1, 2, 5) if s * decade <= target * (1 + 1e-9))
+    length = float(step * decade)
+    unit, name = next((unit, name) for unit, name in _LENGTH_UNITS if length >= unit * (1 - 1e-9))
+    return length, f"{length / unit:.3g} {name}"
+
+
+def _scale_bar(axes, pixel_size: Any, width_px: int):
+    """Add a scale bar for pixels of `pixel_size` metres (x first) to an image `width_px` wide; return it."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    dx = float(np.ravel(np.asarray(pixel_size, dtype=np.float64))[0])
+    length, label = scale_bar_length(dx * width_px)
+    bar = AnchoredSizeBar(
+        axes.transData,
+        length / dx,
+        label,
+        "lower right",
+        pad=0.3,
+        sep=3,
+        color="white",
+        frameon=False,
+        size_vertical=max(width_px / 80, 0.5),
+    )
+    axes.add_artist(bar)
+    return bar
 
 
 def phase_limits(
@@ -74,7 +151,7 @@ def phase_limits(
         illumination = np.asarray(illumination, dtype=np.float64)
         if illumination.shape != values.shape:
             raise ValueError(f"`illumination` must have the image's shape {values.shape}, got {illumination.shape}")
-        region = illumination > _LIT_FRACTION * np.percentile(illumination, 99)
+        region = illuminated_region(illumination)
     if region is None:
         region = np.abs(values - 1) > _UNTOUCHED
     region = np.asarray(region, dtype=bool) & np.isfinite(values)
@@ -90,6 +167,7 @@ def _phase_image(figure, axes, values: np.ndarray, title: str, region: np.ndarra
     """The phase of `values` on percentile limits; a cyclic colour map only when they span nearly 2 pi."""
     low, high = phase_limits(values, illumination=illumination, region=region)
     cmap = "twilight" if high - low > 0.9 * 2 * np.pi else "viridis"
+    # Outside the region: NaN, drawn grey.
     phase = np.angle(values) if region is None else np.where(region, np.angle(values), np.nan)
     return _image(figure, axes, phase, f"{title}, {_percent_range()}", cmap, vmin=low, vmax=high)
 
@@ -105,13 +183,56 @@ def _save(figure, path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _object_region(values: np.ndarray, illumination: Any) -> np.ndarray | None:
+    """The scanned region for `plot_object`: `None` (no mask) without a map or when it is too small."""
+    if illumination is None:
+        return None
+    illumination = np.asarray(illumination)
+    if illumination.shape != values.shape:
+        raise ValueError(f"`illumination` must have the image's shape {values.shape}, got {illumination.shape}")
+    region = illuminated_region(illumination)
+    return region if np.count_nonzero(region) >= _MIN_REGION else None
+
+
+def _amplitude_limits(amplitude: np.ndarray, region: np.ndarray | None) -> tuple[float, float]:
+    """Percentiles of the amplitude over `region` (or the whole image)."""
+    inside = amplitude[region] if region is not None else amplitude.ravel()
+    inside = inside[np.isfinite(inside)]
+    if not inside.size:
+        return 0.0, 1.0
+    low, high = np.percentile(inside, PHASE_PERCENTILES)
+    return (float(low), float(high)) if high > low else (float(low) - 0.05, float(high) + 0.05)
+
+
+def _draw_object(figure, axes, values: np.ndarray, title: str, region: np.ndarray | None, pixel_size: Any):
+    """Amplitude and phase of `values` on two axes; outside `region` grey; returns both images."""
+    amplitude = np.abs(values)
+    low, high = _amplitude_limits(amplitude, region)
+    shown = amplitude if region is None else np.where(region, amplitude, np.nan)
+    images = (
+        _image(figure, axes[0], shown, "amplitude", "gray", vmin=low, vmax=high),
+        _phase_image(figure, axes[1], values, title, region),
+    )
+    if pixel_size is not None:
+        for panel in axes:
+            _scale_bar(panel, pixel_size, values.shape[1])
+    return images
+
+
 def plot_object(
-    obj: Any, path: str | pathlib.Path, *, remove_ramp: bool = False, illumination: Any = None
+    obj: Any,
+    path: str | pathlib.Path,
+    *,
+    remove_ramp: bool = False,
+    illumination: Any = None,
+    pixel_size: Any = None,
 ) -> pathlib.Path:
     """Save the object's amplitude and phase side by side, with colour bars.
 
     The phase colour scale spans the 1st to 99th percentile of the phase over the
-    illuminated region (see `phase_limits`), not +-pi.
+    illuminated region (see `phase_limits`), not +-pi; with an illumination map, the
+    amplitude's scale too, and the unscanned pixels (outside `illuminated_region`) are
+    grey on both panels.
 
     **Arguments:**
 
@@ -121,8 +242,10 @@ def plot_object(
       between neighbouring pixels, weighted by amplitude). Far-field data cannot determine
       that ramp (see `janssen.invert.align_probe_to_data`); only the figure changes.
     - `illumination`: optional `(Y, X)` map of the summed probe intensity
-      (`janssen.invert.illumination_map`) that picks the region for the phase scale;
-      without it, the pixels that differ from the unit start `1 + 0j`.
+      (`janssen.invert.illumination_map`) that picks the scanned region; without it, the
+      phase scale comes from the pixels that differ from the unit start `1 + 0j` and
+      nothing is masked.
+    - `pixel_size`: optional object pixel `(x, y)` in metres: adds a scale bar.
 
     **Returns:**
 
@@ -133,24 +256,42 @@ def plot_object(
     if remove_ramp:
         values = remove_linear_phase(values)
         title = "phase (rad), ramp removed"
+    region = _object_region(values, illumination)
     figure = _figure(10, 4.5)
-    left, right = figure.subplots(1, 2)
-    _image(figure, left, np.abs(values), "amplitude", "gray")
-    _phase_image(figure, right, values, title, None, illumination)
+    _draw_object(figure, figure.subplots(1, 2), values, title, region, pixel_size)
     return _save(figure, path)
 
 
-def plot_probe(probe_modes: Any, path: str | pathlib.Path, *, phase: bool = False) -> pathlib.Path:
+def beam_region(mode: Any) -> np.ndarray:
+    """Where a probe mode has beam: `|P|` at least 5 % of its maximum.
+
+    **Arguments:**
+
+    - `mode`: `(y, x)` complex probe mode.
+
+    **Returns:**
+
+    `(y, x)` boolean mask.
+    """
+    amplitude = np.abs(np.asarray(mode))
+    return amplitude >= _BEAM_FRACTION * amplitude.max()
+
+
+def plot_probe(
+    probe_modes: Any, path: str | pathlib.Path, *, phase: bool = False, pixel_size: Any = None
+) -> pathlib.Path:
     """Save the amplitude of each probe mode (and optionally its phase) in a row.
 
     Each mode's title gives its share of the total power. The phase is drawn where the
-    beam is (`|P|**2` above 1e-3 of the mode's maximum), on percentile limits.
+    beam is (`beam_region`: `|P|` above 5 % of the mode's maximum), on percentile
+    limits; elsewhere it is grey.
 
     **Arguments:**
 
     - `probe_modes`: `(modes, y, x)` or `(y, x)` complex probe (or an `AbstractProbe`).
     - `path`: the PNG file to write.
     - `phase`: add a second row with each mode's phase.
+    - `pixel_size`: optional probe pixel `(x, y)` in metres: adds a scale bar to each panel.
 
     **Returns:**
 
@@ -167,36 +308,88 @@ def plot_probe(probe_modes: Any, path: str | pathlib.Path, *, phase: bool = Fals
     for m, mode in enumerate(values):
         _image(figure, axes[0, m], np.abs(mode), f"mode {m} amplitude ({100 * share[m]:.1f} %)", "magma")
         if phase:
-            intensity = np.abs(mode) ** 2
-            beam = intensity >= _BEAM_FRACTION * intensity.max()
-            _phase_image(figure, axes[1, m], mode, f"mode {m} phase (rad)", beam)
+            _phase_image(figure, axes[1, m], mode, f"mode {m} phase (rad)", beam_region(mode))
+    if pixel_size is not None:
+        for panel in axes.ravel():
+            _scale_bar(panel, pixel_size, values.shape[-1])
     return _save(figure, path)
 
 
-def plot_loss(losses: Any, path: str | pathlib.Path) -> pathlib.Path:
-    """Save the loss history against the iteration, on a logarithmic loss axis.
+def loss_floor(verdict: Verdict | Mapping[str, Any]) -> float:
+    """The Poisson floor of R in the loss's unit: an RMS amplitude residual in sqrt(counts).
+
+    The loss is `sqrt(mean (|Psi| - sqrt(I))**2)` over frames and valid pixels, R is the
+    same sum over `sum I`: so the floor `F` of R is `sqrt(F * mean I)` in the loss's unit,
+    and `mean I` (per frame and valid pixel) is the verdict's mean per-pixel residual
+    over R. NaN when R is not a finite positive number.
+
+    **Arguments:**
+
+    - `verdict`: a `janssen.invert.Verdict` or the `"verdict"` dict of `janssen.io.read_result`.
+
+    **Returns:**
+
+    The floor in sqrt(counts).
+    """
+    r, floor, _, per_pixel = _verdict_fields(verdict)
+    per_pixel = np.asarray(per_pixel, dtype=np.float64)
+    finite = per_pixel[np.isfinite(per_pixel)]
+    if not (np.isfinite(r) and r > 0 and np.isfinite(floor) and finite.size):
+        return float("nan")
+    return float(np.sqrt(np.mean(finite) * floor / r))
+
+
+def plot_loss(losses: Any, path: str | pathlib.Path, *, floor: float | None = None) -> pathlib.Path:
+    """Save the loss history against the iteration, on a logarithmic axis, with the noise floor.
+
+    The loss every engine reports is the RMS amplitude residual
+    `sqrt(mean (sqrt(I) - |Psi|)**2)` in sqrt(counts); on Poisson counts it cannot fall
+    below the noise floor (about 0.5 for counts >> 1; `loss_floor` converts a verdict's
+    floor of R to this unit), drawn as a dashed line when given.
 
     **Arguments:**
 
     - `losses`: `(iterations,)` losses (e.g. `Solution.losses`).
     - `path`: the PNG file to write.
+    - `floor`: optional noise floor in sqrt(counts) (ignored when not finite).
 
     **Returns:**
 
     The path written.
     """
-    values = np.asarray(losses, dtype=np.float64).ravel()
     figure = _figure(6, 4)
-    axes = figure.subplots()
+    _draw_loss(figure.subplots(), losses, floor)
+    return _save(figure, path)
+
+
+def _log_y(axes, positive: np.ndarray) -> None:
+    """A logarithmic y axis when the positive values span more than a decade, in plain numbers (0.6, not 6 x 10^-1)."""
+    if not positive.size or positive.max() <= _LOG_SPAN * positive.min():
+        return
+    axes.set_yscale("log")
+    _plain_ticks(axes.yaxis)
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels of a logarithmic axis in plain numbers."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    axis.set_major_formatter(FormatStrFormatter("%.3g"))
+    axis.set_minor_formatter(FormatStrFormatter("%.3g"))
+
+
+def _draw_loss(axes, losses: Any, floor: float | None):
+    values = np.asarray(losses, dtype=np.float64).ravel()
     iterations = np.arange(1, values.size + 1)
     positive = values > 0
-    axes.plot(iterations[positive], values[positive], marker="." if values.size < 50 else None)
-    if positive.any():
-        axes.set_yscale("log")
+    axes.plot(iterations[positive], values[positive], marker="." if values.size < 50 else None, label="loss")
+    if floor is not None and np.isfinite(floor) and floor > 0:
+        axes.axhline(floor, color="C2", linestyle="--", label=f"Poisson noise floor {floor:.3g}")
+        axes.legend(fontsize="small")
+    _log_y(axes, values[positive])
     axes.set_xlabel("iteration")
-    axes.set_ylabel("loss")
+    axes.set_ylabel(LOSS_LABEL)
     axes.grid(True, which="both", alpha=0.3)
-    return _save(figure, path)
 
 
 def _verdict_fields(verdict: Verdict | Mapping[str, Any]) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -218,8 +411,7 @@ def _draw_residuals(figure, verdict: Verdict | Mapping[str, Any]):
     left.plot(frames, per_frame, marker="." if per_frame.size < 100 else None, linewidth=0.8, label="frame")
     left.axhline(r, color="C1", linestyle="-", label=f"R = {r:.3g}")
     left.axhline(floor, color="C2", linestyle="--", label=f"Poisson floor {floor:.3g}")
-    if np.any(per_frame > 0):
-        left.set_yscale("log")
+    _log_y(left, per_frame[np.isfinite(per_frame) & (per_frame > 0)])
     left.set_xlabel("frame")
     left.set_ylabel("R of the frame")
     left.set_title("residual per frame")
@@ -229,7 +421,9 @@ def _draw_residuals(figure, verdict: Verdict | Mapping[str, Any]):
     # Zeros and bad pixels (NaN) are left blank; the scale starts at the 1st percentile.
     norm = LogNorm(float(np.percentile(positive, 1)), float(positive.max())) if positive.size else None
     shown = np.ma.masked_where(~(np.isfinite(per_pixel) & (per_pixel > 0)), per_pixel)
-    return _image(figure, right, shown, "mean (|Psi| - sqrt(I))^2 per detector pixel", "magma", norm=norm)
+    image = _image(figure, right, shown, "mean (|Ψ| − √I)² per detector pixel", "magma", norm=norm)
+    _plain_ticks(image.colorbar.ax.yaxis)
+    return image
 
 
 def plot_residuals(verdict: Verdict | Mapping[str, Any], path: str | pathlib.Path) -> pathlib.Path:
@@ -254,51 +448,3 @@ def plot_residuals(verdict: Verdict | Mapping[str, Any], path: str | pathlib.Pat
     figure = _figure(11, 4.5)
     _draw_residuals(figure, verdict)
     return _save(figure, path)
-
-
-def save_figures(
-    solution: Any,
-    directory: str | pathlib.Path,
-    prefix: str,
-    *,
-    remove_ramp: bool = True,
-    verdict: Verdict | None = None,
-) -> dict[str, pathlib.Path]:
-    """Write `<prefix>_object.png`, `<prefix>_probe.png`, `<prefix>_loss.png` and, with a verdict, `_residual.png`.
-
-    The object's phase scale comes from its illuminated region
-    (`janssen.invert.illumination_map` of the solution's microscope).
-
-    **Arguments:**
-
-    - `solution`: a `janssen.invert.Solution`.
-    - `directory`: where to write (created if missing).
-    - `prefix`: file-name prefix.
-    - `remove_ramp`: draw the object's phase without its mean linear ramp (see
-      `plot_object`; the saved arrays are untouched).
-    - `verdict`: the solution's `janssen.invert.Verdict`; when given, `plot_residuals`
-      writes `<prefix>_residual.png`.
-
-    **Returns:**
-
-    A dict `{"object": path, "probe": path, "loss": path}`, plus `"residual": path` with a verdict.
-    """
-    from ..invert._metrics import illumination_map
-
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    microscope = solution.microscope
-    illumination = illumination_map(microscope)
-    paths = {
-        "object": plot_object(
-            microscope.sample.sample,
-            directory / f"{prefix}_object.png",
-            remove_ramp=remove_ramp,
-            illumination=illumination,
-        ),
-        "probe": plot_probe(microscope.probe.fields(), directory / f"{prefix}_probe.png", phase=True),
-        "loss": plot_loss(solution.losses, directory / f"{prefix}_loss.png"),
-    }
-    if verdict is not None:
-        paths["residual"] = plot_residuals(verdict, directory / f"{prefix}_residual.png")
-    return paths

@@ -1,0 +1,107 @@
+"""All figures of a solution at once: what `janssen reconstruct` writes beside the result file."""
+
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..invert._verdict import Verdict
+from ._comparison import plot_truth_comparison
+from ._figures import loss_floor, plot_loss, plot_object, plot_probe, plot_residuals
+from ._patterns import plot_patterns, select_frames
+
+
+def predicted_frames(microscope: Any, frames: list[int]) -> np.ndarray:
+    """The microscope's predicted intensities of `frames` (host `(k, H, W)` array)."""
+    return np.asarray(microscope.predict(jnp.asarray(frames, dtype=jnp.int32)))
+
+
+def shown_frames(num_frames: int, verdict: Verdict | None) -> list[tuple[str, int]]:
+    """The best, median and worst frame by R with a verdict; else the first, middle and last frame."""
+    if verdict is not None:
+        picked = select_frames(verdict.per_frame)
+        if picked:
+            return picked
+    indices = dict.fromkeys((0, (num_frames - 1) // 2, num_frames - 1))
+    return [("", index) for index in indices]
+
+
+def save_figures(
+    solution: Any,
+    directory: str | pathlib.Path,
+    prefix: str,
+    *,
+    remove_ramp: bool = True,
+    verdict: Verdict | None = None,
+    data: Any = None,
+    truth: Any = None,
+) -> dict[str, pathlib.Path]:
+    """Write `<prefix>_object.png`, `_probe.png`, `_loss.png`, and `_residual.png`, `_patterns.png`, `_truth.png`.
+
+    The object's phase scale and its grey unscanned region come from the illumination
+    (`janssen.invert.illumination_map` of the solution's microscope); object and probe
+    carry a scale bar of the object pixel. With a verdict, the loss plot shows the
+    Poisson floor (`loss_floor`) and `plot_residuals` writes `_residual.png`; with the
+    data, `plot_patterns` writes `_patterns.png` (the best, median and worst frame by R
+    with a verdict); with the ground truth, `plot_truth_comparison` writes `_truth.png`.
+
+    **Arguments:**
+
+    - `solution`: a `janssen.invert.Solution`.
+    - `directory`: where to write (created if missing).
+    - `prefix`: file-name prefix.
+    - `remove_ramp`: draw the object's phase without its mean linear ramp (see
+      `plot_object`; the saved arrays are untouched).
+    - `verdict`: the solution's `janssen.invert.Verdict` (optional).
+    - `data`: the `janssen.io.MicroscopeData` the solution was refined against (optional).
+    - `truth`: a `janssen.io.SimulatedDataset` holding the true object and probe (optional).
+
+    **Returns:**
+
+    A dict `{"object": path, "probe": path, "loss": path}`, plus `"residual"`,
+    `"patterns"` and `"truth"` when their inputs are given.
+    """
+    from ..invert._metrics import illumination_map
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    microscope = solution.microscope
+    pixel_size = np.asarray(microscope.sample.dx)
+    paths = {
+        "object": plot_object(
+            microscope.sample.sample,
+            directory / f"{prefix}_object.png",
+            remove_ramp=remove_ramp,
+            illumination=illumination_map(microscope),
+            pixel_size=pixel_size,
+        ),
+        "probe": plot_probe(
+            microscope.probe.fields(), directory / f"{prefix}_probe.png", phase=True, pixel_size=pixel_size
+        ),
+        "loss": plot_loss(
+            solution.losses, directory / f"{prefix}_loss.png", floor=None if verdict is None else loss_floor(verdict)
+        ),
+    }
+    if verdict is not None:
+        paths["residual"] = plot_residuals(verdict, directory / f"{prefix}_residual.png")
+    if data is not None:
+        frames = shown_frames(data.num_positions, verdict)
+        indices = [index for _, index in frames]
+        measured = np.asarray(data.intensities[np.asarray(indices)])
+        paths["patterns"] = plot_patterns(
+            measured,
+            predicted_frames(microscope, indices),
+            directory / f"{prefix}_patterns.png",
+            frames=frames,
+            valid=np.asarray(data.valid),
+        )
+    if truth is not None:
+        paths["truth"], _ = plot_truth_comparison(
+            truth.object,
+            microscope.sample.sample,
+            illumination_map(truth.microscope()),
+            directory / f"{prefix}_truth.png",
+            pixel_size=pixel_size,
+        )
+    return paths
