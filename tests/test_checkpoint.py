@@ -95,3 +95,75 @@ def test_load_rejects_mismatched_template(problem, tmp_path):
     like = first.__class__(bigger, first.state, first.losses, 0, first.result, first.key, first.trainable)
     with pytest.raises(ValueError, match="does not fit"):
         load_solution(path, like)
+
+
+def _tiny_result(path, loss):
+    write_result(
+        path,
+        object=np.ones((4, 4), np.complex64),
+        probe=np.ones((2, 2), np.complex64),
+        positions=np.zeros((1, 2)),
+        loss=np.asarray(loss),
+        wavelength=1e-10,
+        distance=1.0,
+        object_pixel_size=[1e-8, 1e-8],
+        attrs={"iteration": len(loss)},
+    )
+
+
+def test_write_does_not_follow_a_link_or_keep_a_stale_temporary(tmp_path):
+    """A symbolic link planted at `<out>.partial` is replaced, never written through; a
+    temporary left by a killed run is replaced by the new file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "r.h5"
+    (tmp_path / "r.h5.partial").symlink_to(victim)
+    _tiny_result(out, [1.0])
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "r.h5.partial").exists() and not (tmp_path / "r.h5.partial").is_symlink()
+    assert read_result(out)["attrs"]["iteration"] == 1
+    (tmp_path / "r.h5.partial").write_bytes(b"half a file from a killed run")
+    _tiny_result(out, [1.0, 0.5])
+    assert read_result(out)["attrs"]["iteration"] == 2 and not (tmp_path / "r.h5.partial").exists()
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A write that fails half-way (here: the disk fills while the loss is written) leaves
+    the previous result whole and removes its temporary."""
+    import errno
+
+    import h5py
+
+    out = tmp_path / "r.h5"
+    _tiny_result(out, [3.0, 2.0])
+    before = out.read_bytes()
+    create = h5py.Group.create_dataset
+
+    def full_disk(self, name, *args, **kwargs):
+        if name == "loss":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
+    with pytest.raises(OSError, match=r"cannot write result file .*r\.h5.*No space left on device"):
+        _tiny_result(out, [3.0, 2.0, 1.0])
+    assert out.read_bytes() == before
+    assert not (tmp_path / "r.h5.partial").exists()
+
+
+def test_extra_attributes_are_in_the_same_write(problem, tmp_path):
+    """`save_solution(attrs=...)`: the caller's records land in the one file write, and an
+    `engine_parameters` dict adds to the engine's own fields; a mid-run checkpoint says `running`."""
+    data, _, start = problem
+    saved = []
+    path = tmp_path / "run.h5"
+
+    def checkpoint(solution):
+        save_solution(path, solution, data, RPIE(), attrs={"engine_parameters": {"optimizer": "x"}, "cli": {"a": 1}})
+        saved.append(read_result(path)["attrs"])
+
+    reconstruct(start, data, RPIE(), num_iterations=3, checkpoint=checkpoint, checkpoint_every=2)
+    assert [(attrs["iteration"], attrs["result"]) for attrs in saved] == [(2, "running"), (3, "max_iterations_reached")]
+    params = saved[-1]["engine_parameters"]
+    assert params["optimizer"] == "x" and params["alpha"] == RPIE().alpha
+    assert saved[-1]["cli"] == '{"a": 1}'

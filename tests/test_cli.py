@@ -54,6 +54,11 @@ def test_same_seed_same_file_content(tmp_path):
         assert main(["simulate", "--size", "small", "--photons", "1e4", "--out", str(tmp_path / name)]) == 0
     a, b = jio.read_cxi(tmp_path / "a.cxi"), jio.read_cxi(tmp_path / "b.cxi")
     assert np.array_equal(np.asarray(a.intensities), np.asarray(b.intensities))
+    # An existing file is replaced only when asked (the refusal: tests/test_refusals.py).
+    args = ["simulate", "--size", "small", "--photons", "1e4", "--seed", "1", "--out", str(tmp_path / "a.cxi")]
+    assert main([*args, "--overwrite"]) == 0
+    a = jio.read_cxi(tmp_path / "a.cxi")
+    assert not np.array_equal(np.asarray(a.intensities), np.asarray(b.intensities))
 
 
 def test_unwritable_path_is_one_line_and_exit_2(tmp_path, capsys):

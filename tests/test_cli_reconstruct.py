@@ -56,7 +56,7 @@ def test_config_file_and_unknown_key(cxi_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key 'sed'" in err and len(err.strip().splitlines()) == 1
     config.write_text("[engine]\nbeta = 3\n")
-    assert main(["reconstruct", str(cxi_file), "--config", str(config), "--out", str(out)]) == 2
+    assert main(["reconstruct", str(cxi_file), "--config", str(config), "--out", str(tmp_path / "d.h5")]) == 2
     assert "'beta'" in capsys.readouterr().err
 
 
@@ -322,3 +322,186 @@ def test_geometry_interrupted_keeps_the_geometry(cxi_file, tmp_path, monkeypatch
     start = read_cxi(cxi_file)
     np.testing.assert_allclose(np.ptp(saved["positions"], 0), 1.01 * np.ptp(np.asarray(start.positions), 0), rtol=1e-6)
     assert "--resume" in capsys.readouterr().out
+
+
+# ---- nothing lost, nothing silent: outputs, exit codes, signals --------------------------------
+
+
+def test_overwrite_and_default_output_beside_the_input(cxi_file, tmp_path, monkeypatch, capsys):
+    """Inputs of one name in two folders get a result each, beside them; a second run on an
+    existing result needs --overwrite, which then replaces it and its figures."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(cxi_file, tmp_path / folder / "scan.cxi")
+        assert main(["reconstruct", f"{folder}/scan.cxi", "--engine", "epie", "--iterations", "1"]) == 0
+    assert read_result(tmp_path / "a" / "scan_result.h5")["attrs"]["iteration"] == 1
+    assert (tmp_path / "b" / "scan_result.h5").exists() and (tmp_path / "b" / "scan_result_object.png").exists()
+    assert not (tmp_path / "scan_result.h5").exists()
+    figure = (tmp_path / "a" / "scan_result_object.png").read_bytes()
+    capsys.readouterr()
+    assert main(["reconstruct", "a/scan.cxi", "--engine", "epie", "--iterations", "2"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert read_result(tmp_path / "a" / "scan_result.h5")["attrs"]["iteration"] == 1
+    assert main(["reconstruct", "a/scan.cxi", "--engine", "epie", "--iterations", "2", "--overwrite"]) == 0
+    assert read_result(tmp_path / "a" / "scan_result.h5")["attrs"]["iteration"] == 2
+    assert (tmp_path / "a" / "scan_result_object.png").read_bytes() != figure
+
+
+def test_stale_lock_temporary_and_planted_link(cxi_file, tmp_path, capsys):
+    """A lock file left by a dead run is taken over, a temporary left by a killed save is
+    removed, and a symbolic link planted at the temporary's name is never written through."""
+    out = tmp_path / "r.h5"
+    (tmp_path / "r.h5.lock").write_text("pid 999999999 on a-node-long-gone")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "r.h5.partial").symlink_to(victim)
+    assert main(["reconstruct", str(cxi_file), "--engine", "epie", "--iterations", "1", "--out", str(out)]) == 0
+    assert "removed" in capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    assert read_result(out)["attrs"]["iteration"] == 1
+    assert not (tmp_path / "r.h5.lock").exists() and not (tmp_path / "r.h5.partial").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "extra, code, result, kept",
+    [
+        (["--engine", "sgd", "--learning-rate", "1e30"], 3, "nonfinite", "the start"),
+        (["--engine", "sgd", "--learning-rate", "30"], 4, "diverged", "the start"),
+        (["--refine", "probe,positions", "--config", "{positions}"], 5, "positions_off_object", "the start"),
+    ],
+    ids=["nonfinite", "diverged", "positions_off_object"],
+)
+def test_abnormal_endings_exit_non_zero(extra, code, result, kept, cxi_file, tmp_path, capsys):
+    """Measured: SGD at rate 1e30 makes the parameters overflow in its second step; at rate 30 the
+    loss goes 2.35 -> 12.8 -> above 23.5 (10x); Adam moving positions by 1e-3 m leaves the object."""
+    config = tmp_path / "positions.toml"
+    config.write_text('[engine]\nname = "adam"\nlearning_rates = { positions = 1e-3 }\n')
+    out = tmp_path / "r.h5"
+    args = [word.format(positions=config) for word in extra]
+    assert main(["reconstruct", str(cxi_file), "--iterations", "5", "--out", str(out), *args]) == code
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "stopped" in line)
+    assert f"stopped ({result.replace('_', ' ')})" in line and f"{kept}, in {out}" in line
+    saved = read_result(out)
+    assert saved["attrs"]["result"] == result and saved["attrs"]["iteration"] == 0
+    assert np.all(np.isfinite(saved["object"])) and np.abs(saved["object"]).max() < 10
+
+
+def test_full_disk_exits_6_and_keeps_the_last_checkpoint(cxi_file, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import janssen.invert as jinv
+
+    save = jinv.save_solution
+    calls = []
+
+    def fills_up(path, solution, *args, **kwargs):
+        calls.append(solution.iteration)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(path, solution, *args, **kwargs)
+
+    monkeypatch.setattr(jinv, "save_solution", fills_up)
+    out = tmp_path / "r.h5"
+    code = main(["reconstruct", str(cxi_file), "--engine", "epie", "--iterations", "12", "--out", str(out)])
+    assert code == 6
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "No space left on device" in err and f"{out} holds the checkpoint of iteration 10" in err
+    saved = read_result(out)
+    assert (saved["attrs"]["iteration"], saved["attrs"]["result"]) == (10, "running")
+    assert not (tmp_path / "r.h5.partial").exists()
+
+
+@pytest.mark.parametrize("during", ["checkpoint", "final save"])
+def test_signal_during_a_save_finishes_the_save(during, cxi_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a file is being written: the file is completed first. During a checkpoint the
+    run then stops (result `interrupted`) and the printed command continues it: the same result,
+    bit for bit, as a run never interrupted. During the final save the run is already complete."""
+    import os
+    import shlex
+    import signal
+
+    import janssen.invert as jinv
+
+    base = ["reconstruct", str(cxi_file), "--engine", "epie"]
+    whole = tmp_path / "whole.h5"
+    assert main([*base, "--iterations", "12", "--out", str(whole)]) == 0
+    save = jinv.save_solution
+    sent = []
+
+    def interrupted_save(path, solution, *args, **kwargs):
+        save(path, solution, *args, **kwargs)
+        running = solution.result == jinv.RESULTS.running
+        if not sent and running == (during == "checkpoint"):
+            sent.append(solution.iteration)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(jinv, "save_solution", interrupted_save)
+    out = tmp_path / "r.h5"
+    capsys.readouterr()
+    assert main([*base, "--iterations", "12", "--out", str(out)]) == 130
+    printed = capsys.readouterr().out
+    saved = read_result(out)
+    if during == "final save":
+        assert (saved["attrs"]["iteration"], saved["attrs"]["result"]) == (12, "max_iterations_reached")
+        np.testing.assert_array_equal(saved["object"], read_result(whole)["object"])
+        return
+    assert (saved["attrs"]["iteration"], saved["attrs"]["result"]) == (10, "interrupted")
+    monkeypatch.setattr(jinv, "save_solution", save)
+    command = shlex.split(printed.split("continue with `")[1].split("`")[0])
+    assert command[:2] == ["janssen", "reconstruct"] and command[command.index("--iterations") + 1] == "2"
+    assert main(command[1:]) == 0
+    resumed, reference = read_result(out), read_result(whole)
+    assert resumed["attrs"]["iteration"] == 12
+    np.testing.assert_array_equal(resumed["object"], reference["object"])
+    np.testing.assert_array_equal(resumed["loss"], reference["loss"])
+
+
+def test_interrupted_schedule_prints_the_stage_it_continues(cxi_file, tmp_path, monkeypatch, capsys):
+    """The default schedule stopped in its first stage (rPIE, at most 100 iterations) at iteration
+    10: the printed command continues that stage for its 90 remaining iterations, and says so."""
+    import os
+    import signal
+
+    import janssen.invert as jinv
+
+    save = jinv.save_solution
+
+    def interrupted_save(path, solution, *args, **kwargs):
+        save(path, solution, *args, **kwargs)
+        if solution.result == jinv.RESULTS.running:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(jinv, "save_solution", interrupted_save)
+    out = tmp_path / "auto.h5"
+    assert main(["reconstruct", str(cxi_file), "--out", str(out)]) == 130
+    printed = capsys.readouterr().out
+    assert f"--resume {out} --iterations 90` (the RPIE stage;" in printed
+    assert read_result(out)["attrs"]["engine"] == "RPIE"
+
+
+def test_resume_with_a_modelled_background(cxi_file, tmp_path):
+    """Frames with a flat background (where the start models one, the `cli` record holds its
+    shapes and `--resume` rebuilds it): the run resumes and continues its loss history."""
+    from janssen.io import MicroscopeData
+
+    data = read_cxi(cxi_file)
+    lifted = MicroscopeData(
+        np.asarray(data.intensities) + 0.2 * float(np.mean(data.intensities)),
+        data.positions,
+        data.wavelength,
+        data.camera_pixel_size,
+        data.distance,
+    )
+    path = tmp_path / "background.cxi"
+    write_cxi(path, lifted)
+    out = tmp_path / "b.h5"
+    assert main(["reconstruct", str(path), "--engine", "adam", "--iterations", "2", "--out", str(out)]) == 0
+    first = read_result(out)
+    assert main(["reconstruct", str(path), "--resume", str(out), "--iterations", "1"]) == 0
+    second = read_result(out)
+    assert second["attrs"]["iteration"] == 3
+    np.testing.assert_array_equal(second["loss"][:2], first["loss"])

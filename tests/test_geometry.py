@@ -95,7 +95,7 @@ def test_dilation_needs_the_fft_far_field(problem):
     explicit = FarFieldMicroscope(
         true.probe, true.sample, true.positions, ScaledFraunhofer(data.distance, data.camera_pixel_size, (32, 32))
     )
-    with pytest.raises(ValueError, match="`microscope` must be a FarFieldMicroscope with the FFT"):
+    with pytest.raises(ValueError, match="`microscope` must be a microscope whose detector is the FFT"):
         dilate_scan(explicit, 1.01)
     with pytest.raises(ValueError, match="`microscope`"):
         hold_scan_scale(explicit, true.positions)

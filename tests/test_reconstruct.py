@@ -93,6 +93,59 @@ def test_nonfinite_stops_with_last_good_state(problem):
         reconstruct(start, data, _PoisonAfter(RPIE(), 1), num_iterations=3, throw=True)
 
 
+class _BlowUpAt(AbstractEngine):
+    """Runs RPIE, but multiplies the object by `factor` at iteration `bad` (a step size gone wrong)."""
+
+    inner: RPIE
+    bad: int
+    factor: float
+    holds_phase_ramp = True
+
+    def init(self, microscope, data, trainable):
+        return (self.inner.init(microscope, data, trainable), jnp.zeros((), jnp.int32))
+
+    def step(self, microscope, state, data, trainable, key):
+        inner_state, count = state
+        new, inner_state, loss = self.inner.step(microscope, inner_state, data, trainable, key)
+        scale = jnp.where(count + 1 == self.bad, self.factor, 1.0).astype(new.sample.sample.real.dtype)
+        new = eqx.tree_at(lambda m: m.sample.sample, new, new.sample.sample * scale)
+        return new, (inner_state, count + 1), loss
+
+    def terminate(self, state, losses):
+        return jnp.array(False)
+
+    def postprocess(self, microscope, state):
+        return microscope
+
+
+def test_divergence_stops_and_keeps_the_best_state(problem):
+    """A loss that jumps above 10x its lowest stops the run with `diverged`; the state kept is
+    the one with the lowest loss (with its iteration and losses), not the last finite one."""
+    data, _, start = problem
+    good = reconstruct(start, data, RPIE(), num_iterations=4)
+    assert np.all(np.diff(np.asarray(good.losses)) < 0)  # the lowest loss is the latest until the blow-up
+    blown = reconstruct(start, data, _BlowUpAt(RPIE(), 4, 1e3), num_iterations=10)
+    assert blown.result == RESULTS.diverged
+    # Iteration 4 multiplies the object by 1e3; iteration 5 reports that state's loss (far above 10x):
+    # the best state is the input of iteration 4, i.e. after 3 iterations.
+    assert blown.iteration == 3
+    np.testing.assert_array_equal(np.asarray(blown.losses), np.asarray(good.losses)[:3])
+    np.testing.assert_allclose(blown.microscope.sample.sample, good_after(start, data, 3), atol=1e-6)
+    with pytest.raises(RuntimeError, match="divergence"):
+        reconstruct(start, data, _BlowUpAt(RPIE(), 2, 1e3), num_iterations=5, throw=True)
+    # A milder rise (x1.5 the amplitude: the loss rises 5.6x, measured) runs on; so does any with None.
+    mild = reconstruct(start, data, _BlowUpAt(RPIE(), 4, 1.5), num_iterations=6)
+    assert mild.result == RESULTS.max_iterations_reached and mild.iteration == 6
+    free = reconstruct(start, data, _BlowUpAt(RPIE(), 4, 1e3), num_iterations=6, divergence=None)
+    assert free.result == RESULTS.max_iterations_reached
+    with pytest.raises(ValueError, match="divergence"):
+        reconstruct(start, data, RPIE(), num_iterations=1, divergence=0.5)
+
+
+def good_after(start, data, iterations):
+    return np.asarray(reconstruct(start, data, RPIE(), num_iterations=iterations).microscope.sample.sample)
+
+
 @pytest.mark.parametrize(
     "inner, trainable, bounds",
     [
@@ -149,12 +202,18 @@ def test_callback_and_snapshots(problem):
 
 
 def test_checkpoint_called(problem):
+    """Checkpoints during the run say `running`, never `max_iterations_reached`; the last one says how it ended."""
     data, _, start = problem
     saved = []
     reconstruct(
-        start, data, RPIE(), num_iterations=5, checkpoint=lambda s: saved.append(s.iteration), checkpoint_every=2
+        start,
+        data,
+        RPIE(),
+        num_iterations=5,
+        checkpoint=lambda s: saved.append((s.iteration, s.result)),
+        checkpoint_every=2,
     )
-    assert saved == [2, 4, 5]
+    assert saved == [(2, RESULTS.running), (4, RESULTS.running), (5, RESULTS.max_iterations_reached)]
 
 
 def test_mismatched_data_raises(problem):

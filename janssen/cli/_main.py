@@ -7,6 +7,7 @@ import platform
 import sys
 
 from ._reconstruct import add_demo_parser, add_reconstruct_parser
+from ._report import add_report_parser
 from ._simulate import add_simulate_parser
 
 _OFF = "off"
@@ -66,8 +67,33 @@ def use_compile_cache(path: str) -> str | None:
     return path
 
 
+def version_text() -> str:
+    """janssen's version, JAX's, and the device JAX computes on by default (`jax.devices()[0]`)."""
+    import jax
+
+    from janssen.invert._checkpoint import _version
+
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", "") or device.platform
+    return f"janssen {_version()}\njax {jax.__version__}\ndevice {device.platform} ({kind})"
+
+
+class _Version(argparse.Action):
+    """`--version`: computed when asked (it starts JAX's backend), then exit 0."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janssen", description="Ptychographic reconstruction in JAX.")
+    parser.add_argument(
+        "--version", action=_Version, help="print the versions of janssen and JAX and the default device, and exit"
+    )
     parser.add_argument(
         "--compile-cache",
         default=None,
@@ -79,14 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(subparsers)
     add_reconstruct_parser(subparsers)
     add_demo_parser(subparsers)
+    add_report_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `janssen` command with `argv` (default: `sys.argv[1:]`); return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    use_compile_cache(args.compile_cache or default_compile_cache())
-    return int(args.handler(args) or 0)
+    try:
+        use_compile_cache(args.compile_cache or default_compile_cache())
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:  # before a command's own handling starts, or in one without it
+        print(f"janssen {args.command}: interrupted; nothing more was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

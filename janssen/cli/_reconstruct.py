@@ -1,15 +1,22 @@
 """`janssen reconstruct` and `janssen demo`: run an engine on a dataset, save the result and figures."""
 
 import argparse
+import contextlib
+import fcntl
 import json
 import operator
+import os
 import pathlib
+import shlex
+import signal
+import socket
 import sys
+import threading
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import h5py
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -19,7 +26,9 @@ import janssen.invert as jinv
 import janssen.io as jio
 from janssen.invert._geometry import SCALE_RANGE
 from janssen.invert._init import _default_padding
+from janssen.invert._reconstruct import DIVERGENCE_FACTOR
 from janssen.invert._trainable import selected_paths
+from janssen.io._results import temporary_path
 from janssen.optics import (
     CoherentModeSet,
     MixedStateProbe,
@@ -28,7 +37,7 @@ from janssen.optics import (
     ScaledFraunhofer,
     extend_modes,
 )
-from janssen.scopes import FarFieldMicroscope, NearFieldMicroscope
+from janssen.scopes import DetectorResponse, FarFieldMicroscope, NearFieldMicroscope, with_detector
 
 _PIE_ENGINES = {"epie": jinv.EPIE, "rpie": jinv.RPIE, "mpie": jinv.MomentumPIE}
 _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
@@ -71,12 +80,60 @@ _DEFAULTS = {
     "noise_std": None,
     "geometry": False,
 }
+# The type each config key must have, and its description in an error message.
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "engine": ((str,), "a string"),
+    "iterations": ((int,), "an integer"),
+    "batched": ((bool,), "true or false"),
+    "seed": ((int,), "an integer"),
+    "probe": ((str,), "a file name (string)"),
+    "out": ((str,), "a file name (string)"),
+    "loss": ((str,), "a string"),
+    "learning_rate": ((int, float), "a number"),
+    "refine": ((str, list), "a string or a list of strings"),
+    "modes": ((int,), "an integer"),
+    "near_field": ((bool,), "true or false"),
+    "distance": ((int, float), "a number of metres"),
+    "focus_to_sample": ((int, float), "a number of metres"),
+    "propagator": ((str,), "a string"),
+    "uncertainty": ((bool,), "true or false"),
+    "noise_std": ((int, float), "a number"),
+    "geometry": ((bool,), "true or false"),
+}
 _CHECKPOINT_EVERY = 10
-_INTERRUPTED = 130  # the shell's code for a run stopped by SIGINT
+# Seeds become 32-bit PRNG keys: a larger one would silently repeat a smaller one's run.
+_MAX_SEED = 2**32 - 1
+# More probe modes than this is a mistake, not an experiment (each is a full probe to refine).
+_MAX_MODES = 32
+_FIGURES = ("object", "probe", "loss", "residual", "patterns", "truth")
+
+#: Exit codes of `janssen reconstruct` and `janssen demo` (docs/cli.md, "Exit codes").
+EXIT_OK = 0
+EXIT_REFUSED = 2
+EXIT_NONFINITE = 3
+EXIT_DIVERGED = 4
+EXIT_POSITIONS_OFF_OBJECT = 5
+EXIT_WRITE_FAILED = 6
+EXIT_BUSY = 7
+EXIT_INTERRUPTED = 130  # the shell's codes for a run stopped by SIGINT and by SIGTERM
+EXIT_TERMINATED = 143
+_STOP_CODES = {
+    "nonfinite": EXIT_NONFINITE,
+    "diverged": EXIT_DIVERGED,
+    "positions_off_object": EXIT_POSITIONS_OFF_OBJECT,
+}
 
 
 class UsageError(Exception):
     """A bad argument, config or input file: reported in one line, exit code 2."""
+
+
+class BusyError(UsageError):
+    """Another run holds the output's lock: exit code 7."""
+
+
+class WriteError(Exception):
+    """A result file could not be written (disk full, permissions): exit code 6."""
 
 
 def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
@@ -143,7 +200,14 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         help="far field: first refine the scan positions and the distance (off by up to 7 %% and a few pixels) "
         "with janssen.invert.refine_geometry, then run the engine from there",
     )
-    parser.add_argument("--out", type=pathlib.Path, help="result file (default: DATA's name + _result.h5)")
+    parser.add_argument(
+        "--out", type=pathlib.Path, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing result file at --out and its figures (default: refuse)",
+    )
     parser.add_argument("--resume", type=pathlib.Path, help="continue from this result file's checkpoint")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.set_defaults(handler=run_reconstruct)
@@ -158,6 +222,7 @@ def add_demo_parser(subparsers: "argparse._SubParsersAction") -> None:
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("janssen-demo"), help="output folder")
     parser.add_argument("--iterations", type=int, default=30, help="rPIE iterations (default 30)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files in the folder")
     parser.set_defaults(handler=run_demo)
 
 
@@ -184,6 +249,12 @@ def _read_config(path: pathlib.Path | None) -> tuple[dict[str, Any], dict[str, A
         raise UsageError(
             f"unknown key {unknown[0]!r} in config {str(path)!r} (allowed: {', '.join(_DEFAULTS)}, [engine])"
         )
+    for name, value in config.items():
+        types, expected = _CONFIG_TYPES[name]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise UsageError(
+                f"config {str(path)!r}: key {name!r} must be {expected}, got {value!r} ({type(value).__name__})"
+            )
     return config, params
 
 
@@ -259,8 +330,11 @@ def _check_settings(settings: dict[str, Any]) -> None:
     if settings["geometry"] and "distance" in names:
         raise UsageError("--geometry refines the distance itself: leave distance out of --refine")
     modes = settings["modes"]
-    if isinstance(modes, bool) or not isinstance(modes, int) or modes < 1:
-        raise UsageError(f"modes must be an integer >= 1, got {modes!r}")
+    if isinstance(modes, bool) or not isinstance(modes, int) or not 1 <= modes <= _MAX_MODES:
+        raise UsageError(f"--modes must be an integer from 1 to {_MAX_MODES}, got {modes!r}")
+    seed = settings["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {_MAX_SEED} (2**32 - 1), got {seed!r}")
     _check_near_field(settings)
 
 
@@ -488,7 +562,13 @@ def _start_microscope(settings: dict[str, Any], data: jio.MicroscopeData, bundle
         fields = search.fields
     probe = _probe_module(fields, settings["modes"], data.wavelength, data.object_pixel_size)
     padding = _geometry_padding(data) if settings["geometry"] else None
-    return jinv.init_far_field_microscope(data, probe, padding=padding)
+    start = jinv.init_far_field_microscope(data, probe, padding=padding, align=False)  # aligned above
+    if start.detector is not None:
+        settings["background_note"] = (
+            f"detector background: {float(start.detector.background):.3g} counts per pixel, modelled "
+            "(janssen.invert.background_start)"
+        )
+    return start
 
 
 def _geometry_padding(data: jio.MicroscopeData) -> int:
@@ -515,27 +595,45 @@ def _start_near_field(settings: dict[str, Any], data: jio.MicroscopeData) -> Nea
 # ---- result files and resuming -------------------------------------------------------------
 
 
-def _cli_record(settings: dict[str, Any], data: jio.MicroscopeData) -> dict[str, Any]:
+def _cli_record(settings: dict[str, Any], data: jio.MicroscopeData, start) -> dict[str, Any]:
     """How the starting microscope was built: what `--resume` needs to rebuild its structure."""
     record = {"engine": settings["engine"], "modes": settings["modes"], "near_field": bool(settings["near_field"])}
     if settings["near_field"]:
         record.update(_near_field_geometry(settings, data))
+    detector = getattr(start, "detector", None)
+    if detector is not None:  # the shapes of its terms (`None`: not modelled)
+        record["detector"] = {
+            name: None if getattr(detector, name) is None else list(np.shape(getattr(detector, name)))
+            for name in ("background", "frame_scale")
+        }
     return record
 
 
-def _annotate(path: pathlib.Path, engine_record: dict[str, Any], cli: dict[str, Any]) -> None:
-    """Add the CLI's records to a result file that `save_solution` just wrote."""
-    with h5py.File(path, "r+") as handle:
-        params = json.loads(handle.attrs.get("engine_parameters", "{}"))
-        handle.attrs["engine_parameters"] = json.dumps({**params, **engine_record})
-        handle.attrs["cli"] = json.dumps(cli)
+def _detector_like(record: dict[str, Any]) -> DetectorResponse:
+    """A detector of the recorded shapes, for a template (the checkpoint replaces its values)."""
+    shapes = {name: record.get(name) for name in ("background", "frame_scale")}
+    return DetectorResponse(**{name: None if shape is None else np.ones(shape) for name, shape in shapes.items()})
+
+
+def _save(out: pathlib.Path, solution: jinv.Solution, data, engine, records, **extra: Any) -> None:
+    """`save_solution` with the command's records in the same atomic write; signals wait for it.
+
+    `records` (the engine record and the `cli` record, or `None`) are what `--resume`
+    needs beyond `save_solution`'s own attributes.
+    """
+    attrs = None if records is None else {"engine_parameters": records[0], "cli": records[1]}
+    try:
+        with _saving():
+            jinv.save_solution(out, solution, data, engine, attrs=attrs, **extra)
+    except OSError as error:
+        raise WriteError(str(error)) from error
 
 
 def _read_saved(path: pathlib.Path) -> dict[str, Any]:
     try:
         saved = jio.read_result(path)
     except ValueError as error:
-        raise UsageError(str(error)) from error
+        raise UsageError(f"--resume: {error}") from error
     cli = saved["attrs"].get("cli")
     # Files written without the CLI's record: a far-field run with a plain probe.
     saved["cli"] = json.loads(cli) if isinstance(cli, str) else {"modes": 1, "near_field": False}
@@ -577,6 +675,8 @@ def _resumed(path: pathlib.Path, saved: dict[str, Any], data: jio.MicroscopeData
             if cli.get("scaled_far_field"):
                 propagator = ScaledFraunhofer(saved["distance"], data.camera_pixel_size, tuple(data.frame_shape))
             microscope = FarFieldMicroscope(probe, sample, positions, propagator)
+        if cli.get("detector"):
+            microscope = with_detector(microscope, _detector_like(cli["detector"]))
         engine, record = _make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
         trainable = saved["attrs"].get("trainable", '["object", "probe"]')
         trainable = json.loads(trainable) if isinstance(trainable, str) else list(trainable)
@@ -586,36 +686,233 @@ def _resumed(path: pathlib.Path, saved: dict[str, Any], data: jio.MicroscopeData
         raise UsageError(f"cannot resume from {str(path)!r}: {error}") from error
 
 
-# ---- running -----------------------------------------------------------------------------
+# ---- outputs: never overwrite silently, one run per file, signals ----------------------------
 
 
 def _default_out(data_path: pathlib.Path) -> pathlib.Path:
-    name = data_path.name.split(".")[0] or "janssen"
-    return pathlib.Path(f"{name}_result.h5")
+    """`<DATA's folder>/<DATA's name without its extension>_result.h5`.
+
+    Beside the input, so that inputs of one name in different folders never share a result.
+    """
+    name = data_path.name
+    for suffix in (".npz.bz2", *data_path.suffixes[-1:]):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return data_path.parent / f"{name}_result.h5"
 
 
-def _figures(solution: jinv.Solution, out: pathlib.Path, verdict: jinv.Verdict | None = None) -> list[pathlib.Path]:
+def _figure_paths(out: pathlib.Path) -> list[pathlib.Path]:
+    """The figures and the report written beside a result."""
+    return [out.parent / f"{out.stem}_{kind}.png" for kind in _FIGURES] + [out.with_suffix(".html")]
+
+
+def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
     try:
-        from janssen.plots import save_figures
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_output(
+    out: pathlib.Path, inputs: dict[str, Any], *, overwrite: bool, own: pathlib.Path | None = None
+) -> None:
+    """Refuse an output that would replace an input, or an existing file without `--overwrite`.
+
+    `inputs`: the files the run reads, by the name of their argument; `own`: a result file
+    the run continues (`--resume`), which it may update with its figures.
+    """
+    folder = out.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write --out {str(out)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --out {str(out)!r}: folder {str(folder)!r} is not writable")
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a folder: expected the name of a result file (.h5)")
+    for label, path in inputs.items():
+        if path is not None and _same_file(out, pathlib.Path(path)):
+            raise UsageError(
+                f"--out {str(out)!r} is the {label} {str(path)!r}: a result never replaces its input; "
+                "choose another --out"
+            )
+    if overwrite or (own is not None and _same_file(out, own)):
+        return
+    for path in (out, *_figure_paths(out)):
+        if path.exists() or path.is_symlink():
+            raise UsageError(
+                f"--out: {str(path)!r} already exists; pass --overwrite to replace it (and the result's figures) "
+                "or choose another --out"
+            )
+
+
+@contextlib.contextmanager
+def _output_lock(out: pathlib.Path) -> Iterator[None]:
+    """Hold `<out>.lock` while the run writes `out`: a second run on it is refused (`BusyError`).
+
+    The lock is an advisory `flock` on that file, which the system releases when its holder
+    dies: a lock file left by a killed run is taken over. It names its holder for the
+    refusal message and is removed at the end.
+    """
+    lock = out.with_name(out.name + ".lock")
+    descriptor = _acquire(lock, out)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(descriptor)
+
+
+def _acquire(lock: pathlib.Path, out: pathlib.Path) -> int:
+    """A descriptor of `lock` holding its exclusive `flock`."""
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as error:
+            raise UsageError(f"cannot create the lock file {str(lock)!r}: {error.strerror or error}") from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+            os.close(descriptor)
+            raise BusyError(
+                f"{str(out)!r} is being written by another janssen run ({holder}; lock file {str(lock)!r}): "
+                "wait for it to end or choose another --out"
+            ) from None
+        try:  # the holder may have removed the file between our open and our lock: lock the new one
+            if os.stat(lock, follow_symlinks=False).st_ino == os.fstat(descriptor).st_ino:
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+
+
+def _remove_stale_temporary(out: pathlib.Path) -> None:
+    """Remove `<out>.partial`, left by a run killed while writing (the lock says none is running)."""
+    partial = temporary_path(out)
+    if partial.exists() or partial.is_symlink():
+        partial.unlink()
+        print(f"janssen: removed {partial}, left by an earlier run that was stopped while saving", file=sys.stderr)
+
+
+# Signals received while a command runs, and whether a save is in progress (they then wait for it).
+_received: list[int] = []
+_deferring = [False]
+
+
+def _on_signal(number: int, frame: Any) -> None:
+    _received.append(number)
+    if not _deferring[0]:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_handled() -> Iterator[None]:
+    """For the time of a command: SIGTERM (a scheduler's stop) stops the run as Ctrl-C does."""
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, _on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _saving() -> Iterator[None]:
+    """A save that a signal does not cut short: the signal is acted on once the file is complete."""
+    before, _deferring[0] = _deferring[0], True
+    try:
+        yield
+    finally:
+        _deferring[0] = before
+
+
+def _signal_exit() -> int:
+    """130 after Ctrl-C (SIGINT), 143 after SIGTERM: the shell's codes."""
+    return EXIT_TERMINATED if _received and _received[0] == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _signal_name() -> str:
+    return "SIGTERM" if _signal_exit() == EXIT_TERMINATED else "Ctrl-C"
+
+
+def _kept(kept: dict[str, Any]) -> str:
+    if kept.get("iteration") is None:
+        return "no result file was written"
+    return f"{kept['out']} holds the checkpoint of iteration {kept['iteration']}"
+
+
+def _command(name: str, body: Callable[[dict[str, Any]], int]) -> int:
+    """Run `body(kept)` with signals handled; every failure is one line on stderr and an exit code."""
+    kept: dict[str, Any] = {"iteration": None, "out": None}
+    with _signals_handled():
+        try:
+            return body(kept)
+        except BusyError as error:
+            return _error(name, error, EXIT_BUSY)
+        except WriteError as error:
+            return _error(name, f"{error}; {_kept(kept)}", EXIT_WRITE_FAILED)
+        except (UsageError, OSError, ValueError) as error:
+            return _error(name, error)
+        except KeyboardInterrupt:
+            print(f"janssen {name}: interrupted ({_signal_name()}); {_kept(kept)}", file=sys.stderr)
+            return _signal_exit()
+
+
+def _error(command: str, error: BaseException | str, code: int = EXIT_REFUSED) -> int:
+    print(f"janssen {command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
+
+
+# ---- running -----------------------------------------------------------------------------
+
+
+def _figures(
+    solution: jinv.Solution,
+    out: pathlib.Path,
+    verdict: jinv.Verdict | None = None,
+    data: jio.MicroscopeData | None = None,
+    truth: Any = None,
+    data_path: pathlib.Path | None = None,
+) -> list[pathlib.Path]:
+    """The figures and the HTML report beside the result (`out`'s stem, `_FIGURES` and `.html`)."""
+    try:
+        from janssen.plots import ReportError, save_figures, write_report
     except ImportError:  # pragma: no cover - matplotlib is optional
         return []
     try:
-        return list(save_figures(solution, out.parent, out.stem, verdict=verdict).values())
+        paths = list(save_figures(solution, out.parent, out.stem, verdict=verdict, data=data, truth=truth).values())
+        try:
+            paths.append(write_report(out, data_path=data_path, data=None if data_path else data, truth=truth))
+        except (ReportError, OSError) as error:  # a view of the saved result: never fail the run for it
+            print(f"janssen: warning: no report: {' '.join(str(error).split())}", file=sys.stderr)
+        return paths
     except ImportError:  # pragma: no cover
         print("janssen: matplotlib is not installed; no figures written", file=sys.stderr)
+        return []
+    except KeyboardInterrupt:
+        print("janssen: figures not written (interrupted)", file=sys.stderr)
         return []
 
 
 def _run(
-    microscope_or_solution, data, engine, settings, out: pathlib.Path, *, meter, trainable=None, records=None
+    microscope_or_solution, data, engine, settings, out: pathlib.Path, kept, *, meter, trainable=None, records=None
 ) -> tuple[jinv.Solution, float, jinv.AbstractEngine]:
     """Run one engine, or a schedule's stages (a tuple), checkpointing into `out`; the solution,
     the seconds it took and the engine that made the solution (a schedule's last stage)."""
 
     def checkpoint(solution: jinv.Solution, stage_engine: jinv.AbstractEngine = engine) -> None:
-        jinv.save_solution(out, solution, data, stage_engine)
-        if records is not None:
-            _annotate(out, *records)
+        signals = len(_received)
+        _save(out, solution, data, stage_engine, records)
+        kept.update(iteration=solution.iteration, out=out)
+        if len(_received) > signals and solution.result == jinv.RESULTS.running:
+            raise KeyboardInterrupt  # the signal that came during the save stops the run now
 
     started = time.perf_counter()
     key = jr.PRNGKey(settings["seed"])
@@ -630,6 +927,7 @@ def _run(
             checkpoint=checkpoint,
             checkpoint_every=_CHECKPOINT_EVERY,
         )
+        kept["stages"] = run.stages
         stages = ", ".join(f"{name} {count} ({result.replace('_', ' ')})" for name, count, result in run.stages)
         print(f"schedule: {stages}", file=sys.stderr)
         return run.solution, time.perf_counter() - started, run.engine
@@ -647,14 +945,25 @@ def _run(
     return solution, time.perf_counter() - started, engine
 
 
-def _error(command: str, error: BaseException) -> int:
-    print(f"janssen {command}: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return 2
+def _output(args: argparse.Namespace, settings: dict[str, Any]) -> pathlib.Path:
+    """The result file, checked before anything is loaded (see `_check_output`)."""
+    if args.resume is not None:
+        out = args.out or args.resume
+    else:
+        out = pathlib.Path(settings["out"]) if settings["out"] else _default_out(args.data)
+    inputs = {"data file": args.data, "config": args.config, "probe": settings["probe"]}
+    _check_output(out, inputs, overwrite=args.overwrite, own=args.resume)
+    return out
 
 
 def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[str, Any]):
-    """The data, engine, starting point, output path, trainable names and file records of a run."""
+    """The data, engine, starting point, trainable names and file records of a run."""
     data, bundled = _load_data(args.data)
+    if settings["modes"] > data.num_positions:
+        raise UsageError(
+            f"--modes {settings['modes']} exceeds the {data.num_positions} frames of {str(args.data)!r}: each mode "
+            "has as many unknowns as a frame has pixels, so the data cannot support more modes than frames"
+        )
     try:  # unit sanity before anything large is allocated (near field: the sample pixel, not the far-field one)
         near_pixel = _near_field_pixel(_near_field_geometry(settings, data), data) if settings["near_field"] else None
         jio.check_geometry(data, object_pixel_size=near_pixel)
@@ -668,7 +977,7 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
         engine, start, records = _resumed(args.resume, _read_saved(args.resume), data, settings)
         if settings["iterations"] is None:  # the saved run's engine goes on for the usual count
             settings["iterations"] = _DEFAULT_ITERATIONS
-        return data, engine, start, args.out or args.resume, None, records
+        return data, engine, start, None, records
     start = _start_microscope(settings, data, bundled)
     trainable = _trainable_names(settings, start)
     try:
@@ -676,43 +985,115 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
     except ValueError as error:
         raise UsageError(f"--refine: {error}") from error
     engine, record = _make_engine(settings["engine"], params, {**settings, "refine_paths": paths}, start)
-    out = pathlib.Path(settings["out"]) if settings["out"] else _default_out(args.data)
-    return data, engine, start, out, trainable, (record, _cli_record(settings, data))
+    cli = {**_cli_record(settings, data, start), "data": str(args.data.resolve())}  # `janssen report` reads it back
+    return data, engine, start, trainable, (record, cli)
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    """Load, reconstruct, save and summarise; bad input gives one line on stderr and exit 2."""
-    interrupted = False
-    try:
+    """Load, reconstruct, save and summarise; the exit code says how the run ended (`EXIT_*`).
+
+    Bad input gives one line on stderr and exit 2, before anything is written.
+    """
+
+    def body(kept: dict[str, Any]) -> int:
         settings, params = _settings(args)
-        data, engine, start, out, trainable, records = _prepare(args, settings, params)
-        if not out.parent.is_dir():
-            raise UsageError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
-        if settings["geometry"]:
-            start, interrupted = _refine_geometry(start, data, settings)
-            if interrupted:
-                # Keep what the geometry stage reached: a result file with no engine iterations.
-                settings = {**settings, "iterations": 0}
-        solution, seconds, engine = _run(
-            start, data, engine, settings, out, meter=jinv.TextProgressMeter(), trainable=trainable, records=records
-        )
+        out = _output(args, settings)
+        with _output_lock(out):
+            _remove_stale_temporary(out)
+            return _reconstruct(args, settings, params, out, kept)
+
+    return _command("reconstruct", body)
+
+
+def _reconstruct(args, settings: dict[str, Any], params: dict[str, Any], out: pathlib.Path, kept) -> int:
+    data, engine, start, trainable, records = _prepare(args, settings, params)
+    first = start.iteration if isinstance(start, jinv.Solution) else 0
+    wanted = settings["iterations"]
+    if wanted is None:  # the default schedule: the sum of its stages' caps
+        wanted = sum(stage.max_iterations for stage in engine)
+    planned = engine if isinstance(engine, tuple) else None
+    interrupted = False
+    if settings["geometry"]:
+        start, interrupted = _refine_geometry(start, data, settings)
+        if interrupted:
+            # Keep what the geometry stage reached: a result file with no engine iterations.
+            settings = {**settings, "iterations": 0}
+    solution, seconds, engine = _run(
+        start, data, engine, settings, out, kept, meter=jinv.TextProgressMeter(), trainable=trainable, records=records
+    )
+    interrupted = interrupted or solution.result == jinv.RESULTS.interrupted or bool(_received)
+    verdict, figures = None, []
+    # After SIGTERM the scheduler's kill follows, and a second Ctrl-C (or one during the final
+    # save) asks to end now: no verdict, no figures.
+    stopped_by_signal = solution.result == jinv.RESULTS.interrupted
+    hurry = _signal_exit() == EXIT_TERMINATED or len(_received) > int(stopped_by_signal)
+    if not (_received and hurry):
         verdict = _verdict(solution, data)
-        if settings["uncertainty"] and solution.result != jinv.RESULTS.interrupted:
+        if settings["uncertainty"] and not interrupted:
             _write_uncertainty(solution, data, engine, settings, out, records, verdict)
         elif verdict is not None:
             _save_verdict(solution, data, engine, out, records, verdict)
-    except UsageError as error:
-        return _error("reconstruct", error)
-    except (OSError, ValueError) as error:
-        return _error("reconstruct", error)
-    figures = _figures(solution, out, verdict)
-    if "probe_guess" in settings:
-        print(settings["probe_guess"])
-    print(_summary(solution, seconds, out, figures, verdict))
-    if interrupted or solution.result == jinv.RESULTS.interrupted:
-        print(f"interrupted: checkpoint saved; continue with `janssen reconstruct {args.data} --resume {out}`")
-        return _INTERRUPTED
-    return 0
+        figures = _figures(solution, out, verdict, data, data_path=args.data)
+    for note in ("probe_guess", "background_note"):
+        if note in settings:
+            print(settings[note])
+    total = sum(count for _, count, _ in kept["stages"]) if kept.get("stages") else None
+    print(_summary(solution, seconds, out, figures, verdict, iterations=total))
+    if interrupted:
+        note, remaining = "", max(wanted - (solution.iteration - first), 0)
+        if planned is not None and kept.get("stages"):
+            # `--resume` continues the interrupted stage's engine, for what that stage had left.
+            stages = kept["stages"]
+            left = planned[len(stages) - 1].max_iterations - stages[-1][1]
+            remaining = max(min(left, wanted - sum(count for _, count, _ in stages)), 0)
+            note = f" (the {stages[-1][0]} stage; later stages of the schedule are not run by --resume)"
+        if remaining == 0 or not (stopped_by_signal or settings["iterations"] == 0):
+            print(f"interrupted ({_signal_name()}) after the run had ended: {out} holds its result")
+            return _signal_exit()
+        hint = _resume_command(args, settings, out, remaining)
+        print(f"interrupted ({_signal_name()}): checkpoint saved; continue with `{hint}`{note}")
+        return _signal_exit()
+    return _stopped("reconstruct", solution, out)
+
+
+def _stopped(command: str, solution: jinv.Solution, out: pathlib.Path) -> int:
+    """The exit code of a run that ended on its own; for an abnormal end, the reason on stderr."""
+    from janssen.invert._checkpoint import result_name
+
+    name = result_name(solution.result)
+    if name not in _STOP_CODES:
+        return EXIT_OK
+    reasons = {
+        "nonfinite": "a NaN or inf appeared in the loss or the refined parameters; lower the step sizes "
+        "(--learning-rate, the [engine] steps) or check the data for bad pixels",
+        "diverged": f"the loss rose above {DIVERGENCE_FACTOR:g} times its lowest value; lower the step sizes "
+        "(--learning-rate, the [engine] steps)",
+        "positions_off_object": "a refined scan position moved a probe window off the object; lower the positions' "
+        "learning rate",
+    }
+    kept = "the start" if solution.iteration == 0 else f"iteration {solution.iteration}"
+    which = "the last state with every window inside" if name == "positions_off_object" else "the lowest loss"
+    print(
+        f"janssen {command}: stopped ({name.replace('_', ' ')}): {reasons[name]}. "
+        f"Kept the state with {which}, {kept}, in {out}",
+        file=sys.stderr,
+    )
+    return _STOP_CODES[name]
+
+
+def _resume_command(args: argparse.Namespace, settings: dict[str, Any], out: pathlib.Path, remaining: int) -> str:
+    """The command that continues this run where it stopped, for the iterations it had left."""
+    words = ["janssen"]
+    if getattr(args, "compile_cache", None):
+        words += ["--compile-cache", args.compile_cache]
+    words += ["reconstruct", str(args.data), "--resume", str(out), "--iterations", str(remaining)]
+    if settings["seed"]:
+        words += ["--seed", str(settings["seed"])]
+    if settings["uncertainty"]:
+        words += ["--uncertainty"] + (
+            [] if settings["noise_std"] is None else ["--noise-std", str(settings["noise_std"])]
+        )
+    return shlex.join(words)
 
 
 def _refine_geometry(start, data: jio.MicroscopeData, settings: dict[str, Any]):
@@ -744,9 +1125,7 @@ def _write_uncertainty(
 ) -> None:
     """Rewrite the result file with the object's standard-error map (after the last checkpoint)."""
     std = jinv.object_std(solution.microscope, data, noise_std=settings["noise_std"], key=jr.PRNGKey(settings["seed"]))
-    jinv.save_solution(out, solution, data, engine, object_std=std, verdict=verdict)
-    if records is not None:
-        _annotate(out, *records)
+    _save(out, solution, data, engine, records, object_std=std, verdict=verdict)
     covered = np.asarray(std)[np.isfinite(np.asarray(std))]
     print(f"object_std: median {float(np.median(covered)):.3g} over the {covered.size} covered object pixels")
 
@@ -767,10 +1146,8 @@ def _verdict(solution: jinv.Solution, data: jio.MicroscopeData) -> jinv.Verdict 
 def _save_verdict(solution, data, engine, out: pathlib.Path, records, verdict: jinv.Verdict) -> None:
     """Rewrite the result file with the verdict (atomically: on failure the saved result stays)."""
     try:
-        jinv.save_solution(out, solution, data, engine, verdict=verdict)
-        if records is not None:
-            _annotate(out, *records)
-    except (OSError, ValueError) as error:
+        _save(out, solution, data, engine, records, verdict=verdict)
+    except (WriteError, ValueError) as error:
         print(f"janssen: warning: the verdict was not stored in {out}: {' '.join(str(error).split())}", file=sys.stderr)
 
 
@@ -780,12 +1157,18 @@ def _summary(
     out: pathlib.Path,
     figures: list[pathlib.Path],
     verdict: jinv.Verdict | None = None,
+    *,
+    iterations: int | None = None,
 ) -> str:
+    """What the run did and wrote; `iterations`: the total when it is not the solution's own (a schedule's stages)."""
     from janssen.invert._checkpoint import result_name
 
+    total = solution.iteration if iterations is None else iterations
     lines = [
-        f"{solution.iteration} iterations in total ({result_name(solution.result)}), "
-        f"final loss {solution.final_loss:.4g}, {seconds:.1f} s",
+        f"{total} iterations in total ({result_name(solution.result)}), "
+        f"final loss {solution.final_loss:.4g}, {seconds:.1f} s"
+        if solution.losses.size
+        else f"0 iterations kept ({result_name(solution.result)}: the start), {seconds:.1f} s",
         verdict.verdict_line() if verdict is not None else "R: not computed (see the warning above)",
         f"wrote {out}",
     ]
@@ -796,24 +1179,37 @@ def _summary(
 def run_demo(args: argparse.Namespace) -> int:
     """Simulate the small preset, reconstruct with rPIE and report errors against the truth."""
     out_dir: pathlib.Path = args.out
-    try:
+    out = out_dir / "demo.h5"
+
+    def body(kept: dict[str, Any]) -> int:
+        if args.iterations < 0:
+            raise UsageError(f"--iterations must be an integer >= 0, got {args.iterations}")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out {str(out_dir)!r} is a file: expected a folder for the demo's files")
+        if out_dir.is_dir():
+            _check_output(out, {}, overwrite=args.overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return _error("demo", error)
-    if args.iterations < 0:
-        return _error("demo", ValueError(f"--iterations must be >= 0, got {args.iterations}"))
+        with _output_lock(out):
+            _remove_stale_temporary(out)
+            return _demo(args, out, kept)
+
+    return _command("demo", body)
+
+
+def _demo(args: argparse.Namespace, out: pathlib.Path, kept: dict[str, Any]) -> int:
     truth = jio.simulate_preset("small", key=jr.PRNGKey(0))
     data = truth.data
-    engine = jinv.RPIE()
     settings = {"iterations": args.iterations, "seed": 0}
-    out = out_dir / "demo.h5"
-    solution, seconds, engine = _run(
-        jinv.init_far_field_microscope(data), data, engine, settings, out, meter=jinv.TextProgressMeter()
-    )
+    start = jinv.init_far_field_microscope(data)
+    solution, seconds, engine = _run(start, data, jinv.RPIE(), settings, out, kept, meter=jinv.TextProgressMeter())
+    if solution.result == jinv.RESULTS.interrupted or _received:
+        print(_summary(solution, seconds, out, [], None))
+        print(f"interrupted ({_signal_name()}): {_kept(kept)}")
+        return _signal_exit()
     verdict = _verdict(solution, data)
     if verdict is not None:
         _save_verdict(solution, data, engine, out, None, verdict)
-    figures = _figures(solution, out, verdict)
+    figures = _figures(solution, out, verdict, data, truth)
     illumination = jinv.illumination_map(truth.microscope())
     error = jinv.object_error(truth.object, solution.microscope.sample.sample, illumination)
     residual = jinv.data_residual(solution.microscope, data)
@@ -821,4 +1217,4 @@ def run_demo(args: argparse.Namespace) -> int:
     print(_summary(solution, seconds, out, figures, verdict))
     print(f"object error vs ground truth: {error:.4f} (a unit object scores about 0.5)")
     print(f"data residual: {residual:.4f} sqrt(counts); noise floor (ground truth): {floor:.4f}")
-    return 0
+    return _stopped("demo", solution, out)

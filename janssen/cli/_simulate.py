@@ -40,13 +40,16 @@ def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="the CXI file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file at --out (default: refuse)")
     parser.set_defaults(handler=run_simulate)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Simulate, write and summarise; on failure print one line to stderr and return 2."""
     try:
-        _check_writable(args.out)
+        if not 0 <= args.seed <= 2**32 - 1:
+            raise ValueError(f"--seed must be an integer from 0 to {2**32 - 1} (2**32 - 1), got {args.seed}")
+        _check_writable(args.out, overwrite=args.overwrite)
         dataset = jio.simulate_preset(
             args.size,
             key=jr.PRNGKey(args.seed),
@@ -63,13 +66,17 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(path: pathlib.Path) -> None:
+def _check_writable(path: pathlib.Path, *, overwrite: bool) -> None:
     # Fail before a long simulation rather than after it.
     folder = path.parent
     if not folder.is_dir():
         raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
+    if path.is_dir():
+        raise OSError(f"--out {str(path)!r} is a folder: expected the name of a CXI file")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OSError(f"--out: {str(path)!r} already exists; pass --overwrite to replace it or choose another --out")
 
 
 def _summary(args: argparse.Namespace, dataset: "jio.SimulatedDataset") -> str:

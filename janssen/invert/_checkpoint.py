@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
@@ -63,6 +64,7 @@ def save_solution(
     *,
     object_std: Any = None,
     verdict: Verdict | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a `Solution` to a result file that `load_solution` can resume from.
 
@@ -83,18 +85,23 @@ def save_solution(
       `janssen.invert.compute_verdict`; not computed here): R and its floor become the
       root attributes `r_factor` and `r_floor`, the residual per frame and per detector
       pixel the datasets `/verdict/per_frame` and `/verdict/per_pixel`.
+    - `attrs`: further root attributes, written in the same atomic write (dicts as JSON;
+      an `engine_parameters` dict adds to the engine's fields): e.g. what a caller needs
+      to rebuild the engine on resuming (the command line stores the optimizer's name).
     """
     microscope = solution.microscope
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, _resumable(solution))
-    attrs = {
+    extra_attrs = dict(attrs or {})
+    root = {
         "engine": type(engine).__name__,
-        "engine_parameters": engine_parameters(engine),
+        "engine_parameters": {**engine_parameters(engine), **extra_attrs.pop("engine_parameters", {})},
         "janssen_version": _version(),
         "iteration": int(solution.iteration),
         "result": result_name(solution.result),
         "microscope": type(microscope).__name__,
         "trainable": selected_paths(microscope, solution.trainable),
+        **extra_attrs,
     }
     extra = {"key": np.asarray(solution.key)}
     # Refined parameters besides object, probe and positions (distance, zoom, aperture…),
@@ -111,7 +118,7 @@ def save_solution(
         wavelength=float(data.wavelength),
         distance=_distance(microscope, data),
         object_pixel_size=microscope.sample.dx,
-        attrs=attrs,
+        attrs=root,
         extra=extra,
         state_bytes=buffer.getvalue(),
         object_std=object_std,

@@ -59,9 +59,9 @@ SCALE_RANGE = 0.07
 def _check_fft_far_field(name: str, microscope: Any) -> None:
     if not _fft_far_field(microscope):
         raise ValueError(
-            f"`{name}` must be a FarFieldMicroscope with the FFT far field (propagator=None), whose object "
-            f"pixel carries the distance; got {type(microscope).__name__}"
-            + ("" if not isinstance(microscope, FarFieldMicroscope) else " with an explicit propagator")
+            f"`{name}` must be a microscope whose detector is the FFT of the exit wave (a FarFieldMicroscope "
+            f"with propagator=None, `fourier_detector`), whose object pixel carries the distance; got "
+            f"{type(microscope).__name__} without it"
         )
 
 

@@ -1,6 +1,7 @@
 """`reconstruct`: the one loop that every engine runs in."""
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,9 @@ from ._solution import Solution
 from ._trainable import all_finite, trainable_spec
 
 _DEFAULT_TRAINABLE = ("object", "probe")
+_FAILURES = (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object, RESULTS.diverged)
+#: `reconstruct`'s default `divergence`: a loss this many times its lowest value so far stops the run.
+DIVERGENCE_FACTOR = 10.0
 
 # XLA options for small functions that run once per iteration or once per run (the
 # iteration's PRNG key, an engine's initial state): without LLVM's optimisations and with
@@ -133,13 +137,19 @@ def reconstruct(
     checkpoint_every: int = 10,
     throw: bool = False,
     convergence: Convergence | None = None,
+    divergence: float | None = DIVERGENCE_FACTOR,
 ) -> Solution:
     """Refine a microscope against measured data with an engine.
 
     One jitted `engine.step` per iteration (compiled once per shapes and engine
     configuration, so a second call compiles nothing new). After each step the driver
     checks the loss and the refined leaves: a non-finite value stops the run with
-    `RESULTS.nonfinite` and the **previous** state is returned, never NaN arrays. When
+    `RESULTS.nonfinite`, and a loss above `divergence` times the lowest so far and above
+    the first (a step size too large for the problem: 3.8 -> 2.7e6) with
+    `RESULTS.diverged`. Either way the state with the lowest loss is returned (never NaN
+    arrays, nor the last finite state of a blow-up), with its iteration count and the
+    losses up to it: the input of the step that reported the lowest loss. The checks
+    use the loss the step reports, on the host (no extra work on the device). When
     positions are refined, a step that moves a probe window off the object stops the run
     with `RESULTS.positions_off_object`, again keeping the previous state.
 
@@ -171,11 +181,18 @@ def reconstruct(
     - `progress_meter`: e.g. `TextProgressMeter()`; default silent.
     - `save_every`: keep a snapshot of the microscope every so many iterations (0: none).
     - `checkpoint`, `checkpoint_every`: called with the current `Solution` every
-      `checkpoint_every` iterations and when the run ends (e.g. `janssen.invert.save_solution`).
-    - `throw`: raise `RuntimeError` instead of returning when the run ends abnormally.
+      `checkpoint_every` iterations (its `result` then `RESULTS.running`) and when the run
+      ends (e.g. `janssen.invert.save_solution`).
+    - `throw`: raise `RuntimeError` instead of returning when the run ends abnormally
+      (`nonfinite`, `diverged`, `interrupted`, `positions_off_object`).
     - `convergence`: e.g. `Convergence(rtol=1e-3)`: also stop, with `RESULTS.converged`,
       once the data residual has stopped falling (`None`: run every iteration unless the
       engine's own `terminate` stops it).
+    - `divergence`: stop with `RESULTS.diverged` when the loss exceeds this factor times
+      its lowest value in this call, and the run's first loss too (default 10; `None`:
+      never). The loss is the RMS amplitude residual, which a converging run lowers; a
+      tenfold rise above the start is a step size the problem cannot take, not noise
+      (while a fit at the noise-free floor may wander tenfold between 1e-7 and 1e-6).
 
     **Returns:**
 
@@ -183,6 +200,8 @@ def reconstruct(
     """
     if num_iterations < 0:
         raise ValueError(f"`num_iterations` must be >= 0, got {num_iterations}")
+    if divergence is not None and not divergence > 1:
+        raise ValueError(f"`divergence` must be a factor > 1 (or None), got {divergence}")
     if isinstance(microscope, Solution):
         previous = microscope
         start_microscope, spec, state = previous.microscope, previous.trainable, previous.state
@@ -213,7 +232,7 @@ def reconstruct(
         # A transfer: `jnp.asarray` of a NumPy array compiles a copy for every new length.
         return jax.device_put(np.asarray(history, dtype=dtype))
 
-    def solution() -> Solution:
+    def solution(result: RESULTS) -> Solution:
         return Solution(
             microscope=current,
             state=state,
@@ -225,26 +244,42 @@ def reconstruct(
             snapshots=tuple(snapshots),
         )
 
+    # The state with the lowest loss: the step's input (most engines report the loss of
+    # the microscope they were given), its loss, and the history and snapshots up to it.
+    best, best_loss = (current, state, len(history), len(snapshots)), float("inf")
+
+    def keep_best() -> None:
+        nonlocal current, state
+        current, state, length, count = best
+        del history[length:], snapshots[count:]
+
     try:
         for i in range(first, first + num_iterations):
             new, new_state, loss, finite = _step(
                 engine, current, state, data, spec, _iteration_key(base_key, np.int32(i)), box
             )
-            if not bool(finite):
-                result = RESULTS.nonfinite
+            loss = float(loss)
+            if loss < best_loss:
+                best, best_loss = (current, state, len(history), len(snapshots)), loss
+            # Above the run's first loss too: a converged noiseless fit may wander between 1e-7 and 1e-6.
+            ceiling = max(divergence * best_loss, history[0] if history else loss) if divergence else math.inf
+            too_high = best_loss > 0 and not loss <= ceiling
+            if not bool(finite) or too_high:
+                result = RESULTS.nonfinite if not bool(finite) else RESULTS.diverged
+                keep_best()
                 break
             if refines_positions and not _windows_inside(new):
                 result = RESULTS.positions_off_object
                 break
             current, state = new, new_state
-            history.append(float(loss))
+            history.append(loss)
             progress_meter.update(i + 1, history[-1])
             if callback is not None:
                 callback(i + 1, history[-1], current)
             if save_every and (i + 1) % save_every == 0:
                 snapshots.append((i + 1, current))
             if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
-                checkpoint(solution())
+                checkpoint(solution(RESULTS.running))
             if bool(engine.terminate(state, losses_so_far())) or (convergence is not None and convergence(history)):
                 result = RESULTS.converged
                 break
@@ -253,10 +288,10 @@ def reconstruct(
     finally:
         progress_meter.close()
     current = engine.postprocess(current, state)
-    final = solution()
+    final = solution(result)
     if checkpoint is not None:
         checkpoint(final)
-    if throw and result in (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object):
+    if throw and result in _FAILURES:
         raise RuntimeError(RESULTS[result])
     return final
 

@@ -1,5 +1,6 @@
 """Schedules: engines run one after another by the one driver, each until it converges."""
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,7 +59,7 @@ class ScheduleRun(eqx.Module):
     losses: tuple[float, ...] = eqx.field(static=True)
 
 
-_STOPS = (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object)
+_STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)
 
 
 def run_schedule(
@@ -77,7 +78,8 @@ def run_schedule(
 
     Each stage is one `reconstruct` call (the one driver: progress, checkpoints, Ctrl-C,
     the finite-value guard) with a fresh engine state. A stage that stops abnormally
-    (interrupted, non-finite, a probe window off the object) ends the schedule there.
+    (interrupted, non-finite, diverged, a probe window off the object) ends the schedule
+    there.
 
     **Arguments:**
 
@@ -89,7 +91,9 @@ def run_schedule(
     - `key`: PRNG key (each stage gets its own, folded from it).
     - `progress_meter`, `checkpoint_every`: as for `reconstruct`.
     - `checkpoint`: called as `checkpoint(solution, engine)` (e.g. to save the stage's
-      `Solution` with its engine).
+      `Solution` with its engine): during each stage as `reconstruct` calls it, a
+      stage's end saved as `RESULTS.running` unless it stopped the schedule, and the
+      schedule's end once more as it ended.
     - `level_ramp`: when the last stage ends normally (converged or at its cap) having
       refined the object and the probe together, move the object's mean linear phase
       onto the probe (`level_phase_ramp`; the predictions do not change) and start that
@@ -115,7 +119,7 @@ def run_schedule(
         if budget == 0 and solution is not None:
             break
         engine = stage.engine
-        saver = None if checkpoint is None else (lambda s, e=engine: checkpoint(s, e))
+        saver = None if checkpoint is None else functools.partial(_save_running, checkpoint, engine)
         solution = reconstruct(
             current,
             data,
@@ -142,7 +146,16 @@ def run_schedule(
         leveled = level_phase_ramp(solution.microscope)
         fresh = engine.init(leveled, data, solution.trainable)
         solution = eqx.tree_at(lambda s: (s.microscope, s.state), solution, (leveled, fresh))
+    if checkpoint is not None and solution.result not in _STOPS:
+        checkpoint(solution, engine)  # the schedule's end, as it ended (stage ends were saved as running)
     return ScheduleRun(solution, engine, tuple(record), tuple(losses))
+
+
+def _save_running(checkpoint: Callable[[Solution, AbstractEngine], None], engine, solution: Solution) -> None:
+    """A stage's checkpoint: a stage that ended normally is saved as `running` (the schedule goes on)."""
+    if solution.result not in _STOPS:
+        solution = eqx.tree_at(lambda s: s.result, solution, RESULTS.running)
+    checkpoint(solution, engine)
 
 
 def _refines_object_and_probe(solution: Solution) -> bool:

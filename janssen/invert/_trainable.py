@@ -57,9 +57,7 @@ def _expand(names: Sequence[str], model: Any = None) -> list[str]:
 
 
 def _fft_far_field(model: Any) -> bool:
-    from ..scopes._far_field import FarFieldMicroscope
-
-    return isinstance(model, FarFieldMicroscope) and model.propagator is None
+    return bool(getattr(model, "fourier_detector", False))
 
 
 def is_refinable(leaf: Any) -> bool:

@@ -29,8 +29,10 @@ transposes and flips about the centre pixel `(H // 2, W // 2)`. docs/conventions
 ("Detector orientation in CXI files") has the rules and the conventions of other programs.
 """
 
+import contextlib
 import itertools
 import pathlib
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
@@ -283,7 +285,7 @@ def read_cxi(path: str | pathlib.Path) -> MicroscopeData:
     spanning over 0.1 m (um, nm). `check_geometry` then checks the whole geometry.
     """
     path = pathlib.Path(path)
-    with _open(path) as handle:
+    with _open(path) as handle, _damaged(path):
         return _read_data(handle, path)
 
 
@@ -300,7 +302,7 @@ def read_ground_truth(path: str | pathlib.Path) -> SimulatedDataset | None:
     object, probe and positions), or `None` when the file has no `/ground_truth` group.
     """
     path = pathlib.Path(path)
-    with _open(path) as handle:
+    with _open(path) as handle, _damaged(path):
         if _GROUND_TRUTH not in handle:
             return None
         data = _read_data(handle, path)
@@ -309,6 +311,18 @@ def read_ground_truth(path: str | pathlib.Path) -> SimulatedDataset | None:
             return SimulatedDataset(data, truth["object"], truth["probe"], truth["positions"])
         except ValueError as error:
             raise CXIError(f"CXI file {str(path)!r}: group '/{_GROUND_TRUTH}' is invalid: {error}") from error
+
+
+@contextlib.contextmanager
+def _damaged(path: pathlib.Path) -> Iterator[None]:
+    """HDF5's errors while reading a damaged file (a flipped byte, a truncated copy) as a `CXIError` naming it."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError) as error:
+        raise CXIError(
+            f"CXI file {str(path)!r} is damaged (HDF5 could not read it back; a truncated or corrupted copy?): "
+            f"{_reason(error)}"
+        ) from error
 
 
 def _open(path: pathlib.Path) -> h5py.File:
@@ -601,7 +615,7 @@ def _first_present(handle: h5py.File, path: pathlib.Path, names: tuple[str, ...]
         if name in handle:
             return name
     tried = " or ".join(f"'/{name}'" for name in names)
-    raise CXIError(f"CXI file {str(path)!r} has no {what}: expected a dataset at {tried}, found none")
+    raise CXIError(f"CXI file {str(path)!r} lacks {what}: expected a dataset at {tried}, found none")
 
 
 def _dataset(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
@@ -625,6 +639,6 @@ def _scalar(handle: h5py.File, path: pathlib.Path, name: str) -> float:
     return float(value.reshape(()))
 
 
-def _reason(error: OSError) -> str:
+def _reason(error: Exception) -> str:
     """The error's message on one line."""
     return " ".join(str(error).split())

@@ -17,10 +17,12 @@
 | `r_factor`, `r_floor` attributes of `/` | R and its Poisson floor (optional, with `/verdict`) |
 """
 
+import contextlib
 import json
 import math
+import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import h5py
@@ -54,8 +56,12 @@ def write_result(
 ) -> None:
     """Write a reconstruction result file (overwriting it, atomically).
 
-    The file is written beside `path` and renamed over it at the end, so an interrupted
-    write never leaves a broken result where a good checkpoint was.
+    The file is written to `<path>.partial` in the same folder, flushed to disk and
+    renamed over `path` at the end, so an interrupted write (a kill, a full disk) never
+    leaves a broken result where a good checkpoint was: `path` holds either the previous
+    file or the new one, whole. A leftover `<path>.partial` (from a killed run) or a
+    symbolic link planted there is removed, never followed; on failure the temporary is
+    removed.
 
     **Arguments:**
 
@@ -99,9 +105,9 @@ def write_result(
     if verdict is not None:
         attrs = {**attrs, "r_factor": float(verdict["r"]), "r_floor": float(verdict["floor"])}
         verdict_arrays = _verdict_arrays(verdict, len(arrays["positions"]))
-    partial = path.with_name(path.name + ".partial")
+    partial = temporary_path(path)
     try:
-        with h5py.File(partial, "w") as handle:
+        with _exclusive(partial) as stream, h5py.File(stream, "w") as handle:
             for name, value in arrays.items():
                 handle.create_dataset(name, data=value)
             for name, value in attrs.items():
@@ -115,9 +121,43 @@ def write_result(
             if verdict is not None:
                 for name, value in verdict_arrays.items():
                     handle.create_dataset(f"verdict/{name}", data=value)
-        partial.replace(path)
+        os.replace(partial, path)
     except OSError as error:
-        raise OSError(f"cannot write result file {str(path)!r}: {error}") from error
+        raise OSError(f"cannot write result file {str(path)!r}: {_reason(error)}") from error
+
+
+def temporary_path(path: str | pathlib.Path) -> pathlib.Path:
+    """Where `write_result` writes `path` before renaming it: `<path>.partial`, in the same folder."""
+    path = pathlib.Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+@contextlib.contextmanager
+def _exclusive(partial: pathlib.Path) -> Iterator[Any]:
+    """A new regular file at `partial`, opened for writing and flushed to disk on exit.
+
+    Whatever was at `partial` (a temporary left by a killed run, or a planted symbolic
+    link) is removed, never followed: the file is created with `O_EXCL | O_NOFOLLOW`.
+    On an error the temporary is removed and the error raised.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(partial, flags, 0o666)
+    try:
+        with os.fdopen(descriptor, "w+b") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def _reason(error: OSError) -> str:
+    """An `OSError`'s message on one line (disk full, permission denied…)."""
+    return " ".join(str(error).split())
 
 
 def read_result(path: str | pathlib.Path) -> dict[str, Any]:

@@ -110,6 +110,19 @@ class AbstractMicroscope(eqx.Module):
         return jax.vmap(self.intensity)(self.positions, jnp.arange(self.num_positions))
 
     @property
+    def fourier_detector(self) -> bool:
+        """Whether the detector field is the centred unitary DFT of the exit wave (`fft2c`).
+
+        Such a microscope's geometry is its object pixel alone (`wavelength * distance /
+        (N * camera_pixel)`), so refining that pixel refines the distance
+        (`trainable=["distance"]`), and engines may take a faster equivalent path (the PIE
+        family: an uncentred FFT with a checkerboard). `True` for `FarFieldMicroscope`
+        without a propagator; `False` (the default) elsewhere. A subclass that changes
+        `propagate` must answer for itself.
+        """
+        return False
+
+    @property
     def phase_ramp_gauge(self) -> bool:
         """Whether the engines hold the phase-ramp gauge of this microscope.
 

@@ -71,6 +71,10 @@ class FarFieldMicroscope(AbstractMicroscope):
         return self.propagator.output_shape
 
     @property
+    def fourier_detector(self) -> bool:
+        return self.propagator is None
+
+    @property
     def phase_ramp_gauge(self) -> bool:
         return True
 

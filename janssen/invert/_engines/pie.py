@@ -39,7 +39,6 @@ from ...io._data import MicroscopeData
 from ...optics._fft import fft2u, ifft2u
 from ...optics._scan import add_to_patch, extract_patch, shift_probe
 from ...scopes._base import AbstractMicroscope
-from ...scopes._far_field import FarFieldMicroscope
 from .._ramp import move_ramp_to_object, spectrum_centroid
 from .._reconstruct import quick_jit
 from .._sharding import positions_mesh_of, sum_over_positions
@@ -100,10 +99,11 @@ def _checkerboard(shape: tuple[int, int], dtype) -> Array:
 class _Optics(eqx.Module):
     """How exit waves reach the detector, in the cheapest exact form for this microscope.
 
-    For a `FarFieldMicroscope` of even size, the centred transform equals an uncentred FFT
-    of the exit wave modulated by a (+1, -1) checkerboard (which moves the spectrum by
-    half a grid); the modulation is folded into the probe for the whole step, so each
-    position costs exactly one forward and one inverse FFT.
+    For a microscope whose detector is the centred DFT of the exit wave
+    (`fourier_detector`), of even size, the centred transform equals an uncentred FFT of
+    the exit wave modulated by a (+1, -1) checkerboard (which moves the spectrum by half
+    a grid); the modulation is folded into the probe for the whole step, so each position
+    costs exactly one forward and one inverse FFT.
     """
 
     microscope: AbstractMicroscope
@@ -118,7 +118,7 @@ class _Optics(eqx.Module):
 
 def _fast_path(microscope: AbstractMicroscope) -> bool:
     h, w = microscope.detector_shape
-    return type(microscope) is FarFieldMicroscope and microscope.propagator is None and h % 2 == 0 and w % 2 == 0
+    return microscope.fourier_detector and h % 2 == 0 and w % 2 == 0
 
 
 # ---- the one per-position update ---------------------------------------------------------

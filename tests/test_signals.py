@@ -1,0 +1,78 @@
+"""Signals to a running `janssen reconstruct` (a subprocess): SIGTERM is handled as Ctrl-C is."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from janssen.cli import main
+from janssen.io import read_result
+
+
+def _start(cxi_file, out, iterations="100000"):
+    env = {**os.environ, "JANSSEN_COMPILE_CACHE": "off"}
+    command = [sys.executable, "-m", "janssen", "reconstruct", str(cxi_file), "--engine", "epie"]
+    command += ["--iterations", iterations, "--out", str(out)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, process, seconds=180.0):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"{path.name} never appeared (exit {process.returncode}): {err[-2000:]}")
+        time.sleep(0.01)
+
+
+def test_sigterm_checkpoints_and_exits_143(cxi_file, tmp_path):
+    """A scheduler's SIGTERM mid-run: the checkpoint says `interrupted`, the exit code is 143,
+    the printed command continues the run, and the lock and temporaries are gone."""
+    out = tmp_path / "r.h5"
+    process = _start(cxi_file, out)
+    _wait_for(out, process)  # the first checkpoint (iteration 10) is written
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stdout + stderr
+    assert "interrupted (SIGTERM): checkpoint saved; continue with `janssen reconstruct" in stdout
+    saved = read_result(out)
+    assert saved["attrs"]["result"] == "interrupted" and saved["attrs"]["iteration"] >= 10
+    remaining = int(stdout.split("--iterations ")[1].split()[0].rstrip("`"))
+    assert remaining == 100000 - saved["attrs"]["iteration"]
+    assert not (tmp_path / "r.h5.lock").exists() and not (tmp_path / "r.h5.partial").exists()
+    assert main(["reconstruct", str(cxi_file), "--resume", str(out), "--iterations", "2"]) == 0
+    assert read_result(out)["attrs"]["iteration"] == saved["attrs"]["iteration"] + 2
+
+
+def test_ctrl_c_during_start_up_is_one_line(cxi_file, tmp_path):
+    """Ctrl-C after the command has started but before the first iteration: exit 130, one
+    line saying nothing was written, no traceback, no lock left behind."""
+    out = tmp_path / "r.h5"
+    process = _start(cxi_file, out)
+    _wait_for(tmp_path / "r.h5.lock", process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr
+    assert "interrupted (Ctrl-C); no result file was written" in stderr
+    assert not out.exists() and not (tmp_path / "r.h5.lock").exists()
+
+
+def test_version_and_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "janssen", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    import jax
+
+    import janssen
+
+    assert lines == [
+        f"janssen {janssen.__version__}",
+        f"jax {jax.__version__}",
+        f"device {jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
+    ]
