@@ -76,3 +76,28 @@ def test_version_and_module_entry_point():
         f"jax {jax.__version__}",
         f"device {jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
     ]
+
+
+def test_ctrl_c_while_the_command_loads(cxi_file, tmp_path):
+    """Ctrl-C while Python imports the command's modules and JAX (before any handler of the
+    command's own): one line, exit 130, no traceback. `import janssen` no longer waits for JAX,
+    so the interrupt lands inside `janssen.cli.main`."""
+    out = tmp_path / "r.h5"
+    process = _start(cxi_file, out)
+    time.sleep(0.3)  # `import jax` alone takes about a second here
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr
+    assert not out.exists()
+
+
+def test_import_janssen_leaves_jax_for_later():
+    script = "import sys, janssen; print('jax' in sys.modules); janssen.io; print('jax' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "True"]

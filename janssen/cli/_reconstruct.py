@@ -966,9 +966,10 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
         )
     try:  # unit sanity before anything large is allocated (near field: the sample pixel, not the far-field one)
         near_pixel = _near_field_pixel(_near_field_geometry(settings, data), data) if settings["near_field"] else None
-        jio.check_geometry(data, object_pixel_size=near_pixel)
+        grid = jio.check_geometry(data, object_pixel_size=near_pixel)
     except jio.GeometryError as error:
         raise UsageError(f"data file {str(args.data)!r}: {error}") from error
+    print(_data_line(data, grid, settings), file=sys.stderr, flush=True)
     if settings["near_field"] and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if args.resume is not None:
@@ -987,6 +988,20 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
     engine, record = _make_engine(settings["engine"], params, {**settings, "refine_paths": paths}, start)
     cli = {**_cli_record(settings, data, start), "data": str(args.data.resolve())}  # `janssen report` reads it back
     return data, engine, start, trainable, (record, cli)
+
+
+def _data_line(data: jio.MicroscopeData, grid: jio.ObjectGrid, settings: dict[str, Any]) -> str:
+    """The first line a run prints, as soon as the data are read: frames, geometry, memory."""
+    height, width = data.frame_shape
+    frames_mb = data.num_positions * height * width * np.dtype(data.intensities.dtype).itemsize / 1e6
+    field = "near field" if settings["near_field"] else "far field"
+    pixel = " x ".join(f"{size * 1e9:.3g}" for size in grid.pixel_size)
+    return (
+        f"data: {data.num_positions} frames of {height} x {width} ({frames_mb:.0f} MB), {field}, wavelength "
+        f"{float(data.wavelength) * 1e9:.4g} nm, distance {float(data.distance):.4g} m; object grid "
+        f"{grid.shape[0]} x {grid.shape[1]} of {pixel} nm pixels ({grid.nbytes / 1e6:.1f} MB), "
+        f"median step {grid.median_step_px:.3g} px"
+    )
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
