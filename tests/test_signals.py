@@ -101,3 +101,10 @@ def test_import_janssen_leaves_jax_for_later():
         check=True,
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("name", ["scopes", "io", "invert", "optics", "plots", "cli"])
+def test_each_subpackage_imports_first(name):
+    """With `janssen/__init__.py` lazy, any subpackage may be the first one imported (no import cycle)."""
+    done = subprocess.run([sys.executable, "-c", f"import janssen.{name}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

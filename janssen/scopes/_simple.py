@@ -7,7 +7,6 @@ from jaxtyping import Array, ArrayLike, Complex, Float
 
 from .._custom_types import PairLike, ScalarLike
 from .._validate import check_finite, check_positive, pair, real_array
-from ..io._data import MicroscopeData
 from ..optics._elements.circular_aperture import CircularAperture
 from ..optics._elements.optical_zoom import OpticalZoom
 from ..optics._probe import AbstractProbe, Probe
@@ -191,7 +190,7 @@ def simple_microscope(
     travel_distance: ScalarLike,
     camera_pixel_size: PairLike,
     aperture_center: PairLike | None = None,
-) -> MicroscopeData:
+) -> eqx.Module:  # a `janssen.io.MicroscopeData` (imported when called: see below)
     """Simulate a ptychographic scan through a `SimpleMicroscope` (the original janssen's function).
 
     Builds `SimpleMicroscope(probe, sample, positions, ...)` with the lightwave as a
@@ -213,6 +212,10 @@ def simple_microscope(
     A `MicroscopeData` with the noise-free intensities, the positions, the lightwave's
     wavelength, `camera_pixel_size` and `distance = travel_distance`.
     """
+    # Imported here: `janssen.io` builds on the microscopes (its simulators), so the
+    # scopes layer must not import it when it loads.
+    from ..io._data import MicroscopeData
+
     probe = Probe(lightwave.field, lightwave.wavelength, lightwave.dx)
     microscope = SimpleMicroscope(
         probe,
