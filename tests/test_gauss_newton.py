@@ -12,6 +12,7 @@ from jax.flatten_util import ravel_pytree
 from janssen.invert import GaussNewton, Gradient, data_residual, reconstruct, trainable_spec
 from janssen.invert._engines.gauss_newton import normal_operator
 from janssen.invert._realify import from_real, to_real
+from janssen.invert._residual import residual_function
 from janssen.io import MicroscopeData
 from janssen.optics import Probe, SampleFunction
 from janssen.scopes import FarFieldMicroscope
@@ -113,7 +114,7 @@ def _normal_products(data, start, v, u):
     """`A v` matrix-free and densely (`A = J^T J + 0.7 I`, J by `jax.jacfwd`), and `A u`."""
     params, static = eqx.partition(start, trainable_spec(start, ["object", "probe"]))
     x = to_real(params)
-    residual_fn = GaussNewton()._residual_fn(static, params, data)
+    residual_fn = residual_function(static, params, data, GaussNewton().eps)
     _, jvp, _ = jax.linearize(residual_fn, x, has_aux=True)
     transpose = jax.linear_transpose(jvp, x)
     operator = normal_operator(jvp, lambda w: transpose(w)[0], x, jnp.asarray(0.7))
@@ -165,7 +166,7 @@ def _diagonals(data, start):
 
     params, static = eqx.partition(start, trainable_spec(start, ["object", "positions"]))
     x = to_real(params)
-    residual_fn = GaussNewton()._residual_fn(static, params, data)
+    residual_fn = residual_function(static, params, data, GaussNewton().eps)
     _, jvp, _ = jax.linearize(residual_fn, x, has_aux=True)
     weights = _diagonal_shape(start, x, jvp)
     flat, unravel = ravel_pytree(x)

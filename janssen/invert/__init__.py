@@ -72,7 +72,8 @@ from ._ramp import (
     level_phase_ramp as level_phase_ramp,
     remove_linear_phase as remove_linear_phase,
 )
-from ._reconstruct import data_residual as data_residual, reconstruct as reconstruct
+from ._reconstruct import reconstruct as reconstruct
+from ._residual import data_residual as data_residual
 from ._results import RESULTS as RESULTS
 from ._schedule import (
     DEFAULT_STAGE_ITERATIONS as DEFAULT_STAGE_ITERATIONS,

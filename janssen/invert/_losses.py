@@ -15,17 +15,13 @@ import jax.scipy.special as jss
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Inexact, Real, Shaped
 
-
-def _safe_sqrt(x: Array) -> Array:
-    """`sqrt(max(x, 0))` whose gradient is 0, not infinite or NaN, at 0."""
-    positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+from ._residual import amplitude_difference, safe_sqrt
 
 
 def _modulus(x: Array) -> Array:
     """`|x|`, with a finite gradient at 0 for complex `x` too."""
     if jnp.iscomplexobj(x):
-        return _safe_sqrt(x.real**2 + x.imag**2)
+        return safe_sqrt(x.real**2 + x.imag**2)
     return jnp.abs(x)
 
 
@@ -74,8 +70,7 @@ class AmplitudeLoss(AbstractLoss):
         measured: Real[Array, "*shape"],
         valid: Real[Array, "..."] | None = None,
     ) -> Float[Array, ""]:
-        residual = _safe_sqrt(measured.astype(predicted.dtype)) - _safe_sqrt(predicted)
-        return _masked_mean(residual**2, valid)
+        return _masked_mean(amplitude_difference(predicted, measured) ** 2, valid)
 
 
 class IntensityLoss(AbstractLoss):
@@ -160,7 +155,7 @@ class RMSELoss(AbstractLoss):
         measured: Shaped[Array, "*shape"],
         valid: Real[Array, "..."] | None = None,
     ) -> Float[Array, ""]:
-        return _safe_sqrt(MSELoss()(predicted, measured, valid))
+        return safe_sqrt(MSELoss()(predicted, measured, valid))
 
 
 _LOSSES: dict[str, Callable[[], AbstractLoss]] = {

@@ -294,11 +294,3 @@ def reconstruct(
     if throw and result in _FAILURES:
         raise RuntimeError(RESULTS[result])
     return final
-
-
-def data_residual(microscope: AbstractMicroscope, data: MicroscopeData) -> float:
-    """RMS of `sqrt(I_measured) - sqrt(I_predicted)` over all frames and valid pixels."""
-    predicted = jax.jit(lambda m: m())(microscope)
-    diff = (jnp.sqrt(data.intensities) - jnp.sqrt(predicted)) * data.valid[None]
-    count = data.num_positions * jnp.sum(data.valid)
-    return float(np.sqrt(float(jnp.sum(diff**2)) / float(count)))

@@ -31,7 +31,8 @@ from ..optics._sample import SampleFunction
 from ..optics._scan import positions_outside
 from ..scopes._far_field import FarFieldMicroscope
 from ._complex import descent_gradient
-from ._losses import AmplitudeLoss, _safe_sqrt, loss_from_name
+from ._losses import AmplitudeLoss, loss_from_name
+from ._residual import safe_sqrt
 
 _MIXED_LOSSES = ("amplitude", "intensity", "poisson")
 
@@ -441,7 +442,7 @@ def _coherence_loss(coherence_width, obj, patterns, positions, beam_width, wavel
         num_modes=num_modes,
     )
     predicted = _microscope(modes.modes, modes.weights, obj, positions, dx)()
-    measured = _safe_sqrt(patterns)
-    amplitude = _safe_sqrt(predicted)
+    measured = safe_sqrt(patterns)
+    amplitude = safe_sqrt(predicted)
     scale = jnp.sum(measured * amplitude) / jnp.sum(predicted)
     return AmplitudeLoss()(scale**2 * predicted, patterns)

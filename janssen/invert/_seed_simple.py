@@ -22,7 +22,8 @@ from ..optics._sample import SampleFunction
 from ..optics._wavefront import OpticalWavefront
 from ..scopes._simple import SimpleMicroscope
 from ._engines.pie import RPIE, PIEState
-from ._reconstruct import data_residual, reconstruct
+from ._reconstruct import reconstruct
+from ._residual import data_residual
 from ._seed_types import EpieData, PtychographyParams, PtychographyReconstruction
 
 # Positions that land within this many pixels above a whole number count as on it, so

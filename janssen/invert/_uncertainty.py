@@ -64,8 +64,8 @@ from ..io._data import MicroscopeData
 from ..optics._scan import add_to_patch
 from ..scopes._base import AbstractMicroscope
 from ._engines.gauss_newton import normal_operator
-from ._losses import _safe_sqrt
 from ._realify import from_real, to_real
+from ._residual import AmplitudeResidual
 
 # Rademacher vectors used to estimate diag(J^T J) for the Jacobi preconditioner. Its noise
 # (about 35 % per pixel) only slows CG a little; it never biases the map.
@@ -75,14 +75,10 @@ _NUM_DIAGONAL_PROBES = 8
 def _object_residual_fn(microscope: AbstractMicroscope, data: MicroscopeData, eps: Array):
     """The `GaussNewton` amplitude residual as a function of the object alone (real pairs)."""
     like = microscope.sample.sample
-    measured = data.intensities
-    amplitude = _safe_sqrt(measured)
-    valid = data.valid[None].astype(measured.dtype)
-    shift = eps * jnp.sum(valid * measured) / (data.num_positions * jnp.sum(valid))
+    terms = AmplitudeResidual.of(data, eps)
 
     def residual_fn(real_object):
-        model = eqx.tree_at(lambda m: m.sample.sample, microscope, from_real(real_object, like))
-        return valid * (jnp.sqrt(jnp.maximum(model(), 0) + shift) - amplitude)
+        return terms.smooth(eqx.tree_at(lambda m: m.sample.sample, microscope, from_real(real_object, like))())
 
     return residual_fn
 

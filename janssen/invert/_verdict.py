@@ -15,6 +15,7 @@ from jaxtyping import Array, Float, Int
 
 from ..io._data import MicroscopeData
 from ..scopes._base import AbstractMicroscope
+from ._residual import report_difference
 
 # Judgement thresholds on R / floor (measured numbers in docs/own-data.md): the real Siemens
 # star refined by 50 rPIE iterations sits at 2.1x its floor (partial coherence and
@@ -97,7 +98,7 @@ def _batch_sums(
     # One compilation serves every batch: the last one is padded to the same size, with
     # weight 0 on the padding. `predict` applies the detector response (per-frame scales) too.
     predicted = microscope.predict(indices)
-    squared = (jnp.sqrt(predicted) - jnp.sqrt(intensities)) ** 2 * valid[None]
+    squared = report_difference(predicted, intensities) ** 2 * valid[None]
     counts = jnp.sum(intensities * valid[None], axis=(1, 2))
     return jnp.sum(squared, axis=(1, 2)), counts, jnp.tensordot(weights, squared, axes=1)
 

@@ -29,12 +29,12 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ...io._data import MicroscopeData
 from ...optics._scan import extract_patch
 from .._constraints import project_scan_step, scan_gauges
-from .._losses import AmplitudeLoss, _safe_sqrt
+from .._losses import AmplitudeLoss
 from .._metrics import illumination_map
 from .._realify import from_real, to_real
+from .._residual import residual_function
 from .._trainable import _get
 from .base import AbstractEngine, never_stop
 
@@ -57,19 +57,6 @@ class GaussNewtonEngineState(eqx.Module):
 
     damping: Float[Array, ""]
     accepted: Bool[Array, ""]
-
-
-def amplitude_residual_terms(data: MicroscopeData, eps: float) -> tuple[Array, Array, Array]:
-    """`(amplitude, valid, floor)` of the residuals `valid * (sqrt(max(I, 0) + floor) - amplitude)`.
-
-    `amplitude` is `sqrt(I_measured)`, `valid` the bad-pixel mask over the frames and
-    `floor` is `eps` times the mean measured intensity over the valid pixels. One
-    definition for every engine that linearises these residuals.
-    """
-    measured = data.intensities
-    valid = data.valid[None].astype(measured.dtype)
-    floor = eps * jnp.sum(valid * measured) / (data.num_positions * jnp.sum(valid))
-    return _safe_sqrt(measured), valid, floor
 
 
 def _tree_dot(a: Any, b: Any) -> Array:
@@ -259,7 +246,7 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
         del key
         params, static = eqx.partition(microscope, trainable)
         x = to_real(params)
-        residual_fn = self._residual_fn(static, params, data)
+        residual_fn = residual_function(static, params, data, self.eps)
         residual, jvp, predicted = jax.linearize(residual_fn, x, has_aux=True)
         transpose = jax.linear_transpose(jvp, x)
         loss = AmplitudeLoss()(predicted, data.intensities, data.valid[None])
@@ -277,15 +264,6 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
     @staticmethod
     def _predict(real_params: Any, static: Any, like: Any) -> Array:
         return eqx.combine(from_real(real_params, like), static)()
-
-    def _residual_fn(self, static: Any, like: Any, data: MicroscopeData):
-        amplitude, valid, eps = amplitude_residual_terms(data, self.eps)
-
-        def residual_fn(real_params):
-            predicted = self._predict(real_params, static, like)
-            return valid * (jnp.sqrt(jnp.maximum(predicted, 0) + eps) - amplitude), predicted
-
-        return residual_fn
 
     def _solve(self, jvp, vjp, residual: Array, x: Any, damping: Array, microscope: Any, project) -> Any:
         """The Levenberg-Marquardt step `-(J^T J + λ D)^{-1} J^T r`, by (preconditioned) CG."""

@@ -40,8 +40,8 @@ from ...io._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 from .._losses import AmplitudeLoss
 from .._realify import from_real, to_real
+from .._residual import residual_function
 from .base import AbstractEngine
-from .gauss_newton import GaussNewton
 
 _NO_TAGS: frozenset = frozenset()
 _DEFAULT_CG_STEPS = 20
@@ -150,7 +150,7 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
         """The residual function `fn(y, args) -> (r, None)` over real `y`, and `y` now."""
         params, static = eqx.partition(microscope, trainable)
         # The residuals (and their `eps`) are GaussNewton's: one definition for both engines.
-        residual_fn = GaussNewton(eps=self.eps)._residual_fn(static, params, data)
+        residual_fn = residual_function(static, params, data, self.eps)
 
         def fn(y, args):
             del args

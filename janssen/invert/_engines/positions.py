@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._losses import _safe_sqrt
+from .._residual import AmplitudeResidual
 from .._trainable import selected_paths
 from .base import AbstractEngine, never_stop
-from .gauss_newton import amplitude_residual_terms
 
 _MIN_DAMPING, _MAX_DAMPING = 1e-8, 1e8
 _RAISE, _LOWER = 10.0, 1.0 / 3.0
@@ -88,17 +87,15 @@ class PositionLM(AbstractEngine[PositionLMState]):
 
     def step(self, microscope, state, data, trainable, key):
         del trainable, key
-        amplitude, valid, eps = amplitude_residual_terms(data, self.eps)
+        terms = AmplitudeResidual.of(data, self.eps)
         with_positions = lambda p: eqx.tree_at(lambda m: m.positions, microscope, p)  # noqa: E731
 
         def residual(positions):
             predicted = jnp.maximum(with_positions(positions)(), 0)
-            return valid * (jnp.sqrt(predicted + eps) - amplitude), predicted
+            return terms.smooth(predicted), predicted
 
-        def frame_sums(predicted):
-            # The exact residual (no eps) decides acceptance, as in `GaussNewton`.
-            diff = valid * (_safe_sqrt(predicted) - amplitude)
-            return jnp.sum(diff**2, axis=(1, 2))
+        # The exact residual (no eps) decides acceptance, as in `GaussNewton`.
+        frame_sums = terms.frame_sums
 
         positions = microscope.positions
         # One pixel along x, then along y, for every position at once: frame j moves with
@@ -123,8 +120,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
         accept = new < old  # False for NaN: a diverging frame keeps its position
         kept = jnp.where(accept[:, None], trial, positions)
         damping = jnp.clip(lam * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
-        count = data.num_positions * jnp.sum(valid)
-        loss = jnp.sqrt(jnp.sum(jnp.where(accept, new, old)) / count)
+        loss = jnp.sqrt(jnp.sum(jnp.where(accept, new, old)) / terms.count)
         return with_positions(kept), PositionLMState(damping.astype(lam.dtype)), loss
 
     def terminate(self, state, losses):
