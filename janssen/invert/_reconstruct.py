@@ -1,6 +1,5 @@
 """`reconstruct`: the one loop that every engine runs in."""
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from ..scopes._base import AbstractMicroscope
 from ._constraints import Bounds, constrain_step
 from ._convergence import Convergence
 from ._engines.base import AbstractEngine
+from ._jit import iteration_key
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
 from ._solution import Solution
@@ -27,41 +27,6 @@ _DEFAULT_TRAINABLE = ("object", "probe")
 _FAILURES = (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object, RESULTS.diverged)
 #: `reconstruct`'s default `divergence`: a loss this many times its lowest value so far stops the run.
 DIVERGENCE_FACTOR = 10.0
-
-# XLA options for small functions that run once per iteration or once per run (the
-# iteration's PRNG key, an engine's initial state): without LLVM's optimisations and with
-# XLA's classic loop emitters they compile in a fraction of the time (`jr.fold_in`: 0.04 s
-# instead of 0.09 s on 2 busy cores), and on a handful of numbers they run in microseconds
-# either way. Not for a step: its loops would run several times slower.
-_QUICK_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-_quick_options_known = [True]
-
-
-def quick_jit(fun: Callable) -> Callable:
-    """`eqx.filter_jit(fun)`, compiled for a short compilation rather than a fast run.
-
-    For functions whose compilation costs far more than all their runs (see
-    `_QUICK_OPTIONS`). An XLA that lacks one of the options compiles with its defaults.
-    """
-    quick, plain = eqx.filter_jit(fun, compiler_options=_QUICK_OPTIONS), eqx.filter_jit(fun)
-
-    @functools.wraps(fun)
-    def call(*args, **kwargs):
-        if _quick_options_known[0]:
-            try:
-                return quick(*args, **kwargs)
-            except jax.errors.JaxRuntimeError as error:
-                if "compile option" not in str(error):
-                    raise
-                _quick_options_known[0] = False
-        return plain(*args, **kwargs)
-
-    return call
-
-
-# The driver derives each iteration's key; run op by op, `fold_in` would compile with
-# the default options.
-_iteration_key = quick_jit(jr.fold_in)
 
 
 def _default_key() -> PRNGKeyArray:
@@ -256,7 +221,7 @@ def reconstruct(
     try:
         for i in range(first, first + num_iterations):
             new, new_state, loss, finite = _step(
-                engine, current, state, data, spec, _iteration_key(base_key, np.int32(i)), box
+                engine, current, state, data, spec, iteration_key(base_key, np.int32(i)), box
             )
             loss = float(loss)
             if loss < best_loss:

@@ -39,8 +39,8 @@ from ...io._data import MicroscopeData
 from ...optics._fft import fft2u, ifft2u
 from ...optics._scan import add_to_patch, extract_patch, shift_probe
 from ...scopes._base import AbstractMicroscope
+from .._jit import quick_jit
 from .._ramp import move_ramp_to_object, spectrum_centroid
-from .._reconstruct import quick_jit
 from .._sharding import positions_mesh_of, sum_over_positions
 from .._trainable import selected_paths
 from .base import AbstractEngine, never_stop
