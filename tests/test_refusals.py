@@ -33,7 +33,8 @@ class Refusal:
     - `files`: `(name, content)` made in `{dir}` first: `"cxi"` (a copy of the data),
       `"result"` (a janssen result file), `"corrupt"` (the data with 20 bytes flipped),
       `"empty-hdf5"`, `"folder"`, or text.
-    - `edit`: `(HDF5 path, value)` written into `{data}` first (units slipped).
+    - `edit`: `(HDF5 path, value)` written into `{data}` first (units slipped); a value
+      `"*factor"` multiplies the stored values.
     - `lock`: a result file whose lock another run holds.
     """
 
@@ -43,7 +44,7 @@ class Refusal:
     message: str
     why: str
     files: tuple[tuple[str, str], ...] = ()
-    edit: tuple[str, float] | None = None
+    edit: tuple[str, float | str] | None = None
     lock: str | None = None
 
 
@@ -93,12 +94,27 @@ REFUSALS = (
             "each mode is a whole probe to refine: 500 runs for hours and cannot be determined"),
     Refusal("`--modes 20` on 16 frames", (*_R, *_OUT, "--modes", "20"), 2, "--modes 20 exceeds the 16 frames",
             "each mode has as many unknowns as a frame has pixels"),
-    Refusal("`--iterations -1`", (*_R, *_OUT, "--iterations", "-1"), 2, "iterations must be an integer >= 0",
+    Refusal("`--iterations -1`", (*_R, *_OUT, "--iterations", "-1"), 2, "--iterations must be an integer from 0",
             "a count of iterations"),
+    Refusal("`--iterations 1000000`", (*_R, *_OUT, "--iterations", "1000000"), 2,
+            "--iterations must be an integer from 0 to 100000",
+            "each iteration is a full pass over the frames: 100000 of them take days; more is a typo"),
+    Refusal("`--learning-rate 1e300`", (*_R, *_OUT, "--engine", "adam", "--learning-rate", "1e300"), 2,
+            "must be at most 1000", "no run converges with a step that large"),
+    Refusal("`[engine]` value of the wrong type (`alpha = \"x\"`)", (*_R, *_OUT, "--config", "{dir}/run.toml"), 2,
+            "[engine] parameter 'alpha' of RPIE must be a finite number, got 'x'", "read as given, never guessed",
+            files=(("run.toml", '[engine]\nname = "rpie"\nalpha = "x"\n'),)),
+    Refusal("translations in mm (steps wider than a frame)", (*_R, *_OUT), 2,
+            "object pixels apart (median), expected less than the 32-pixel frame",
+            "frames that do not overlap are not ptychography; the object grid would be huge",
+            edit=("entry_1/sample_1/geometry_1/translation", "*1000")),
+    Refusal("photon energy in eV beside the wavelength", (*_R, *_OUT), 2,
+            "'/entry_1/instrument_1/source_1/energy' contradicts", "contradictions are never resolved by a guess",
+            edit=("entry_1/instrument_1/source_1/energy", 12398.4)),
     Refusal("`--learning-rate` with a PIE engine", (*_R, *_OUT, "--engine", "rpie", "--learning-rate", "0.1"), 2,
             "--learning-rate applies to the gradient engines", "PIE engines have steps, set in [engine]"),
     Refusal("`--learning-rate 0`", (*_R, *_OUT, "--engine", "adam", "--learning-rate", "0"), 2,
-            "learning rate must be a finite number > 0", "nothing would move"),
+            "--learning-rate (config key 'learning_rate') must be a finite number > 0", "nothing would move"),
     Refusal("`--noise-std` without `--uncertainty`", (*_R, *_OUT, "--noise-std", "0.5"), 2,
             "--noise-std needs --uncertainty", "it is only used for the uncertainty map"),
     Refusal("config value of the wrong type (`seed = \"abc\"`)", (*_R, *_OUT, "--config", "{dir}/run.toml"), 2,
@@ -123,13 +139,19 @@ REFUSALS = (
             "the probe lives on the detector grid", files=(("probe.npy", "npy-8x8"),)),
     # ---- the other commands
     Refusal("`demo --iterations -1`", ("demo", "--out", "{dir}/demo", "--iterations", "-1"), 2,
-            "--iterations must be an integer >= 0, got -1", "refused before its folder is made"),
+            "--iterations must be an integer from 0 to 100000", "refused before its folder is made"),
     Refusal("`demo` over an earlier demo", ("demo", "--out", "{dir}/demo"), 2,
             "'{dir}/demo/demo.h5' already exists; pass --overwrite", "results are replaced only when asked",
             files=(("demo", "folder"), ("demo/demo.h5", "result"))),
     Refusal("`simulate --seed 99999999999999999999`",
             ("simulate", "--size", "small", "--seed", "99999999999999999999", "--out", "{dir}/s.cxi"), 2,
             "--seed must be an integer from 0 to 4294967295", "seeds are 32-bit"),
+    Refusal("`simulate --modes 500`",
+            ("simulate", "--size", "small", "--modes", "500", "--out", "{dir}/s.cxi"), 2,
+            "--modes must be an integer from 1 to 32", "each mode is a whole probe"),
+    Refusal("`simulate --coherence-width 180` (nm for m)",
+            ("simulate", "--size", "small", "--coherence-width", "180", "--out", "{dir}/s.cxi"), 2,
+            "--coherence-width must be at most 0.001 m", "a width over 1 mm is a unit slip"),
     Refusal("`simulate` over an existing file", ("simulate", "--size", "small", "--out", "{data}"), 2,
             "'{data}' already exists; pass --overwrite", "the measured data would be destroyed"),
 )  # fmt: skip
@@ -176,7 +198,9 @@ def test_refused(refusal, cxi_file, tmp_path, capsys):
         _make(folder / name, content, cxi_file)
     if refusal.edit is not None:
         with h5py.File(folder / "data.cxi", "r+") as handle:
-            handle[refusal.edit[0]][()] = refusal.edit[1]
+            name, value = refusal.edit
+            scaled = isinstance(value, str)  # "*factor": the stored values times factor
+            handle[name][()] = handle[name][()] * float(value[1:]) if scaled else value
     with contextlib.ExitStack() as stack:
         if refusal.lock is not None:
             from janssen.cli._reconstruct import _output_lock

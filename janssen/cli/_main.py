@@ -3,6 +3,7 @@
 import argparse
 import hashlib
 import os
+import pathlib
 import platform
 import sys
 
@@ -78,6 +79,42 @@ def version_text() -> str:
     return f"janssen {_version()}\njax {jax.__version__}\ndevice {device.platform} ({kind})"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with every refusal on one line (no usage block): exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = " ".join(message.split())
+        for wrong, plain in _ARGPARSE_WORDING:
+            message = message.replace(wrong, plain)
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# argparse's phrases, said with what was expected.
+_ARGPARSE_WORDING = (
+    ("invalid int value:", "expected an integer, got"),
+    ("invalid float value:", "expected a number, got"),
+    ("ignored explicit argument", "is a flag and takes no value, got"),
+    ("unrecognized arguments:", "unknown arguments (not options of this command):"),
+)
+
+
+def check_compile_cache(path: str) -> str | None:
+    """Why a `--compile-cache` the user named cannot be used, or `None` (it can, or it will be created)."""
+    if not path.strip():
+        return f"--compile-cache must name a folder or be '{_OFF}', got {path!r}"
+    if path == _OFF:
+        return None
+    folder = pathlib.Path(path)
+    if folder.exists() and not folder.is_dir():
+        return f"--compile-cache {path!r} is a file: expected a folder (or '{_OFF}')"
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--compile-cache {path!r} lies under the file {str(parent)!r}: expected a folder (or '{_OFF}')"
+    return None
+
+
 class _Version(argparse.Action):
     """`--version`: computed when asked (it starts JAX's backend), then exit 0."""
 
@@ -90,7 +127,7 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="janssen", description="Ptychographic reconstruction in JAX.")
+    parser = Parser(prog="janssen", description="Ptychographic reconstruction in JAX.")
     parser.add_argument(
         "--version", action=_Version, help="print the versions of janssen and JAX and the default device, and exit"
     )
@@ -113,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `janssen` command with `argv` (default: `sys.argv[1:]`); return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.compile_cache is not None:
+        problem = check_compile_cache(args.compile_cache)
+        if problem is not None:
+            print(f"janssen: error: {problem}", file=sys.stderr)
+            return 2
     try:
         use_compile_cache(args.compile_cache or default_compile_cache())
         return int(args.handler(args) or 0)

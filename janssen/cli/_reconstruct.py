@@ -39,6 +39,8 @@ from janssen.optics import (
 )
 from janssen.scopes import DetectorResponse, FarFieldMicroscope, NearFieldMicroscope, with_detector
 
+from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
+
 _PIE_ENGINES = {"epie": jinv.EPIE, "rpie": jinv.RPIE, "mpie": jinv.MomentumPIE}
 _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # Adam moves a parameter by about its rate per iteration, so 0.02 suits a unit object; plain
@@ -103,8 +105,14 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 _CHECKPOINT_EVERY = 10
 # Seeds become 32-bit PRNG keys: a larger one would silently repeat a smaller one's run.
 _MAX_SEED = 2**32 - 1
-# More probe modes than this is a mistake, not an experiment (each is a full probe to refine).
-_MAX_MODES = 32
+_MAX_MODES = MAX_MODES
+# Adam moves each part by about its rate (times the part's scale) per iteration and SGD diverges on
+# the amplitude loss from a rate of about 10: above this no run converges; the value is a typo.
+_MAX_LEARNING_RATE = 1e3
+# Amplitude noise in sqrt(counts): 1e6 would be the noise of 1e12 counts in one pixel.
+_MAX_NOISE_STD = 1e6
+# Distances over this many metres are millimetres (as `janssen.io.check_geometry` reads them).
+_MAX_DISTANCE = 100.0
 _FIGURES = ("object", "probe", "loss", "residual", "patterns", "truth")
 
 #: Exit codes of `janssen reconstruct` and `janssen demo` (docs/cli.md, "Exit codes").
@@ -148,17 +156,21 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
             "Poisson floor. Flags override the config file."
         ),
     )
-    parser.add_argument("data", type=pathlib.Path, help="a CXI file (.cxi/.h5) or the Siemens-star .npz(.bz2)")
-    parser.add_argument("--config", type=pathlib.Path, help="TOML file with the same keys as the flags")
+    parser.add_argument(
+        "data", metavar="DATA", type=path_argument, help="a CXI file (.cxi/.h5) or the Siemens-star .npz(.bz2)"
+    )
+    parser.add_argument("--config", type=path_argument, help="TOML file with the same keys as the flags")
     parser.add_argument(
         "--engine",
         choices=_ENGINE_NAMES,
         help="engine (default auto: rPIE, ePIE with small steps, then batched mPIE, each until converged)",
     )
     parser.add_argument(
-        "--iterations", type=int, help="iterations to run (default 50; with auto: the most, it stops on convergence)"
+        "--iterations",
+        type=int,
+        help=f"iterations to run (default 50, at most {MAX_ITERATIONS}; with auto: the most, it stops on convergence)",
     )
-    parser.add_argument("--probe", type=pathlib.Path, help="starting probe, a .npy of (y, x) or (modes, y, x)")
+    parser.add_argument("--probe", type=path_argument, help="starting probe, a .npy of (y, x) or (modes, y, x)")
     parser.add_argument("--batched", action="store_true", default=None, help="batched instead of sequential PIE")
     parser.add_argument("--loss", choices=_LOSSES, help="loss minimised by adam/sgd (default amplitude)")
     parser.add_argument(
@@ -171,7 +183,9 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
             "in the far field, distance refines the object pixel wavelength * distance / (N * camera pixel)"
         ),
     )
-    parser.add_argument("--modes", type=int, help="probe modes of a mixed-state probe (default 1)")
+    parser.add_argument(
+        "--modes", type=int, help=f"probe modes of a mixed-state probe (default 1; at most {MAX_MODES} and the frames)"
+    )
     parser.add_argument(
         "--near-field", dest="near_field", action="store_true", default=None, help="near-field data (CXI only)"
     )
@@ -201,14 +215,14 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         "with janssen.invert.refine_geometry, then run the engine from there",
     )
     parser.add_argument(
-        "--out", type=pathlib.Path, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
+        "--out", type=path_argument, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an existing result file at --out and its figures (default: refuse)",
     )
-    parser.add_argument("--resume", type=pathlib.Path, help="continue from this result file's checkpoint")
+    parser.add_argument("--resume", type=path_argument, help="continue from this result file's checkpoint")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.set_defaults(handler=run_reconstruct)
 
@@ -220,8 +234,10 @@ def add_demo_parser(subparsers: "argparse._SubParsersAction") -> None:
         help="simulate a small dataset, reconstruct it and compare with the ground truth",
         description="Simulate the small preset, reconstruct it with rPIE, write the result and figures to DIR.",
     )
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("janssen-demo"), help="output folder")
-    parser.add_argument("--iterations", type=int, default=30, help="rPIE iterations (default 30)")
+    parser.add_argument("--out", type=path_argument, default=pathlib.Path("janssen-demo"), help="output folder")
+    parser.add_argument(
+        "--iterations", type=int, default=30, help=f"rPIE iterations (default 30, at most {MAX_ITERATIONS})"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files in the folder")
     parser.set_defaults(handler=run_demo)
 
@@ -236,13 +252,20 @@ def _read_config(path: pathlib.Path | None) -> tuple[dict[str, Any], dict[str, A
     try:
         config = tomllib.loads(path.read_text())
     except OSError as error:
-        raise UsageError(f"cannot read config {str(path)!r}: {error.strerror or error}") from error
+        raise UsageError(f"cannot read --config {str(path)!r}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"--config {str(path)!r} is not a text file: expected TOML, got binary data") from error
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"config {str(path)!r} is not valid TOML: {error}") from error
     params: dict[str, Any] = {}
     if isinstance(config.get("engine"), dict):
         params = dict(config.pop("engine"))
         if "name" in params:
+            if not isinstance(params["name"], str):
+                raise UsageError(
+                    f"config {str(path)!r}: [engine] key 'name' must be a string (an engine name), "
+                    f"got {params['name']!r} ({type(params['name']).__name__})"
+                )
             config["engine"] = params.pop("name")
     unknown = sorted(set(config) - set(_DEFAULTS))
     if unknown:
@@ -255,6 +278,8 @@ def _read_config(path: pathlib.Path | None) -> tuple[dict[str, Any], dict[str, A
             raise UsageError(
                 f"config {str(path)!r}: key {name!r} must be {expected}, got {value!r} ({type(value).__name__})"
             )
+        if expected.startswith("a file name") and not value.strip():
+            raise UsageError(f"config {str(path)!r}: key {name!r} must be {expected}, got {value!r}")
     return config, params
 
 
@@ -279,8 +304,13 @@ def _refine_names(value: Any) -> list[str]:
         return ["object", "probe"]
     names = value.split(",") if isinstance(value, str) else list(value)
     if not all(isinstance(name, str) for name in names):
-        raise UsageError(f"refine must be comma-separated names, got {value!r}")
-    names = [name.strip() for name in names if name.strip()]
+        raise UsageError(f"--refine must be comma-separated names (a config list of strings), got {value!r}")
+    if not names or not all(name.strip() for name in names):
+        raise UsageError(
+            f"--refine must name the parts to refine besides the object, comma-separated (e.g. probe,positions), "
+            f"with no empty name, got {value!r}"
+        )
+    names = [name.strip() for name in names]
     return ["object", *[name for name in names if name not in ("object", "sample")]]
 
 
@@ -290,9 +320,8 @@ def _check_settings(settings: dict[str, Any]) -> None:
         raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(_ENGINE_NAMES)})")
     if settings["iterations"] is None and engine != _AUTO:
         settings["iterations"] = _DEFAULT_ITERATIONS
-    iterations = settings["iterations"]
-    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
-        raise UsageError(f"iterations must be an integer >= 0, got {settings['iterations']!r}")
+    if settings["iterations"] is not None:
+        _check_count("iterations", settings["iterations"], 0, MAX_ITERATIONS, _ITERATIONS_WHY)
     if settings["batched"] and engine == _AUTO:
         raise UsageError("--batched needs a named PIE engine (--engine epie, rpie or mpie); auto sets its own")
     if settings["batched"] and not _is_pie(engine):
@@ -309,8 +338,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
     if rate is not None:
         if engine not in _OPTIMIZERS:
             raise UsageError(f"--learning-rate applies to the gradient engines (adam, sgd) only, not {engine!r}")
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (np.isfinite(rate) and rate > 0):
-            raise UsageError(f"learning rate must be a finite number > 0, got {rate!r}")
+        _check_number("learning_rate", rate, _MAX_LEARNING_RATE, "no run converges with a larger step")
     names = _refine_names(settings["refine"])
     unsupported = [name for name in names if name not in _PIE_REFINABLE]
     if _is_pie(engine) and unsupported:
@@ -323,19 +351,43 @@ def _check_settings(settings: dict[str, Any]) -> None:
     if noise is not None:
         if not settings["uncertainty"]:
             raise UsageError("--noise-std needs --uncertainty")
-        if isinstance(noise, bool) or not isinstance(noise, int | float) or not (np.isfinite(noise) and noise > 0):
-            raise UsageError(f"noise std must be a finite number > 0, got {noise!r}")
+        _check_number("noise_std", noise, _MAX_NOISE_STD, "the amplitude noise of 1e12 counts in a pixel")
     if settings["geometry"] and settings["near_field"]:
         raise UsageError("--geometry applies to far-field data only (it refines the FFT far field's distance)")
     if settings["geometry"] and "distance" in names:
         raise UsageError("--geometry refines the distance itself: leave distance out of --refine")
     modes = settings["modes"]
-    if isinstance(modes, bool) or not isinstance(modes, int) or not 1 <= modes <= _MAX_MODES:
-        raise UsageError(f"--modes must be an integer from 1 to {_MAX_MODES}, got {modes!r}")
+    _check_count("modes", modes, 1, _MAX_MODES, _MODES_WHY)
     seed = settings["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
         raise UsageError(f"--seed must be an integer from 0 to {_MAX_SEED} (2**32 - 1), got {seed!r}")
     _check_near_field(settings)
+
+
+_ITERATIONS_WHY = (
+    "each is a full pass over the frames; the default schedule converges within a few hundred and "
+    f"{MAX_ITERATIONS} passes take days"
+)
+_MODES_WHY = "each mode is a whole probe to refine; a few carry all but a percent of a real beam's power"
+
+
+def _option(name: str) -> str:
+    """A setting's flag, with its config key where the two differ (`--learning-rate`, `learning_rate`)."""
+    flag = "--" + name.replace("_", "-")
+    return flag if "_" not in name else f"{flag} (config key {name!r})"
+
+
+def _check_count(name: str, value: Any, low: int, high: int, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"{_option(name)} must be an integer from {low} to {high} ({why}), got {value!r}")
+
+
+def _check_number(name: str, value: Any, high: float, why: str, unit: str = "") -> None:
+    """A finite number in (0, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (np.isfinite(value) and 0 < value):
+        raise UsageError(f"{_option(name)} must be a finite number{' of ' + unit if unit else ''} > 0, got {value!r}")
+    if value > high:
+        raise UsageError(f"{_option(name)} must be at most {high:g}{' ' + unit if unit else ''} ({why}), got {value!r}")
 
 
 def _check_near_field(settings: dict[str, Any]) -> None:
@@ -345,8 +397,7 @@ def _check_near_field(settings: dict[str, Any]) -> None:
             continue
         if not settings["near_field"]:
             raise UsageError(f"--{name.replace('_', '-')} needs --near-field")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (np.isfinite(value) and value > 0):
-            raise UsageError(f"{name} must be a finite number of metres > 0, got {value!r}")
+        _check_number(name, value, _MAX_DISTANCE, "a distance over 100 m is millimetres, not metres", unit="m")
     if settings["propagator"] is not None:
         if not settings["near_field"]:
             raise UsageError("--propagator needs --near-field")
@@ -374,6 +425,58 @@ def _check_params(cls: type, params: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise UsageError(f"unknown {cls.__name__} parameter {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    fields = getattr(cls, "__dataclass_fields__", {})
+    for name, value in params.items():
+        kind = _PARAM_TYPES.get(name) or (fields[name].type if name in fields else None)
+        default = getattr(fields.get(name), "default", None)
+        _check_param(cls.__name__, name, value, kind, default)
+
+
+# [engine] parameters whose type the engine's annotation does not give (or gives as a union).
+_PARAM_TYPES: dict[str, Any] = {
+    "batch_size": int,
+    "sweep": bool,
+    "learning_rates": dict,
+    "optimizer": str,
+    "learning_rate": float,
+    "loss": str,
+    "momentum": float,
+    "rtol": float,
+    "atol": float,
+    "eps": float,
+    "cg_max_steps": int,
+    "solver": str,
+}
+
+
+def _check_param(engine: str, name: str, value: Any, kind: Any, default: Any) -> None:
+    """An [engine] value of the type its engine expects; integer counts within `MAX_ITERATIONS`."""
+    where = f"[engine] parameter {name!r} of {engine}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false, got {value!r} ({type(value).__name__})")
+    elif kind is int:
+        low = -1 if isinstance(default, int) and default < 0 else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_ITERATIONS:
+            raise UsageError(f"{where} must be an integer from {low} to {MAX_ITERATIONS}, got {value!r}")
+    elif kind is float:
+        if value is None and name == "momentum":
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise UsageError(f"{where} must be a finite number, got {value!r} ({type(value).__name__})")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise UsageError(f"{where} must be a string, got {value!r} ({type(value).__name__})")
+    elif kind is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"{where} must be a table of name = factor, got {value!r} ({type(value).__name__})")
+        for key, factor in value.items():
+            if (
+                isinstance(factor, bool)
+                or not isinstance(factor, int | float)
+                or not (np.isfinite(factor) and factor > 0)
+            ):
+                raise UsageError(f"{where}: factor {key!r} must be a finite number > 0, got {factor!r}")
 
 
 def _make_engine(
@@ -468,15 +571,24 @@ def _trainable_names(settings: dict[str, Any], microscope) -> list[str]:
 
 def _load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
     """The data and, for the Siemens star, the probe that comes with it."""
+    if path.is_dir():
+        raise UsageError(f"data file {str(path)!r} is a folder: expected a CXI file or the Siemens-star .npz.bz2")
     if not path.is_file():
         raise UsageError(f"data file {str(path)!r} does not exist")
     try:
         if path.name.endswith((".npz.bz2", ".npz")):
             measured = jio.load_siemens_star(path)
-            return measured.data, measured.probe
-        return jio.read_cxi(path), None
-    except (OSError, ValueError, KeyError) as error:
+            data, probe = measured.data, measured.probe
+        else:
+            data, probe = jio.read_cxi(path), None
+    except (OSError, ValueError, KeyError, EOFError) as error:
         raise UsageError(f"cannot read data file {str(path)!r}: {error}") from error
+    if not np.any(np.asarray(data.intensities)):
+        raise UsageError(
+            f"data file {str(path)!r}: the frames ('/entry_1/data_1/data') must hold counts, got zero in every pixel "
+            "of every frame"
+        )
+    return data, probe
 
 
 def _mean_counts(data: jio.MicroscopeData) -> float:
@@ -487,11 +599,21 @@ def _load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
     try:
         probe = np.load(path)
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read probe {str(path)!r}: {error}") from error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else " ".join(str(error).split())
+        raise UsageError(f"cannot read --probe {str(path)!r}: expected a NumPy .npy file, {reason}") from error
+    if not isinstance(probe, np.ndarray) or probe.dtype.kind not in "iufc":
+        kind = type(probe).__name__ if not isinstance(probe, np.ndarray) else f"dtype {probe.dtype}"
+        raise UsageError(f"--probe {str(path)!r} must hold complex or real numbers, got {kind}")
     if probe.shape[-2:] != tuple(data.frame_shape) or probe.ndim not in (2, 3):
         raise UsageError(
             f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {data.frame_shape}, got {probe.shape}"
         )
+    if not np.all(np.isfinite(probe)):
+        raise UsageError(
+            f"--probe {str(path)!r} must be finite, got {int(np.sum(~np.isfinite(probe)))} NaN or infinite values"
+        )
+    if not np.any(probe):
+        raise UsageError(f"--probe {str(path)!r} must have some power, got a probe that is zero everywhere")
     # Scale to the measured counts: with a unit object the model then predicts the data's power.
     return probe * np.sqrt(_mean_counts(data) / np.sum(np.abs(probe) ** 2))
 
@@ -969,6 +1091,15 @@ def _prepare(args: argparse.Namespace, settings: dict[str, Any], params: dict[st
         grid = jio.check_geometry(data, object_pixel_size=near_pixel)
     except jio.GeometryError as error:
         raise UsageError(f"data file {str(args.data)!r}: {error}") from error
+    frame = max(data.frame_shape)
+    if grid.median_step_px > frame:
+        raise UsageError(
+            f"data file {str(args.data)!r}: neighbouring scan positions (the translations, "
+            "'/entry_1/sample_1/geometry_1/translation' in a CXI file) are "
+            f"{grid.median_step_px:.3g} object pixels apart (median), expected less than the {frame}-pixel frame so "
+            "that neighbouring frames overlap: translations not in metres (mm?), or a wrong distance, wavelength or "
+            "pixel size"
+        )
     print(_data_line(data, grid, settings), file=sys.stderr, flush=True)
     if settings["near_field"] and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
@@ -1197,10 +1328,14 @@ def run_demo(args: argparse.Namespace) -> int:
     out = out_dir / "demo.h5"
 
     def body(kept: dict[str, Any]) -> int:
-        if args.iterations < 0:
-            raise UsageError(f"--iterations must be an integer >= 0, got {args.iterations}")
+        _check_count("iterations", args.iterations, 0, MAX_ITERATIONS, _ITERATIONS_WHY)
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--out {str(out_dir)!r} is a file: expected a folder for the demo's files")
+        parent = out_dir
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {str(out_dir)!r} lies under the file {str(parent)!r}: expected a folder")
         if out_dir.is_dir():
             _check_output(out, {}, overwrite=args.overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)

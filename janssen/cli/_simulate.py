@@ -10,7 +10,14 @@ import numpy as np
 
 import janssen.io as jio
 
+from ._args import MAX_MODES, path_argument
+
 _SIZES = ("small", "medium", "large")
+# Mean counts per frame: at least one photon (fewer is an empty detector), at most 1e12 (beyond any
+# detector's range; float32 counts stop being whole photons far below it).
+_PHOTONS = (1.0, 1e12)
+# The coherence width is in metres: over 1 mm (the probe is 480 nm across) it is a unit slip (nm).
+_MAX_COHERENCE_WIDTH = 1e-3
 
 
 def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
@@ -25,8 +32,8 @@ def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
         ),
     )
     parser.add_argument("--size", required=True, choices=_SIZES, help="preset size")
-    parser.add_argument("--photons", type=float, default=1e6, help="mean counts per frame (default 1e6)")
-    parser.add_argument("--modes", type=int, default=1, help="incoherent probe modes (default 1)")
+    parser.add_argument("--photons", type=float, default=1e6, help="mean counts per frame (default 1e6; 1 to 1e12)")
+    parser.add_argument("--modes", type=int, default=1, help=f"incoherent probe modes (default 1, at most {MAX_MODES})")
     parser.add_argument(
         "--coherence-width",
         type=float,
@@ -39,7 +46,7 @@ def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
         ),
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", required=True, type=pathlib.Path, help="the CXI file to write")
+    parser.add_argument("--out", required=True, type=path_argument, help="the CXI file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file at --out (default: refuse)")
     parser.set_defaults(handler=run_simulate)
 
@@ -47,8 +54,7 @@ def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
 def run_simulate(args: argparse.Namespace) -> int:
     """Simulate, write and summarise; on failure print one line to stderr and return 2."""
     try:
-        if not 0 <= args.seed <= 2**32 - 1:
-            raise ValueError(f"--seed must be an integer from 0 to {2**32 - 1} (2**32 - 1), got {args.seed}")
+        _check_arguments(args)
         _check_writable(args.out, overwrite=args.overwrite)
         dataset = jio.simulate_preset(
             args.size,
@@ -66,13 +72,39 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every argument against its range, before anything is simulated."""
+    if not 0 <= args.seed <= 2**32 - 1:
+        raise ValueError(f"--seed must be an integer from 0 to {2**32 - 1} (2**32 - 1), got {args.seed}")
+    low, high = _PHOTONS
+    if not (np.isfinite(args.photons) and low <= args.photons <= high):
+        raise ValueError(
+            f"--photons: `photons` must be finite and positive, a number of counts per frame from {low:g} to "
+            f"{high:g} (below 1 the detector is empty; above 1e12 beyond any detector), got {args.photons!r}"
+        )
+    if not 1 <= args.modes <= MAX_MODES:
+        raise ValueError(
+            f"--modes must be an integer from 1 to {MAX_MODES} (each mode is a whole probe; a few carry all but a "
+            f"percent of a real beam's power), got {args.modes!r}"
+        )
+    width = args.coherence_width
+    if width is not None:
+        if not (np.isfinite(width) and width > 0):
+            raise ValueError(f"--coherence-width must be a finite number of metres > 0, got {width!r}")
+        if width > _MAX_COHERENCE_WIDTH:
+            raise ValueError(
+                f"--coherence-width must be at most {_MAX_COHERENCE_WIDTH:g} m (it is in metres: 180 nm is 1.8e-07), "
+                f"got {width!r}"
+            )
+
+
 def _check_writable(path: pathlib.Path, *, overwrite: bool) -> None:
     # Fail before a long simulation rather than after it.
     folder = path.parent
     if not folder.is_dir():
-        raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+        raise OSError(f"cannot write --out {str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
-        raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable")
+        raise OSError(f"cannot write --out {str(path)!r}: folder {str(folder)!r} is not writable")
     if path.is_dir():
         raise OSError(f"--out {str(path)!r} is a folder: expected the name of a CXI file")
     if (path.exists() or path.is_symlink()) and not overwrite:

@@ -337,13 +337,35 @@ def _open(path: pathlib.Path) -> h5py.File:
 def _read_data(handle: h5py.File, path: pathlib.Path) -> MicroscopeData:
     frames_at = _first_present(handle, path, ("entry_1/data_1/data", f"{_DETECTOR}/data"), "the diffraction frames")
     frames = _dataset(handle, path, frames_at)
-    if frames.ndim != 3:
+    if frames.ndim != 3 or 0 in frames.shape:
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{frames_at}' must hold frames of shape (N, H, W), "
-            f"got shape {frames.shape}"
+            f"got shape {frames.shape}" + (" (N, H and W must be at least 1)" if frames.ndim == 3 else "")
         )
+    _check_counts(path, frames_at, frames)
     axes, geometry = _geometry(handle, path, frames.shape)
     return _microscope_data(path, _to_janssen(frames, axes), *geometry)
+
+
+def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray) -> None:
+    """Frames of real, finite, non-negative counts, refused naming the dataset otherwise."""
+    if frames.dtype.kind not in "iuf":
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold real counts (integers or floats), "
+            f"got dtype {frames.dtype}"
+        )
+    if frames.dtype.kind == "f":
+        bad = int(np.sum(~np.isfinite(frames)))
+        if bad:
+            raise CXIError(
+                f"CXI file {str(path)!r}: dataset '/{name}' must hold finite counts, got {bad} NaN or infinite "
+                "value(s); mark such pixels in the detector mask and set them to 0"
+            )
+    if frames.dtype.kind != "u" and np.any(frames < 0):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold counts >= 0, got {int(np.sum(frames < 0))} "
+            f"negative value(s) (the smallest {float(frames.min()):g}); mark them in the detector mask, set them to 0"
+        )
 
 
 def _geometry(handle: h5py.File, path: pathlib.Path, shape: tuple[int, ...]) -> tuple[tuple[str, str], tuple]:
@@ -413,7 +435,7 @@ def _basis_vectors(handle: h5py.File, path: pathlib.Path, count: int) -> np.ndar
     name = f"{_DETECTOR}/basis_vectors"
     if name not in handle:
         return None
-    value = _one_per_file(path, name, np.asarray(_dataset(handle, path, name), dtype=np.float64), count, 2)
+    value = _one_per_file(path, name, _numbers(handle, path, name), count, 2)
     if value.shape == (3, 2):  # one vector per column (CDTools)
         value = value.T
     if value.shape != (2, 3) or not np.all(np.isfinite(value)):
@@ -505,7 +527,7 @@ def _corner(handle: h5py.File, path: pathlib.Path, slow: np.ndarray, fast: np.nd
     pixel steps from it along each axis.
     """
     name = f"{_DETECTOR}/corner_position"
-    corner = _one_per_file(path, name, np.asarray(_dataset(handle, path, name), dtype=np.float64), shape[0], 1)
+    corner = _one_per_file(path, name, _numbers(handle, path, name), shape[0], 1)
     if corner.shape != (3,) or not np.all(np.isfinite(corner)):
         raise CXIError(f"CXI file {str(path)!r}: dataset '/{name}' must be a finite (x, y, z) in m, got {corner}")
     rows, columns = shape[1:]
@@ -527,12 +549,18 @@ def _corner(handle: h5py.File, path: pathlib.Path, slow: np.ndarray, fast: np.nd
 def _positions(handle: h5py.File, path: pathlib.Path, count: int) -> np.ndarray:
     """The beam positions `(x, y)`: minus the sample translation (plus it in files from ptychodus)."""
     at = _first_present(handle, path, (_TRANSLATION, f"{_DATA_GROUP}/translation"), "the sample translations")
-    translation = _dataset(handle, path, at)
+    translation = _numbers(handle, path, at)
     if translation.ndim != 2 or translation.shape[0] != count or translation.shape[1] not in (2, 3):
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{at}' must have shape ({count}, 3) "
-            f"(one (x, y, z) row per frame), got shape {translation.shape}"
+            f"(one (x, y, z) row per frame of '/entry_1/data_1/data'), got shape {translation.shape}"
         )
+    if not np.all(np.isfinite(translation)):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{at}' must hold finite translations in m, got "
+            f"{int(np.sum(~np.isfinite(translation)))} NaN or infinite value(s)"
+        )
+    _check_linked_translation(handle, path, at, translation)
     _check_sample_plane(handle, path)
     positions = np.asarray(translation[:, :2])
     span = float(np.max(np.ptp(positions, axis=0))) if np.all(np.isfinite(positions)) else 0.0
@@ -545,14 +573,30 @@ def _positions(handle: h5py.File, path: pathlib.Path, count: int) -> np.ndarray:
     return positions if _PTYCHODUS in handle else -positions
 
 
+def _check_linked_translation(handle: h5py.File, path: pathlib.Path, at: str, translation: np.ndarray) -> None:
+    """`/entry_1/data_1/translation`, when it is a copy rather than a link, must hold the same translations."""
+    other = f"{_DATA_GROUP}/translation"
+    if other == at or other not in handle or not isinstance(handle[other], h5py.Dataset):
+        return
+    copy = np.asarray(handle[other][()])
+    same = copy.shape == translation.shape and copy.dtype.kind in "iuf" and np.allclose(copy, translation, rtol=1e-6)
+    if not same:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{other}' contradicts '/{at}': expected the same sample translations "
+            f"(CXI makes it a link), got different values"
+        )
+
+
 def _check_sample_plane(handle: h5py.File, path: pathlib.Path) -> None:
     """Refuse a sample whose plane is not normal to the beam (`sample_1/geometry_1/orientation`)."""
     name = "entry_1/sample_1/geometry_1/orientation"
     if name not in handle:
         return
-    value = np.asarray(_dataset(handle, path, name), dtype=np.float64).reshape(-1)
-    if value.size != 6:
-        raise CXIError(f"CXI file {str(path)!r}: dataset '/{name}' must hold 6 numbers, got shape {value.shape}")
+    value = _numbers(handle, path, name).reshape(-1)
+    if value.size != 6 or not np.all(np.isfinite(value)):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold 6 finite numbers, got {value.size}: {value.tolist()}"
+        )
     normal = np.cross(value[:3], value[3:])
     if not abs(normal[2]) >= (1 - _ALIGNMENT_TOLERANCE) * np.linalg.norm(normal) > 0:
         raise CXIError(
@@ -570,6 +614,8 @@ def _wavelength(handle: h5py.File, path: pathlib.Path) -> float:
                 f"{_MAX_WAVELENGTH:g} m: it looks like nanometres or angstroms, CXI stores metres "
                 "(1.5 angstrom is 1.5e-10)"
             )
+        if f"{_SOURCE}/energy" in handle:
+            _check_energy_agrees(handle, path, wavelength)
         return wavelength
     if f"{_SOURCE}/energy" in handle:
         energy = _scalar(handle, path, f"{_SOURCE}/energy")
@@ -587,6 +633,19 @@ def _wavelength(handle: h5py.File, path: pathlib.Path) -> float:
     )
 
 
+def _check_energy_agrees(handle: h5py.File, path: pathlib.Path, wavelength: float) -> None:
+    """A photon energy beside the wavelength must be `h c / wavelength`."""
+    name = f"{_SOURCE}/energy"
+    energy = _scalar(handle, path, name)
+    expected = _PLANCK * _SPEED_OF_LIGHT / wavelength
+    if not abs(energy - expected) <= _AGREEMENT * expected:
+        hint = f": {_energy_unit_hint(energy)}" if energy >= _MAX_PHOTON_ENERGY else ""
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' contradicts '/{_SOURCE}/wavelength': expected "
+            f"h c / wavelength = {expected:.6g} J (within {_AGREEMENT:g} relative), got {energy:.6g}{hint}"
+        )
+
+
 def _energy_unit_hint(energy: float) -> str:
     if 1.0 <= energy < 1e3:
         return f"it looks like keV ({energy:g} keV is {energy * 1e3 * _ELECTRON_VOLT:.4g} J)"
@@ -600,6 +659,17 @@ def _mask(handle: h5py.File, path: pathlib.Path, frames_shape: tuple[int, ...]) 
     if name not in handle:
         return None
     mask = _dataset(handle, path, name)
+    if mask.dtype.kind not in "biuf" or (mask.dtype.kind == "f" and not np.all(np.isfinite(mask))) or np.any(mask < 0):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold non-negative integers (0 = good pixel, nonzero = "
+            f"bad), got dtype {mask.dtype}" + ("" if mask.dtype.kind not in "if" else " with negative or NaN values")
+        )
+    bad = np.any(mask != 0, axis=0) if mask.shape == frames_shape else mask != 0
+    if bad.shape == frames_shape[1:] and np.all(bad):
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' marks every pixel as bad: expected 0 for good pixels, "
+            "nonzero for bad ones"
+        )
     if mask.shape == frames_shape:
         return np.any(mask != 0, axis=0)
     if mask.shape != frames_shape[1:]:
@@ -630,13 +700,33 @@ def _dataset(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
 
 
 def _scalar(handle: h5py.File, path: pathlib.Path, name: str) -> float:
+    """A single finite number > 0 (every scalar janssen reads is a length or an energy)."""
     value = _dataset(handle, path, name)
-    if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+    if value.size != 1 or value.dtype.kind not in "iuf":
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{name}' must be a single number, "
             f"got shape {value.shape} of dtype {value.dtype}"
         )
-    return float(value.reshape(()))
+    number = float(value.reshape(()))
+    if not (np.isfinite(number) and number > 0):
+        unit = "J" if name.endswith("energy") else "m"
+        field = name.rsplit("/", 1)[-1]
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}': `{field}` must be finite and positive (a number of {unit} "
+            f"> 0), got {number}"
+        )
+    return number
+
+
+def _numbers(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
+    """A dataset of real numbers, as float64."""
+    value = _dataset(handle, path, name)
+    if value.dtype.kind not in "iuf":
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold real numbers, got dtype {value.dtype} "
+            f"of shape {value.shape}"
+        )
+    return value.astype(np.float64)
 
 
 def _reason(error: Exception) -> str:
