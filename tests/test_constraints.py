@@ -6,9 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import illumination_map, jittered, object_error, random_complex, rms_px, tiny_far_field_problem
+from jaxtyping import Array, Float
 
 from janssen.invert import GaussNewton, Gradient, project_scan_step, reconstruct, scan_gauges, trainable_spec
-from janssen.invert._constraints import Bounds
+from janssen.invert._constraints import Bounds, constrain_step
+from janssen.optics import Probe, SampleFunction, fft2c, ifft2c
+from janssen.scopes import AbstractMicroscope, DetectorResponse
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,55 @@ def test_scan_gauges(problem):
     }
     for names, expected in cases.items():
         assert scan_gauges(trainable_spec(true, list(names))) == expected, names
+
+
+class _MagnifiedFarField(AbstractMicroscope):
+    """A microscope invert has never seen, with a scale leaf of a new name (`lens_power`)."""
+
+    probe: Probe
+    sample: SampleFunction
+    positions: Float[Array, "npos 2"]
+    lens_power: Float[Array, ""]
+    detector: DetectorResponse | None = None
+
+    @property
+    def detector_shape(self):
+        return self.probe_shape
+
+    def propagate(self, exit_waves, subpixel):
+        return fft2c(exit_waves) * self.lens_power.astype(exit_waves.dtype)
+
+    def backpropagate(self, detector_fields, subpixel):
+        return ifft2c(detector_fields) * self.lens_power.astype(detector_fields.dtype)
+
+    def optics_aliases(self):
+        return {"lens": "lens_power"}
+
+    def scale_leaves(self):
+        return ("lens_power",)
+
+
+class _UnscaledFarField(_MagnifiedFarField):
+    def scale_leaves(self):
+        return ()
+
+
+@pytest.mark.parametrize("kind, dilation", [(_MagnifiedFarField, True), (_UnscaledFarField, False)])
+def test_a_new_microscope_declares_its_scale_leaf(problem, kind, dilation):
+    """The dilation gauge follows the microscope's `scale_leaves` and its `trainable=` names its
+    `optics_aliases`, with no edit to `janssen.invert`: a step that dilates the scan by 1 % and
+    shifts it is undone to rounding when the declared scale leaf is refined with the object."""
+    _, true, _ = problem
+    microscope = kind(true.probe, true.sample, true.positions, jnp.asarray(1.0, true.positions.dtype))
+    spec = trainable_spec(microscope, ["object", "positions", "lens"])
+    assert spec.lens_power is True
+    assert scan_gauges(spec, microscope) == (True, dilation)
+    assert scan_gauges(spec) == (True, dilation)  # the spec alone: it has the microscope's class
+    moved = eqx.tree_at(lambda m: m.positions, microscope, 1.01 * microscope.positions + 3e-9)
+    kept = constrain_step(moved, microscope, spec)
+    mean, radius = _frame(kept.positions)
+    assert np.allclose(mean, _frame(microscope.positions)[0], rtol=0, atol=1e-14)
+    assert (radius / _frame(microscope.positions)[1] - 1) == pytest.approx(0.0 if dilation else 0.01, abs=1e-6)
 
 
 def test_gauss_newton_refines_positions_against_a_known_object(problem):
@@ -153,7 +205,7 @@ def test_infinite_bound_entries_leave_that_side_open(problem):
     "bounds, match",
     [
         ({"positions": (1.0, 0.0)}, r"bounds\['positions'\].*min must be <= max"),
-        ({"zoom": (0.5, 2.0)}, r"no parameter 'zoom.zoom_factor'"),
+        ({"zoom": (0.5, 2.0)}, r"no parameter 'zoom'"),  # a far field declares no zoom
         ({"positions": (0.0,)}, r"must be a pair"),
         ({"positions": (np.nan, 1.0)}, r"min must not be NaN"),
         ({"positions": (np.zeros(3), 1.0)}, r"do not broadcast"),

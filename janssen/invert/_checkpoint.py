@@ -12,8 +12,6 @@ import numpy as np
 
 from ..io._data import MicroscopeData
 from ..io._results import read_result, write_result
-from ..scopes._far_field import FarFieldMicroscope
-from ..scopes._simple import SimpleMicroscope
 from ._engines.base import AbstractEngine
 from ._results import RESULTS
 from ._solution import Solution
@@ -131,18 +129,9 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
 
 
 def _distance(microscope: Any, data: MicroscopeData) -> float:
-    """The sample-to-camera distance: the refined one where the far-field model carries it."""
-    propagator = getattr(microscope, "propagator", None)
-    if isinstance(microscope, FarFieldMicroscope | SimpleMicroscope) and propagator is not None:
-        return float(propagator.distance)
-    if isinstance(microscope, FarFieldMicroscope):
-        # The FFT far field's object pixel is wavelength * distance / (N * camera pixel).
-        shape = np.asarray(data.frame_shape[::-1], dtype=np.float64)
-        per_axis = (
-            np.asarray(microscope.sample.dx) * shape * np.asarray(data.camera_pixel_size) / float(data.wavelength)
-        )
-        return float(np.mean(per_axis))
-    return float(data.distance)
+    """The sample-to-camera distance: the microscope's own (refined) one where it models one, else the data's."""
+    distance = microscope.camera_distance(float(data.wavelength), data.camera_pixel_size)
+    return float(data.distance) if distance is None else distance
 
 
 def load_solution(path: str | pathlib.Path, like: Solution) -> Solution:

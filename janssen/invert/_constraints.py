@@ -72,28 +72,27 @@ def project_scan_step(
     return step - along * centred
 
 
-# Leaves that set the scale of the diffraction pattern: refined with the object, they make a
-# dilation of the scan a gauge freedom.
-_SCALE_PATHS = ("propagator.distance", "zoom.zoom_factor", "distance", "focus_to_sample", "sample.dx")
-
-
-def scan_gauges(spec: Any) -> tuple[bool, bool]:
+def scan_gauges(spec: Any, microscope: Any = None) -> tuple[bool, bool]:
     """Which scan motions are gauge freedoms of a trainable selection: `(translation, dilation)`.
 
-    A common shift of the positions is one only when the object is refined too (it moves
-    with them); with a known object it is measured, and kept. A dilation is one when the
-    object and a leaf that sets the diffraction scale (`propagator.distance`,
-    `zoom.zoom_factor`, a near-field `distance` or `focus_to_sample`, or the FFT far
-    field's object pixel `sample.dx`) are refined; and with `sample.dx` even for a known
-    object, because the FFT far field's data depend on the positions only through
-    `positions / sample.dx` (object and probe are arrays of pixels).
+    The microscope answers (`AbstractMicroscope.scan_gauges`): a common shift of the
+    positions is one only when the object is refined too (it moves with them); with a
+    known object it is measured, and kept. A dilation is one when the object and a leaf
+    that the microscope declares to set the diffraction scale (`scale_leaves`: a
+    distance, a zoom, a near-field `focus_to_sample`, or the FFT far field's object pixel
+    `sample.dx`) are refined; and with `sample.dx` even for a known object, because the
+    data depend on the positions only through `positions / sample.dx` (object and probe
+    are arrays of pixels). Neither applies when the positions are not refined.
+
+    **Arguments:**
+
+    - `spec`: the boolean filter spec (`trainable_spec`).
+    - `microscope`: the microscope `spec` selects from. Default: `spec` itself, which
+      has the microscope's class and structure (its declarations read no array).
     """
     if getattr(spec, "positions", False) is not True:
         return False, False
-    paths = set(selected_paths(spec, spec))
-    translation = "sample.sample" in paths
-    dilation = "sample.dx" in paths or (translation and any(path in paths for path in _SCALE_PATHS))
-    return translation, dilation
+    return (spec if microscope is None else microscope).scan_gauges(selected_paths(spec, spec))
 
 
 # Centroid drifts below this (pixels) are rounding, not drift.
@@ -147,7 +146,7 @@ def constrain_step(new: Any, old: Any, spec: Any, *, ramp: bool = True) -> Any:
     new = new.project_detector(spec)
     if getattr(getattr(spec, "sample", None), "dx", False) is True and hasattr(new.probe, "dx"):
         new = eqx.tree_at(lambda m: m.probe.dx, new, new.sample.dx.astype(new.probe.dx.dtype))
-    translation, dilation = scan_gauges(spec)
+    translation, dilation = scan_gauges(spec, old)
     if not (translation or dilation):
         return new
     step = project_scan_step(new.positions - old.positions, old.positions, translation=translation, dilation=dilation)

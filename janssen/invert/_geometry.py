@@ -47,7 +47,6 @@ from ._engines.positions import PositionLM
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import _windows_inside, reconstruct
 from ._results import RESULTS
-from ._trainable import _fft_far_field
 
 _GOOD = (RESULTS.successful, RESULTS.max_iterations_reached, RESULTS.converged)
 # Searches added at the end when the last one's minimum lies at an end of its grid.
@@ -57,7 +56,7 @@ SCALE_RANGE = 0.07
 
 
 def _check_fft_far_field(name: str, microscope: Any) -> None:
-    if not _fft_far_field(microscope):
+    if not microscope.fourier_detector:
         raise ValueError(
             f"`{name}` must be a microscope whose detector is the FFT of the exit wave (a FarFieldMicroscope "
             f"with propagator=None, `fourier_detector`), whose object pixel carries the distance; got "

@@ -22,10 +22,12 @@ def _geometry(
     padding: int | None,
 ) -> NearFieldMicroscope:
     """The near-field microscope of the data's geometry: flat probe, unit object, centred scan."""
-    if isinstance(propagator, AbstractPropagator):
-        z2 = propagator.distance
-    else:
+    # A propagator Module carries its own distance; a name takes the given (or the data's) one.
+    named = isinstance(propagator, str)
+    if named:
         z2 = data.distance if distance is None else jnp.asarray(distance, data.camera_pixel_size.dtype)
+    else:
+        z2 = propagator.distance
     z1 = None if focus_to_sample is None else jnp.asarray(focus_to_sample, data.camera_pixel_size.dtype)
     magnification = 1.0 if z1 is None else (z1 + z2) / z1
     dx = data.camera_pixel_size / magnification
@@ -33,9 +35,8 @@ def _geometry(
     positions = positions_in_object_frame(data)
     sample = init_object(data, shape, padding=padding, pixel_size=dx)
     probe = Probe(jnp.ones((1, *shape), sample.sample.dtype), data.wavelength, dx)
-    if isinstance(propagator, AbstractPropagator):
-        return NearFieldMicroscope(probe, sample, positions, propagator=propagator, focus_to_sample=z1)
-    return NearFieldMicroscope(probe, sample, positions, distance=z2, propagator=propagator, focus_to_sample=z1)
+    distance = z2 if named else None
+    return NearFieldMicroscope(probe, sample, positions, distance=distance, propagator=propagator, focus_to_sample=z1)
 
 
 def _back_propagated_mean(data: MicroscopeData, microscope: NearFieldMicroscope) -> Complex[Array, "1 y x"]:

@@ -7,21 +7,6 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-# Short names for the parts users refine most often; each maps to a leaf path. A microscope
-# declares its own names too (`trainable_aliases`: the detector's `background`, `frame_scale`).
-ALIASES = {
-    "object": "sample.sample",
-    "sample": "sample.sample",
-    "probe": "probe.modes",
-    "positions": "positions",
-    "distance": "propagator.distance",
-    "travel_distance": "propagator.distance",
-    "zoom": "zoom.zoom_factor",
-    "aperture": ("aperture.diameter", "aperture.center"),
-    "aperture_diameter": "aperture.diameter",
-    "aperture_center": "aperture.center",
-}
-
 
 def _get(tree: Any, path: str) -> Any:
     node, walked = tree, []
@@ -43,21 +28,14 @@ def _get(tree: Any, path: str) -> Any:
     return node
 
 
-def _expand(names: Sequence[str], model: Any = None) -> list[str]:
+def _expand(names: Sequence[str], model: Any) -> list[str]:
+    """Dotted leaf paths of `trainable=` names: the names `model` declares (`trainable_aliases`), else paths."""
+    declared = model.trainable_aliases()
     paths: list[str] = []
-    declared = {} if model is None else model.trainable_aliases()
     for name in names:
-        alias = declared.get(name, ALIASES.get(name, name))
-        if name in ("distance", "travel_distance") and _fft_far_field(model):
-            # The FFT far field has no distance: its object pixel `wavelength * distance /
-            # (N * camera_pixel)` carries it, and refining the pixel refines the distance.
-            alias = "sample.dx"
+        alias = declared.get(name, name)
         paths.extend([alias] if isinstance(alias, str) else alias)
     return paths
-
-
-def _fft_far_field(model: Any) -> bool:
-    return bool(getattr(model, "fourier_detector", False))
 
 
 def is_refinable(leaf: Any) -> bool:

@@ -1,6 +1,7 @@
 """`AbstractMicroscope`: a differentiable forward model written for one scan position."""
 
 import abc
+from collections.abc import Collection
 from typing import Any
 
 import equinox as eqx
@@ -14,6 +15,14 @@ from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import extract_patch, patch_corner, positions_outside, shift_probe, split_corner
 from ._detector import DetectorResponse, refines_any
+
+# The `trainable=` names every microscope answers: its object, its probe's fields, its scan.
+_COMMON_ALIASES: dict[str, str | tuple[str, ...]] = {
+    "object": "sample.sample",
+    "sample": "sample.sample",
+    "probe": "probe.modes",
+    "positions": "positions",
+}
 
 
 class AbstractMicroscope(eqx.Module):
@@ -134,13 +143,60 @@ class AbstractMicroscope(eqx.Module):
         """
         return False
 
-    def trainable_aliases(self) -> dict[str, str]:
-        """Short `trainable=` names this microscope declares, mapped to dotted leaf paths.
+    def trainable_aliases(self) -> dict[str, str | tuple[str, ...]]:
+        """Short `trainable=` names this microscope answers, mapped to dotted leaf paths.
 
-        The detector's: `"background"` and `"frame_scale"` (refinable once the microscope
-        has a `detector` with that term).
+        Every microscope's `"object"` / `"sample"` (`sample.sample`), `"probe"`
+        (`probe.modes`) and `"positions"`; the names of its optics (`optics_aliases`);
+        and the detector's `"background"` and `"frame_scale"` (refinable once the
+        microscope has a `detector` with that term). A name maps to one path or a tuple.
         """
-        return {name: f"detector.{path}" for name, path in DetectorResponse.aliases.items()}
+        detector = {name: f"detector.{path}" for name, path in DetectorResponse.aliases.items()}
+        return {**_COMMON_ALIASES, **self.optics_aliases(), **detector}
+
+    def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
+        """The `trainable=` names of the optics between the exit wave and the camera.
+
+        Each microscope declares its own (`"distance"`, `"zoom"`, `"aperture"`…), mapped to
+        dotted leaf paths; the engines know none of them. None by default.
+        """
+        return {}
+
+    def scale_leaves(self) -> tuple[str, ...]:
+        """Dotted paths of the leaves that set the scale of the diffraction pattern against the scan.
+
+        Refined together with the object, such a leaf (a distance, a magnification) and a
+        uniform dilation of the scan trade off against each other: the dilation is a gauge
+        freedom of refined positions, which the engines hold (`scan_gauges`). None by
+        default; a microscope whose optics set the scale declares its leaves here.
+        """
+        return ()
+
+    def scan_gauges(self, refined: Collection[str]) -> tuple[bool, bool]:
+        """Which motions of the scan are gauge freedoms when the leaves `refined` are refined.
+
+        `refined` holds dotted leaf paths, the positions among them. Returns
+        `(translation, dilation)`: a common shift is one when the object is refined too
+        (it moves with the scan; with a known object the shift is measured). A dilation
+        about the scan's centre is one when the object and one of `scale_leaves` are
+        refined, and whenever the object pixel `sample.dx` is: object and probe are arrays
+        of pixels, so the positions enter only as `positions / sample.dx`.
+        """
+        refined = set(refined)
+        translation = "sample.sample" in refined
+        dilation = "sample.dx" in refined or (translation and not refined.isdisjoint(self.scale_leaves()))
+        return translation, dilation
+
+    def camera_distance(self, wavelength: float, camera_pixel_size: Float[Array, "2"]) -> float | None:
+        """The sample-to-camera distance this microscope models, in metres, or `None` where it models none.
+
+        Host side, on concrete values (for result files): the refined distance where the
+        microscope carries one. `wavelength` and `camera_pixel_size` are the data's, for
+        microscopes whose geometry is their object pixel. `None` (the default): the data's
+        own distance holds.
+        """
+        del wavelength, camera_pixel_size
+        return None
 
     def separable_leaves(self) -> dict[str, tuple[int, ...]]:
         """Leaves each of whose elements moves only its own entries of the predicted frames.

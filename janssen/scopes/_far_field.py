@@ -1,5 +1,6 @@
 """`FarFieldMicroscope`: probe x object, then a Fraunhofer transform onto the camera."""
 
+import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Real
 
 from .._validate import real_array
@@ -77,6 +78,23 @@ class FarFieldMicroscope(AbstractMicroscope):
     @property
     def phase_ramp_gauge(self) -> bool:
         return True
+
+    def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
+        # The FFT far field has no distance: its object pixel `wavelength * distance /
+        # (N * camera_pixel)` carries it, and refining the pixel refines the distance.
+        distance = "sample.dx" if self.propagator is None else "propagator.distance"
+        return {"distance": distance, "travel_distance": distance}
+
+    def scale_leaves(self) -> tuple[str, ...]:
+        return ("sample.dx",) if self.propagator is None else ("propagator.distance",)
+
+    def camera_distance(self, wavelength: float, camera_pixel_size: Float[Array, "2"]) -> float | None:
+        if self.propagator is not None:
+            return float(self.propagator.distance)
+        # The FFT far field's object pixel is wavelength * distance / (N * camera pixel).
+        shape = np.asarray(self.detector_shape[::-1], dtype=np.float64)
+        per_axis = np.asarray(self.sample.dx) * shape * np.asarray(camera_pixel_size) / float(wavelength)
+        return float(np.mean(per_axis))
 
     def _count_scale(self) -> Float[Array, ""]:
         return count_scale(self.propagator.output_dx, self.sample.dx)

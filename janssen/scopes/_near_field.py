@@ -127,6 +127,12 @@ class NearFieldMicroscope(AbstractMicroscope):
     def detector_shape(self) -> tuple[int, int]:
         return self.probe_shape
 
+    def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
+        return {"distance": "propagator.distance", "travel_distance": "propagator.distance"}
+
+    def scale_leaves(self) -> tuple[str, ...]:
+        return ("propagator.distance", "focus_to_sample")
+
     @property
     def distance(self) -> Float[Array, ""]:
         """Sample-to-detector distance `z2` in metres (the propagator's `distance` leaf)."""

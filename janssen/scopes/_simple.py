@@ -149,6 +149,23 @@ class SimpleMicroscope(AbstractMicroscope):
     def detector_shape(self) -> tuple[int, int]:
         return self.propagator.output_shape
 
+    def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
+        return {
+            "distance": "propagator.distance",
+            "travel_distance": "propagator.distance",
+            "zoom": "zoom.zoom_factor",
+            "aperture": ("aperture.diameter", "aperture.center"),
+            "aperture_diameter": "aperture.diameter",
+            "aperture_center": "aperture.center",
+        }
+
+    def scale_leaves(self) -> tuple[str, ...]:
+        return ("propagator.distance", "zoom.zoom_factor")
+
+    def camera_distance(self, wavelength: float, camera_pixel_size: Float[Array, "2"]) -> float | None:
+        del wavelength, camera_pixel_size
+        return float(self.propagator.distance)
+
     def _count_scale(self) -> Float[Array, ""]:
         return count_scale(self.propagator.output_dx, self.sample.dx)
 

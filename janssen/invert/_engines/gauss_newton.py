@@ -155,7 +155,7 @@ def _diagonal_shape(microscope: Any, x: Any, jvp) -> Any:
 
 def _scan_projector(microscope: Any, trainable: Any):
     """Removes the gauge motions of the scan (`scan_gauges`) from the positions of a step."""
-    translation, dilation = scan_gauges(trainable)
+    translation, dilation = scan_gauges(trainable, microscope)
     if not (translation or dilation):
         return lambda v: v
     project = lambda p: project_scan_step(p, microscope.positions, translation=translation, dilation=dilation)  # noqa: E731
