@@ -99,8 +99,6 @@ REFUSALS = (
     Refusal("`--iterations 1000000`", (*_R, *_OUT, "--iterations", "1000000"), 2,
             "--iterations must be an integer from 0 to 100000",
             "each iteration is a full pass over the frames: 100000 of them take days; more is a typo"),
-    Refusal("`--learning-rate 1e300`", (*_R, *_OUT, "--engine", "adam", "--learning-rate", "1e300"), 2,
-            "must be at most 1000", "no run converges with a step that large"),
     Refusal("`[engine]` value of the wrong type (`alpha = \"x\"`)", (*_R, *_OUT, "--config", "{dir}/run.toml"), 2,
             "[engine] parameter 'alpha' of RPIE must be a finite number, got 'x'", "read as given, never guessed",
             files=(("run.toml", '[engine]\nname = "rpie"\nalpha = "x"\n'),)),

@@ -44,7 +44,7 @@ message, before anything is loaded:
 | `--modes` (`reconstruct`, `simulate`) | 1 to 32, and no more than the frames | each mode is a whole probe to refine: a few carry all but a percent of a real beam's power, and more modes than frames cannot be determined |
 | the object grid | 2**28 pixels (2 GiB as complex64) | `janssen.io.check_geometry`, before anything is allocated: a larger grid is translations in the wrong unit |
 | the scan step | under one frame width (median, in object pixels) | frames that do not overlap are not ptychography: translations in mm, or a wrong distance, wavelength or pixel size |
-| `--learning-rate` | (0, 1000] | Adam moves each part by about its rate per iteration; SGD diverges from about 10 |
+| `--learning-rate` | > 0, finite | no upper bound: too large a rate is stopped at run time (exit 3 non-finite, 4 diverged), keeping the best state |
 | `--noise-std` | (0, 1e6] sqrt(counts) | 1e6 is the noise of 1e12 counts in one pixel |
 | `--distance`, `--focus-to-sample` | (0, 100] m | a larger distance is millimetres |
 | `simulate --photons` | 1 to 1e12 counts per frame | below 1 the detector is empty; above 1e12 beyond any detector |
