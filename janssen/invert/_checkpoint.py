@@ -15,7 +15,7 @@ from ..io._results import read_result, write_result
 from ._engines.base import AbstractEngine
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import _get, selected_paths
+from ._trainable import _expand, _get, selected_paths
 from ._verdict import Verdict
 
 
@@ -104,8 +104,9 @@ def save_solution(
     extra = {"key": np.asarray(solution.key)}
     # Refined parameters besides object, probe and positions (distance, zoom, aperture…),
     # under their leaf paths.
+    written = set(_expand(["object", "probe", "positions"], microscope))
     for leaf_path in selected_paths(microscope, solution.trainable):
-        if leaf_path not in ("sample.sample", "probe.modes", "positions"):
+        if leaf_path not in written:
             extra[f"refined/{leaf_path}"] = np.asarray(_get(microscope, leaf_path))
     write_result(
         path,

@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._ramp import move_ramp_to_object, spectrum_centroid
-from ._trainable import _expand, _get, selected_paths
+from ._trainable import _expand, _get, refines, selected_paths
 
 
 def project_scan_step(
@@ -90,9 +90,10 @@ def scan_gauges(spec: Any, microscope: Any = None) -> tuple[bool, bool]:
     - `microscope`: the microscope `spec` selects from. Default: `spec` itself, which
       has the microscope's class and structure (its declarations read no array).
     """
-    if getattr(spec, "positions", False) is not True:
+    microscope = spec if microscope is None else microscope
+    if not refines(spec, microscope, "positions"):
         return False, False
-    return (spec if microscope is None else microscope).scan_gauges(selected_paths(spec, spec))
+    return microscope.scan_gauges(selected_paths(spec, spec))
 
 
 # Centroid drifts below this (pixels) are rounding, not drift.
@@ -114,8 +115,7 @@ def fix_phase_ramp(new: Any, old: Any, spec: Any) -> Any:
     """
     if not getattr(new, "phase_ramp_gauge", False):
         return new
-    paths = set(selected_paths(spec, spec))
-    if not {"sample.sample", "probe.modes"} <= paths:
+    if not refines(spec, new, "object", "probe"):
         return new
     target = spectrum_centroid(old.probe.fields())
     obj, fields = new.sample.sample, new.probe.fields()

@@ -21,7 +21,7 @@ from ._jit import iteration_key
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import all_finite, trainable_spec
+from ._trainable import all_finite, refines, trainable_spec
 
 _DEFAULT_TRAINABLE = ("object", "probe")
 _FAILURES = (RESULTS.nonfinite, RESULTS.interrupted, RESULTS.positions_off_object, RESULTS.diverged)
@@ -189,7 +189,7 @@ def reconstruct(
     box = None if not bounds else Bounds(bounds, start_microscope)
 
     current, result = start_microscope, RESULTS.max_iterations_reached
-    refines_positions = bool(spec.positions) if hasattr(spec, "positions") else False
+    refines_positions = refines(spec, start_microscope, "positions")
     snapshots = list(snapshots)
     progress_meter.start(num_iterations)
 

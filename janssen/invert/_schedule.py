@@ -18,7 +18,7 @@ from ._ramp import level_phase_ramp
 from ._reconstruct import reconstruct
 from ._results import RESULTS
 from ._solution import Solution
-from ._trainable import selected_paths
+from ._trainable import refines
 
 
 class Stage(eqx.Module):
@@ -159,8 +159,7 @@ def _save_running(checkpoint: Callable[[Solution, AbstractEngine], None], engine
 
 
 def _refines_object_and_probe(solution: Solution) -> bool:
-    paths = set(selected_paths(solution.trainable, solution.trainable))
-    return {"sample.sample", "probe.modes"} <= paths
+    return refines(solution.trainable, solution.microscope, "object", "probe")
 
 
 #: Iteration caps of `default_schedule`'s three stages.

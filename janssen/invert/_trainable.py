@@ -38,6 +38,15 @@ def _expand(names: Sequence[str], model: Any) -> list[str]:
     return paths
 
 
+def refines(spec: Any, model: Any, *names: str) -> bool:
+    """Whether `spec` selects every leaf that the `trainable=` names stand for in `model`.
+
+    The names are the microscope's (`trainable_aliases`: `"object"`, `"probe"`…), so the
+    engines and constraints ask for parts by name and never spell a leaf path.
+    """
+    return set(_expand(names, model)) <= set(selected_paths(spec, spec))
+
+
 def is_refinable(leaf: Any) -> bool:
     """Inexact arrays are the leaves an engine may refine."""
     return eqx.is_inexact_array(leaf)

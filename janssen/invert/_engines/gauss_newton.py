@@ -35,7 +35,7 @@ from .._losses import AmplitudeLoss
 from .._metrics import illumination_map
 from .._realify import from_real, to_real
 from .._residual import residual_function
-from .._trainable import _get
+from .._trainable import _expand, _get
 from .base import AbstractEngine, never_stop
 
 # Bounds on the relative damping: a long run of rejections must not overflow it, and a
@@ -123,14 +123,16 @@ def _diagonal_shape(microscope: Any, x: Any, jvp) -> Any:
     """
 
     separable = microscope.separable_leaves()
+    # The leaves with known structure, by the names the microscope declares for them.
+    obj, probe, positions = (_expand([name], microscope)[0] for name in ("object", "probe", "positions"))
 
     def weights(key_path, leaf):
         path, ny, nx = _path(key_path), *microscope.sample.shape
-        if path == "sample.sample" and leaf.shape == (ny, nx, 2):
+        if path == obj and leaf.shape == (ny, nx, 2):
             base = illumination_map(microscope)[..., None]
-        elif path == "probe.modes" and leaf.ndim == 4 and leaf.shape[1:3] == tuple(microscope.probe_shape):
+        elif path == probe and leaf.ndim == 4 and leaf.shape[1:3] == tuple(microscope.probe_shape):
             base = _object_intensity(microscope)[None, :, :, None]
-        elif path == "positions":
+        elif path == positions:
             # Unit tangents in metres would overflow float32 once squared: probe with steps of
             # the scan's own size and divide by its square.
             size = jnp.maximum(jnp.max(jnp.abs(leaf)), jnp.finfo(leaf.dtype).tiny)

@@ -380,7 +380,11 @@ def _batch_sums(kernel, obj, probe, where, measured):
 def _pie_targets(microscope: AbstractMicroscope, trainable: Any) -> tuple[bool, bool]:
     obj_spec = trainable.sample.sample
     probe_spec = any(jtu.tree_leaves(trainable.probe))
-    others = [p for p in selected_paths(microscope, trainable) if not (p == "sample.sample" or p.startswith("probe."))]
+    # Everything else the spec selects: the spec with its object and probe leaves switched off.
+    held = eqx.tree_at(
+        lambda s: (s.sample.sample, s.probe), trainable, (False, jtu.tree_map(lambda _: False, trainable.probe))
+    )
+    others = selected_paths(held, held)
     if others:
         raise ValueError(
             f"`trainable`: PIE engines refine only the object and the probe, but {others} were selected; "

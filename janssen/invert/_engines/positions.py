@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._residual import AmplitudeResidual
-from .._trainable import selected_paths
+from .._trainable import _expand, selected_paths
 from .base import AbstractEngine, never_stop
 
 _MIN_DAMPING, _MAX_DAMPING = 1e-8, 1e8
@@ -78,7 +78,7 @@ class PositionLM(AbstractEngine[PositionLMState]):
     def init(self, microscope, data, trainable):
         del data
         paths = selected_paths(trainable, trainable)
-        if paths != ["positions"]:
+        if paths != _expand(["positions"], microscope):
             raise ValueError(
                 f"PositionLM refines the scan positions only: `trainable` must select 'positions' alone, got {paths}"
             )
