@@ -190,8 +190,10 @@ def _error(scan, solution):
 
 
 def test_background_estimate_from_the_data(scan):
-    # Measured: 0.974 b (0.961 b from the darkest tenth's mean alone).
-    assert abs(estimate_background(scan["bg"]) / scan["b"] - 1) < 0.08
+    # Measured: 0.994 b (0.989 b choosing and measuring the dark pixels on the same frames,
+    # 0.961 b from the darkest tenth's mean alone); 0 on the scan without a background.
+    assert abs(estimate_background(scan["bg"]) / scan["b"] - 1) < 0.01
+    assert estimate_background(scan["clean"]) < 1e-3 * scan["b"]
     with pytest.raises(ValueError, match="`percentile`"):
         estimate_background(scan["bg"], percentile=100.0)
 
@@ -218,26 +220,52 @@ def test_adam_recovers_a_background(scan):
     assert error < 1.5 * error_clean, (error, error_clean)
 
 
-def test_background_start_and_the_default_schedule(scan):
+def _cropped_error(scan, microscope):
+    obj = microscope.sample.sample
+    truth = scan["true"].sample.sample
+    margin = [(a - b) // 2 for a, b in zip(obj.shape, truth.shape)]
+    cropped = obj[margin[0] : margin[0] + truth.shape[0], margin[1] : margin[1] + truth.shape[1]]
+    return object_error(truth, cropped, scan["illum"])
+
+
+@pytest.fixture(scope="module")
+def oracle(scan):
+    """Object error of Gauss-Newton from the truth, object only, probe and background known (8 iterations).
+
+    Near the best any estimator does on these counts (amplitude least squares is close
+    to Poisson maximum likelihood at these levels). Measured: 0.0031 on the clean scan,
+    0.0139 with the background: the background's own Poisson noise makes the object
+    four times worse for an estimator given everything else.
+    """
+    names = ["object"]
+    clean = reconstruct(scan["true"], scan["clean"], GaussNewton(), trainable=names, num_iterations=8)
+    known = with_detector(scan["true"], DetectorResponse(scan["b"]))
+    noisy = reconstruct(known, scan["bg"], GaussNewton(), trainable=names, num_iterations=8)
+    return {"clean": _error(scan, clean), "bg": _error(scan, noisy)}
+
+
+def test_background_start_and_the_default_schedule(scan, oracle):
     """The default far-field start models a background where the data hold one.
 
-    Measured (the default schedule, data-derived start): object error 0.0169 with the
-    background modelled, 0.072 without (the object takes up the dark counts), 0.0049 on
-    the same scan without a background, whose counts' Poisson noise no model removes.
+    Measured (the default schedule, data-derived start): object error 0.0163 with the
+    background estimated (0.0169 with the estimate of before, 1.1 % low), 0.072 with it
+    ignored (the object takes up the dark counts), 0.0049 on the same scan without a
+    background. The issue's target "within 10 % of the background-free run" is not
+    reachable on these counts by any estimator: given the true probe and background,
+    Gauss-Newton from the truth itself reaches 0.0139 against 0.0031 without the
+    background (`oracle`); the default path (1.17 times it) is held to that oracle.
     """
     from janssen.invert import background_start, default_schedule, init_far_field_microscope, run_schedule
 
     assert background_start(scan["clean"]) is None
     level = background_start(scan["bg"])
-    assert abs(level / scan["b"] - 1) < 0.05  # measured -1.1 %
+    assert abs(level / scan["b"] - 1) < 0.01  # measured -0.55 %
     start = init_far_field_microscope(scan["bg"])
     assert float(start.detector.background) == pytest.approx(level)
     run = run_schedule(start, scan["bg"], default_schedule(start))
-    obj = run.solution.microscope.sample.sample
-    truth = scan["true"].sample.sample
-    margin = [(a - b) // 2 for a, b in zip(obj.shape, truth.shape)]
-    cropped = obj[margin[0] : margin[0] + truth.shape[0], margin[1] : margin[1] + truth.shape[1]]
-    assert object_error(truth, cropped, scan["illum"]) < 0.025
+    error = _cropped_error(scan, run.solution.microscope)
+    assert oracle["bg"] > 3 * oracle["clean"]  # the background's noise, not the method
+    assert error < 1.25 * oracle["bg"]
 
 
 def test_adam_recovers_frame_scales_and_a_background_map(scan):
