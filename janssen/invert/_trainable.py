@@ -11,6 +11,11 @@ import jax.tree_util as jtu
 def _get(tree: Any, path: str) -> Any:
     node, walked = tree, []
     for part in path.split("."):
+        if part.isdigit() and isinstance(node, tuple | list) and int(part) < len(node):
+            # A member of a sequence (e.g. an optical train's `members.2`).
+            node = node[int(part)]
+            walked.append(part)
+            continue
         if not hasattr(node, part):
             raise ValueError(
                 f"`trainable`: {type(tree).__name__} has no parameter '{path}' "

@@ -8,7 +8,7 @@ from ._coherence import (
     gsm_parameters as gsm_parameters,
     orthogonalize_modes as orthogonalize_modes,
 )
-from ._elements.base import AbstractElement as AbstractElement
+from ._elements.base import AbstractElement as AbstractElement, grid_coordinates as grid_coordinates
 from ._elements.circular_aperture import CircularAperture as CircularAperture
 from ._elements.optical_zoom import OpticalZoom as OpticalZoom
 from ._elements.phase_screen import PhaseScreen as PhaseScreen
@@ -40,4 +40,5 @@ from ._scan import (
     shift_probe as shift_probe,
     split_corner as split_corner,
 )
+from ._train import OpticalTrain as OpticalTrain
 from ._wavefront import OpticalWavefront as OpticalWavefront

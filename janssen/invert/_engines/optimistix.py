@@ -30,6 +30,7 @@ References:
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -147,34 +148,51 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
             raise ValueError(f"`eps` must be finite and > 0, got {self.eps}")
 
     def _problem(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any):
-        """The residual function `fn(y, args) -> (r, None)` over real `y`, and `y` now."""
+        """The residual function `fn(y, args) -> (r, None)` over real `y`, its `args`, and `y` now."""
         params, static = eqx.partition(microscope, trainable)
-        # The residuals (and their `eps`) are GaussNewton's: one definition for both engines.
-        residual_fn = residual_function(static, params, data, self.eps)
+        # Weakly typed leaves (`jnp.asarray(1.0)`) trace `init` and `step` differently: made strong.
+        params = jax.tree_util.tree_map(lambda x: x.astype(x.dtype) if eqx.is_array(x) else x, params)
+        arrays, rest = eqx.partition(static, eqx.is_array)
+        eps = self.eps
 
+        # Every array reaches `fn` through `args`, none through its closure: optimistix
+        # closure-converts `fn`, and closed-over arrays are collected by identity, so the
+        # solver state's structure would depend on which leaves happen to be the same array.
         def fn(y, args):
-            del args
+            like, fixed, frames = args
+            # The residuals (and their `eps`) are GaussNewton's: one definition (`_residual`).
+            residual_fn = residual_function(eqx.combine(fixed, rest), like, frames, eps)
             return residual_fn(y)[0], None
 
-        return fn, to_real(params), params, static
+        return fn, (params, arrays, data), to_real(params), params, static
 
-    def _solver_init(self, fn, y) -> Any:
-        f_struct, aux_struct = eqx.filter_eval_shape(fn, y, None)
-        return self.solver.init(fn, y, None, {}, f_struct, aux_struct, _NO_TAGS)
+    def _solver_init(self, fn, y, args) -> Any:
+        f_struct, aux_struct = eqx.filter_eval_shape(fn, y, args)
+        return self.solver.init(fn, y, args, {}, f_struct, aux_struct, _NO_TAGS)
 
     def init(self, microscope, data, trainable):
         return _initial_state(self, microscope, data, trainable)
 
     def step(self, microscope, state, data, trainable, key):
         del key
-        fn, y, params, static = self._problem(microscope, data, trainable)
+        fn, args, y, params, static = self._problem(microscope, data, trainable)
         # A fresh skeleton supplies the non-array parts. Kept out of the state, the
         # jaxprs (compared by identity) cannot force a retrace, and a `Solution` holds
         # plain arrays that serialise and compare like any other engine's.
-        skeleton = eqx.filter(self._solver_init(fn, y), eqx.is_array, inverse=True)
-        solver_state = eqx.combine(state.solver_state, skeleton)
-        y, solver_state, _ = self.solver.step(fn, y, None, {}, solver_state, _NO_TAGS)
-        converged, _ = self.solver.terminate(fn, y, None, {}, solver_state, _NO_TAGS)
+        fresh = self._solver_init(fn, y, args)
+        skeleton = eqx.filter(fresh, eqx.is_array, inverse=True)
+        if jax.tree_util.tree_structure(state.solver_state) == jax.tree_util.tree_structure(
+            eqx.filter(fresh, eqx.is_array)
+        ):
+            solver_state = eqx.combine(state.solver_state, skeleton)
+        else:
+            # The linearisation's saved values can number differently here than in `init`'s
+            # trace (which values are constants depends on the trace). That happens on the first
+            # step only (later states come from this trace), where the state `init` made is the
+            # fresh one at the same point: the same values.
+            solver_state = fresh
+        y, solver_state, _ = self.solver.step(fn, y, args, {}, solver_state, _NO_TAGS)
+        converged, _ = self.solver.terminate(fn, y, args, {}, solver_state, _NO_TAGS)
         new = eqx.combine(from_real(y, params), static)
         loss = AmplitudeLoss()(new(), data.intensities, data.valid[None])
         return new, OptimistixState(eqx.filter(solver_state, eqx.is_array), converged), jnp.sqrt(loss)
@@ -191,8 +209,8 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
 @eqx.filter_jit
 def _initial_state(engine: OptimistixLeastSquares, microscope, data, trainable) -> OptimistixState:
     # Traced like `step`, so that the array leaves have exactly the structure `step` expects.
-    fn, y, _, _ = engine._problem(microscope, data, trainable)
-    solver_state = eqx.filter(engine._solver_init(fn, y), eqx.is_array)
+    fn, args, y, _, _ = engine._problem(microscope, data, trainable)
+    solver_state = eqx.filter(engine._solver_init(fn, y, args), eqx.is_array)
     return OptimistixState(solver_state, jnp.array(False))
 
 

@@ -1,6 +1,7 @@
 """`AbstractElement`: a thin optical element that multiplies the wavefront pointwise."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -28,17 +29,38 @@ class AbstractElement(eqx.Module):
     refined by a gradient-based engine.
     """
 
-    @abc.abstractmethod
-    def __call__(self, wavefront: OpticalWavefront) -> OpticalWavefront:
-        """The wavefront just after the element."""
+    #: Short `trainable=` names of this element's parameters, mapped to field paths (a
+    #: microscope that holds the element in an `OpticalTrain` offers them).
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {}
+    #: Fields that set the scale of the pattern on the camera (a magnification), which a
+    #: uniform dilation of a refined scan trades off against (none for most elements).
+    scale_fields: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def transmission(self, wavefront: OpticalWavefront) -> Complex[Array, "y x"]:
         """The complex transmission on the grid of `wavefront`, shape `(H, W)`."""
 
-    @abc.abstractmethod
+    def __call__(self, wavefront: OpticalWavefront) -> OpticalWavefront:
+        """The wavefront just after the element: times the transmission, pitch times `magnification()`."""
+        return apply(self, wavefront)
+
     def magnification(self) -> Float[Array, ""]:
-        """The factor by which the element multiplies the grid pitch (1 for most elements)."""
+        """The factor by which the element multiplies the grid pitch (1, unless overridden)."""
+        return jnp.ones(())
+
+    def output_grid(
+        self, wavelength: Float[Array, ""], dx: Float[Array, "2"], shape: tuple[int, int]
+    ) -> tuple[Float[Array, "2"], tuple[int, int]]:
+        """The pitch and shape of the grid after the element, for an input grid `(dx, shape)`."""
+        del wavelength
+        return dx * self.magnification(), shape
+
+    def adjoint_onto(
+        self, wavefront: OpticalWavefront, dx: Float[Array, "2"], shape: tuple[int, int]
+    ) -> OpticalWavefront:
+        """`adjoint`, told the input grid `(dx, shape)` (an element's adjoint does not need it)."""
+        del dx, shape
+        return self.adjoint(wavefront)
 
     def adjoint(self, wavefront: OpticalWavefront) -> OpticalWavefront:
         """The Hermitian adjoint in the physical inner product (see the class docstring).

@@ -1,5 +1,7 @@
 """`CircularAperture`: a round hole, with an optional differentiable soft edge."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
@@ -37,6 +39,12 @@ class CircularAperture(AbstractElement):
     - `center`: `(x, y)` of the aperture's centre in metres (default the grid centre).
     - `edge_width`: width of the soft edge in metres, > 0, or `None` for a hard edge.
     """
+
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "aperture": ("diameter", "center"),
+        "aperture_diameter": "diameter",
+        "aperture_center": "center",
+    }
 
     diameter: Float[Array, ""]
     center: Float[Array, "2"]

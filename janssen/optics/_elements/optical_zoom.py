@@ -1,5 +1,7 @@
 """`OpticalZoom`: a magnification of the sampling grid."""
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
 
@@ -23,6 +25,9 @@ class OpticalZoom(AbstractElement):
 
     - `zoom_factor`: the magnification, > 0 (values below 1 demagnify).
     """
+
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"zoom": "zoom_factor"}
+    scale_fields: ClassVar[tuple[str, ...]] = ("zoom_factor",)
 
     zoom_factor: Float[Array, ""]
 

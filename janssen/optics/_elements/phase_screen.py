@@ -1,5 +1,7 @@
 """`PhaseScreen`: a learnable complex transmission on the wavefront's grid (a diffuser)."""
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
 
@@ -21,6 +23,8 @@ class PhaseScreen(AbstractElement):
     - `surface`: complex `(H, W)` transmission (for a pure phase screen,
       `exp(1j * phase)`).
     """
+
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"screen": "surface"}
 
     surface: Complex[Array, "y x"]
 

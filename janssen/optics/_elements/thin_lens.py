@@ -1,5 +1,7 @@
 """`ThinLens`: a paraxial quadratic phase."""
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
@@ -22,6 +24,8 @@ class ThinLens(AbstractElement):
 
     - `focal_length`: metres, finite and non-zero.
     """
+
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"focal_length": "focal_length"}
 
     focal_length: Float[Array, ""]
 

@@ -1,6 +1,7 @@
 """`ZernikeAberration`: a pupil phase expanded on Noll-indexed Zernike polynomials."""
 
 import math
+from typing import ClassVar
 
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
@@ -67,6 +68,8 @@ class ZernikeAberration(AbstractElement):
     - `coefficients`: `(J,)` coefficients in radians of `Z_1 ... Z_J`.
     - `pupil_radius`: radius of the unit disk in metres, > 0.
     """
+
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"aberrations": "coefficients"}
 
     coefficients: Float[Array, " nterms"]
     pupil_radius: Float[Array, ""]

@@ -1,6 +1,7 @@
 """`AbstractPropagator`: a linear map carrying a wavefront from one plane to another."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -32,6 +33,27 @@ class AbstractPropagator(eqx.Module):
     """
 
     distance: eqx.AbstractVar[Float[Array, ""]]
+
+    #: Whether the output plane is the far field (a Fraunhofer transform).
+    far_field: ClassVar[bool] = False
+    #: Short `trainable=` names of this propagator's parameters, mapped to field paths.
+    aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"distance": "distance"}
+    #: Fields that set the scale of the pattern on the camera against the scan.
+    scale_fields: ClassVar[tuple[str, ...]] = ("distance",)
+
+    def output_grid(
+        self, wavelength: Float[Array, ""], dx: Float[Array, "2"], shape: tuple[int, int]
+    ) -> tuple[Float[Array, "2"], tuple[int, int]]:
+        """The pitch and shape of the output grid for an input grid `(dx, shape)` (default: the same)."""
+        del wavelength
+        return dx, shape
+
+    def adjoint_onto(
+        self, wavefront: OpticalWavefront, dx: Float[Array, "2"], shape: tuple[int, int]
+    ) -> OpticalWavefront:
+        """`adjoint`, told the input grid `(dx, shape)` (needed where the output does not determine it)."""
+        del dx, shape
+        return self.adjoint(wavefront)
 
     @abc.abstractmethod
     def __call__(self, wavefront: OpticalWavefront) -> OpticalWavefront:

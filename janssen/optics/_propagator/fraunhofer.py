@@ -64,6 +64,11 @@ class Fraunhofer(AbstractPropagator):
     def __check_init__(self):
         check_far_field_distance(self.distance)
 
+    far_field = True
+
+    def output_grid(self, wavelength, dx, shape):
+        return far_field_pitch(wavelength, self.distance, shape, dx), shape
+
     def output_dx(self, wavefront: OpticalWavefront) -> Float[Array, "2"]:
         """The far-field pitch `(x, y)` in metres for an input `wavefront`."""
         return far_field_pitch(wavefront.wavelength, self.distance, wavefront.shape, wavefront.dx)

@@ -101,6 +101,16 @@ class ScaledFraunhofer(AbstractPropagator):
         mx = _dft_matrix(out_shape[1], in_shape[1], ratio[0]).astype(dtype)
         return my, mx
 
+    far_field = True
+    scale_fields = ("distance", "output_dx")
+
+    def output_grid(self, wavelength, dx, shape):
+        del wavelength, dx
+        return self.output_dx, self.output_shape or shape
+
+    def adjoint_onto(self, wavefront, dx, shape):
+        return self.adjoint(wavefront, input_dx=dx, input_shape=shape)
+
     def __call__(self, wavefront: OpticalWavefront) -> OpticalWavefront:
         out_shape = self.output_shape or wavefront.shape
         my, mx = self._matrices(wavefront, wavefront.shape, out_shape, wavefront.dx)
