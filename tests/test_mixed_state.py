@@ -170,7 +170,7 @@ def test_cli_simulate_coherence_width(tmp_path, capsys, monkeypatch, three_mode_
 def test_cli_simulate_rejects_bad_coherence_width(tmp_path, capsys):
     code = main(["simulate", "--size", "small", "--modes", "3", "--coherence-width", "0", "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "coherence_width" in capsys.readouterr().err
+    assert "--coherence-width" in capsys.readouterr().err  # names the flag
 
 
 # ---- reconstruction ---------------------------------------------------------------------------

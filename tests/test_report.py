@@ -284,7 +284,8 @@ def test_cli_writes_the_page_and_reports_bad_input_in_one_line(files, tmp_path, 
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("janssen report: error: result file ") and "notes.txt" in err
     assert _cli([files["result"], "--out", tmp_path / "no" / "page.html"]) == 2
-    assert "cannot write report" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot write --out" in err and "page.html" in err
 
 
 # ---- a real browser ------------------------------------------------------------------------

@@ -45,7 +45,31 @@ def test_make_data_accepts_larger_sample_and_keeps_fields(getkey):
     patterns, mode_set, obj, positions = _small_inputs(getkey())
     data = ji.make_mixed_state_ptycho_data(patterns, mode_set, obj, positions, 1e-9, 1e-8)
     assert data.sample.shape == (12, 14)
-    np.testing.assert_allclose(np.asarray(data.dx), [1e-8, 1e-8], rtol=1e-7)
+    # A scalar pitch stays a scalar, as the original documents it; a pair stays a pair.
+    assert data.dx.shape == () and float(data.dx) == pytest.approx(1e-8)
+    paired = ji.make_mixed_state_ptycho_data(patterns, mode_set, obj, positions, 1e-9, (1e-8, 1e-8))
+    np.testing.assert_allclose(np.asarray(paired.dx), [1e-8, 1e-8], rtol=1e-7)
+
+
+def test_data_is_used_as_the_original_namedtuple(getkey):
+    """Ported scripts index, unpack, `_replace` and read `_fields`: the values must be the fields'."""
+    patterns, mode_set, obj, positions = _small_inputs(getkey())
+    data = ji.make_mixed_state_ptycho_data(patterns, mode_set, obj, positions, 1e-9, 1e-8)
+    assert data._fields == ("diffraction_patterns", "probe_modes", "sample", "positions", "wavelength", "dx")
+    assert len(data) == 6
+    assert data[0] is data.diffraction_patterns and data[-1] is data.dx and data[2:4] == (data.sample, data.positions)
+    got_patterns, got_modes, got_obj, got_positions, got_wavelength, got_dx = data
+    assert got_modes is mode_set and got_obj is data.sample and got_dx is data.dx
+    assert list(data._asdict()) == list(data._fields)
+    moved = data._replace(positions=jnp.ones_like(positions))
+    np.testing.assert_array_equal(np.asarray(moved.positions), 1.0)
+    assert moved.sample is data.sample and np.all(np.asarray(data.positions) == 0)
+    with pytest.raises(ValueError, match="`wavelength`"):
+        data._replace(wavelength=-1.0)  # validated as by the constructor
+    with pytest.raises(ValueError, match="no field"):
+        data._replace(samples=obj)
+    # Still a PyTree: the same leaves whichever way it is read.
+    assert len(jax.tree_util.tree_leaves(data)) >= 5
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ optimisers, step-size control and resuming; these functions keep the original's
 plain fixed-step gradient descent for scripts written against it.
 """
 
+from typing import Any, ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -54,8 +56,24 @@ class MixedStatePtychoData(eqx.Module):
     - `positions`: `(N, 2)` scan positions `(x, y)` in pixels relative to the
       sample's centre pixel; every probe window must lie inside the sample.
     - `wavelength`: metres, > 0.
-    - `dx`: sample pixel in metres, scalar or `(x, y)`, > 0 (stored as `(x, y)`).
+    - `dx`: sample pixel in metres, > 0: a scalar (kept a scalar, as the original
+      documents it) or an `(x, y)` pair.
+
+    **As a NamedTuple.** The original class was a `NamedTuple`, and ported scripts use it
+    as one; so does this Module: `data[0]`, `data[-1]`, slices, `len(data)`, unpacking
+    (`patterns, modes, obj, pos, wavelength, dx = data`), `data._fields`,
+    `data._asdict()` and `data._replace(sample=...)` (which validates, like the
+    constructor). It is also a PyTree, as every Module.
     """
+
+    _fields: ClassVar[tuple[str, ...]] = (
+        "diffraction_patterns",
+        "probe_modes",
+        "sample",
+        "positions",
+        "wavelength",
+        "dx",
+    )
 
     diffraction_patterns: Float[Array, "N H W"]
     probe_modes: CoherentModeSet
@@ -78,7 +96,9 @@ class MixedStatePtychoData(eqx.Module):
         self.sample = complex_array("sample", sample, ndim=2)
         self.positions = real_array("positions", positions)
         self.wavelength = real_array("wavelength", wavelength, shape=())
-        self.dx = pair("dx", dx)
+        self.dx = real_array("dx", dx)
+        if self.dx.shape not in ((), (2,)):
+            raise ValueError(f"`dx` must be a scalar or an (x, y) pair in metres, got shape {self.dx.shape}")
 
     def __check_init__(self):
         check_positive("wavelength", self.wavelength)
@@ -119,7 +139,33 @@ class MixedStatePtychoData(eqx.Module):
     @property
     def microscope(self) -> FarFieldMicroscope:
         """The equivalent `FarFieldMicroscope` (positions converted to metres)."""
-        return _microscope(self.probe_modes.modes, self.probe_modes.weights, self.sample, self.positions, self.dx)
+        return _microscope(
+            self.probe_modes.modes, self.probe_modes.weights, self.sample, self.positions, pair("dx", self.dx)
+        )
+
+    # ---- the NamedTuple protocol of the original class --------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __iter__(self):
+        return (getattr(self, name) for name in self._fields)
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
+
+    def _asdict(self) -> dict[str, Any]:
+        """The fields by name, in order."""
+        return {name: getattr(self, name) for name in self._fields}
+
+    def _replace(self, **changes: Any) -> "MixedStatePtychoData":
+        """A copy with the named fields replaced, validated as by the constructor."""
+        unknown = sorted(set(changes) - set(self._fields))
+        if unknown:
+            raise ValueError(
+                f"`_replace`: MixedStatePtychoData has no field(s) {unknown}; its fields are {self._fields}"
+            )
+        return MixedStatePtychoData(**{**self._asdict(), **changes})
 
 
 def _check_same(name: str, value: Array, other_name: str, other: Array) -> None:
