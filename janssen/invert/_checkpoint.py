@@ -10,7 +10,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..io._results import read_result, write_result
 from ._engines.base import AbstractEngine
 from ._results import RESULTS

@@ -38,7 +38,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..scopes._base import AbstractMicroscope
 from ..scopes._far_field import FarFieldMicroscope
 from ._engines.base import AbstractEngine

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, PRNGKeyArray
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..optics._fft import ifft2c
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ._patterns import mean_frame
 
 

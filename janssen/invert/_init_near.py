@@ -5,7 +5,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Num
 
 from .._custom_types import ScalarLike
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.base import AbstractPropagator
 from ..optics._sample import SampleFunction

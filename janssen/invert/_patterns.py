@@ -3,7 +3,7 @@
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 
 
 def fill_bad_pixels(image: Float[ArrayLike, "y x"], valid: ArrayLike) -> np.ndarray:

@@ -11,7 +11,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..optics._scan import positions_outside
 from ..scopes._base import AbstractMicroscope
 from ._constraints import Bounds, constrain_step

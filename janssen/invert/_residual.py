@@ -25,7 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._custom_types import ScalarLike
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..scopes._base import AbstractMicroscope
 from ._realify import from_real
 

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.random as jr
 from jaxtyping import PRNGKeyArray
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..scopes._base import AbstractMicroscope
 from ._checkpoint import result_name
 from ._convergence import Convergence

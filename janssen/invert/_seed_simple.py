@@ -14,8 +14,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._custom_types import PairLike, ScalarLike
+from .._data import MicroscopeData
 from .._validate import check_positive, pair, real_array
-from ..io._data import MicroscopeData
 from ..optics._elements.circular_aperture import CircularAperture
 from ..optics._probe import Probe
 from ..optics._sample import SampleFunction

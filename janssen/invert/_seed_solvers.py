@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..scopes._simple import SimpleMicroscope
 from ._engines.gauss_newton import GaussNewton
 from ._engines.gradient import Gradient

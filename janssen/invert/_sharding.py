@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..io._lazy import CXIFrames
 from ..scopes._base import AbstractMicroscope
 

@@ -59,8 +59,8 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import ScalarLike
+from .._data import MicroscopeData
 from .._validate import check_positive
-from ..io._data import MicroscopeData
 from ..optics._scan import add_to_patch
 from ..scopes._base import AbstractMicroscope
 from ._engines.gauss_newton import normal_operator

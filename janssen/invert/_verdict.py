@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..io._data import MicroscopeData
+from .._data import MicroscopeData
 from ..scopes._base import AbstractMicroscope
 from ._residual import report_difference
 

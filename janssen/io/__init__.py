@@ -1,5 +1,6 @@
 """Data: `MicroscopeData`, simulation with ground truth, CXI files and checkpoints."""
 
+from .._data import MicroscopeData as MicroscopeData
 from ._cxi import (
     DETECTOR_ORIENTATIONS as DETECTOR_ORIENTATIONS,
     CXIError as CXIError,
@@ -7,7 +8,6 @@ from ._cxi import (
     read_ground_truth as read_ground_truth,
     write_cxi as write_cxi,
 )
-from ._data import MicroscopeData as MicroscopeData
 from ._geometry_check import (
     GeometryError as GeometryError,
     ObjectGrid as ObjectGrid,

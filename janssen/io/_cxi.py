@@ -37,7 +37,7 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from ._data import MicroscopeData
+from .._data import MicroscopeData
 from ._simulate import SimulatedDataset
 
 _PLANCK = 6.62607015e-34  # J s (exact, SI 2019)

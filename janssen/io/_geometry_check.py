@@ -10,7 +10,7 @@ import equinox as eqx
 import numpy as np
 
 from .._custom_types import PairLike
-from ._data import MicroscopeData
+from .._data import MicroscopeData
 
 # Bounds outside which no ptychography measurement lies in SI units (see docs/own-data.md).
 _MIN_WAVELENGTH = 1e-13  # m: 0.1 pm, below 300 keV electrons (1.97 pm)

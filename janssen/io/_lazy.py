@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 import h5py
 import numpy as np
 
+from .._data import MicroscopeData
 from ._cxi import _DETECTOR, CXIError, _first_present, _geometry, _microscope_data, _open, _to_janssen
-from ._data import MicroscopeData
 
 
 class CXIFrames:

@@ -9,8 +9,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex
 
 from .._custom_types import PairLike, ScalarLike
+from .._data import MicroscopeData
 from .._validate import complex_array, pair, real_array
-from ._data import MicroscopeData
 from ._nominal import NOMINAL_CAMERA_PIXEL_SIZE, NOMINAL_DISTANCE, NOMINAL_WAVELENGTH
 
 

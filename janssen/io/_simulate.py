@@ -16,13 +16,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray, Real
 
 from .._custom_types import PairLike, ScalarLike
+from .._data import MicroscopeData
 from .._validate import check_positive, complex_array, pair, real_array
 from ..optics._fft import frequency_grid, ifft2c
 from ..optics._probe import Probe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._far_field import FarFieldMicroscope
-from ._data import MicroscopeData
 from ._nominal import NOMINAL_CAMERA_PIXEL_SIZE, NOMINAL_DISTANCE, NOMINAL_WAVELENGTH
 
 # Median nearest-neighbour distance of the sunflower pattern r_k = sqrt(k + 1/2),

@@ -7,13 +7,13 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray
 
 from .._custom_types import ScalarLike
+from .._data import MicroscopeData
 from .._validate import check_positive, complex_array, real_array
 from ..optics._fft import frequency_grid, ifft2c
 from ..optics._probe import Probe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._near_field import NearFieldMicroscope
-from ._data import MicroscopeData
 from ._nominal import NOMINAL_WAVELENGTH
 from ._simulate import _check_shape, _place_positions, _poisson, fermat_spiral_scan, make_test_object
 

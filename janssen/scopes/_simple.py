@@ -6,6 +6,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
 from .._custom_types import PairLike, ScalarLike
+from .._data import MicroscopeData
 from .._validate import check_finite, check_positive, pair, real_array
 from ..optics._elements.circular_aperture import CircularAperture
 from ..optics._elements.optical_zoom import OpticalZoom
@@ -229,10 +230,6 @@ def simple_microscope(
     A `MicroscopeData` with the noise-free intensities, the positions, the lightwave's
     wavelength, `camera_pixel_size` and `distance = travel_distance`.
     """
-    # Imported here: `janssen.io` builds on the microscopes (its simulators), so the
-    # scopes layer must not import it when it loads.
-    from ..io._data import MicroscopeData
-
     probe = Probe(lightwave.field, lightwave.wavelength, lightwave.dx)
     microscope = SimpleMicroscope(
         probe,

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ...io._data import MicroscopeData
+from ..._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 from .._trainable import selected_paths
 

@@ -25,7 +25,7 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 
-from ...io._data import MicroscopeData
+from ..._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 from .._complex import descent_gradient
 from .._losses import AbstractLoss, AmplitudeLoss, as_loss

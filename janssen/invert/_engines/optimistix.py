@@ -37,7 +37,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool
 
-from ...io._data import MicroscopeData
+from ..._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 from .._losses import AmplitudeLoss
 from .._realify import from_real, to_real

@@ -35,7 +35,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Complex
 
-from ...io._data import MicroscopeData
+from ..._data import MicroscopeData
 from ...optics._fft import fft2u, ifft2u
 from ...optics._scan import add_to_patch, extract_patch, shift_probe
 from ...scopes._base import AbstractMicroscope

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Real
 
-from .._custom_types import PairLike, ScalarLike
-from .._validate import check_finite, check_nonnegative, check_positive, is_concrete, pair, real_array
+from ._custom_types import PairLike, ScalarLike
+from ._validate import check_finite, check_nonnegative, check_positive, is_concrete, pair, real_array
 
 
 class MicroscopeData(eqx.Module):
