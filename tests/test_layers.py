@@ -64,7 +64,8 @@ def _violations() -> list[str]:
         for line, target in _imported(path):
             other = _layer_of_module(target)
             if LAYERS[other] > LAYERS[own]:
-                bad.append(f"{path.relative_to(ROOT.parent)}:{line} ({own or 'root'}) imports janssen.{'.'.join(target)} ({other})")
+                where = f"{path.relative_to(ROOT.parent)}:{line} ({own or 'root'})"
+                bad.append(f"{where} imports janssen.{'.'.join(target)} ({other})")
     return bad
 
 
