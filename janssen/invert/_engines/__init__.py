@@ -1,0 +1,14 @@
+"""The reconstruction engines; `janssen.invert` exports them."""
+
+from .base import AbstractEngine as AbstractEngine
+from .gauss_newton import GaussNewton as GaussNewton
+from .gradient import Gradient as Gradient
+from .optimistix import OptimistixLeastSquares as OptimistixLeastSquares
+from .pie import (
+    EPIE as EPIE,
+    RPIE as RPIE,
+    AbstractPIE as AbstractPIE,
+    MomentumPIE as MomentumPIE,
+    PIEState as PIEState,
+)
+from .positions import PositionLM as PositionLM
