@@ -318,3 +318,68 @@ def test_mixed_state_rpie_beats_single_mode():
     # Measured after 20 iterations: 1.73 (one mode) against 1.41 (two modes); the truth's
     # own residual is 0.52.
     assert two_modes.final_loss < 0.9 * one_mode.final_loss
+
+
+# ---- the one polynomial mode builder ------------------------------------------------------
+
+
+def test_polynomial_modes_orthonormal_and_skip_what_adds_nothing():
+    from janssen.optics._coherence import centroid_coordinates, polynomial_modes
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(size=(24, 20)) + 1j * rng.normal(size=(24, 20))
+    field /= np.linalg.norm(field)
+    u, v = centroid_coordinates(np.abs(field) ** 2)
+    new = polynomial_modes(field[None], u, v, 5)
+    basis = np.concatenate([field[None], new]).reshape(6, -1)
+    assert np.abs(basis.conj() @ basis.T - np.eye(6)).max() < 1e-12
+    # Each new mode is field * (a polynomial of degree <= 2): in span{field * u^a v^b}.
+    monomials = np.stack([(field * u**a * v**b).ravel() for a, b in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]])
+    coefficients, *_ = np.linalg.lstsq(monomials.T, new.reshape(5, -1).T, rcond=None)
+    assert np.abs(monomials.T @ coefficients - new.reshape(5, -1).T).max() < 1e-12
+    # A field on a single row has no v variation: v, uv, v^2 add nothing and are skipped.
+    row = np.zeros((9, 16), complex)
+    row[4] = np.exp(-(((np.arange(16) - 7.5) / 3) ** 2))
+    row /= np.linalg.norm(row)
+    u, v = centroid_coordinates(np.abs(row) ** 2)
+    line = polynomial_modes(row[None], u, v, 3)
+    assert np.abs(line[:, [0, 1, 2, 3, 5, 6, 7, 8]]).max() == 0  # stays on the row
+    assert np.abs(line.reshape(3, -1).conj() @ line.reshape(3, -1).T - np.eye(3)).max() < 1e-12
+
+
+def test_focused_probe_modes_are_the_pupil_times_polynomials(x64):
+    """Independent of the builder: in the pupil plane mode k is the pupil times a polynomial of low degree."""
+    from janssen.io import make_focused_probe
+    from janssen.optics import fft2c
+
+    probe = np.asarray(make_focused_probe((48, 48), 1e-8, 1e-10, diameter_px=16, modes=3))
+    pupil_plane = np.asarray(fft2c(jnp.asarray(probe)))
+    inside = np.abs(pupil_plane[0]) > 1e-6 * np.abs(pupil_plane[0]).max()
+    # Power 1 in all, halving from mode to mode (weights 4/7, 2/7, 1/7).
+    np.testing.assert_allclose(np.sum(np.abs(probe) ** 2, axis=(1, 2)), [4 / 7, 2 / 7, 1 / 7], rtol=1e-10)
+    fy, fx = np.mgrid[:48, :48] - 24.0
+    ratio = pupil_plane[1:, inside] / pupil_plane[0, inside]
+    design = np.stack([np.ones(inside.sum()), fx[inside], fy[inside]], axis=1)
+    for k in range(2):
+        coefficients, *_ = np.linalg.lstsq(design, ratio[k], rcond=None)
+        assert np.abs(design @ coefficients - ratio[k]).max() < 1e-9 * np.abs(ratio[k]).max()
+    flat = probe.reshape(3, -1)
+    gram = flat.conj() @ flat.T
+    assert np.abs(gram - np.diag(np.diag(gram))).max() < 1e-12
+
+
+def test_schell_builder_is_the_gaussian_schell_closed_form(x64):
+    """The numerical Schell builder, with a flat field and a Gaussian envelope, is the analytic GSM."""
+    from janssen.optics import centred_coordinates, gaussian_schell_modes
+    from janssen.optics._coherence import schell_modes
+
+    shape, dx = (64, 72), 1e-7
+    beam, coherence = jnp.array([6e-7, 9e-7]), jnp.array([4e-7, 5e-7])
+    x, y = centred_coordinates(shape[1], dx), centred_coordinates(shape[0], dx)
+    modes, weights = schell_modes(jnp.ones(shape, complex), (x, y), coherence, 5, envelope_width=beam)
+    analytic = gaussian_schell_modes(shape, dx, 5e-10, beam_width=beam, coherence_width=coherence, num_modes=5)
+    # The grid samples continuous eigenfunctions (4 px coherence width): agreement to ~1e-8.
+    np.testing.assert_allclose(weights, analytic.weights, rtol=1e-7)
+    # Modes equal up to a phase each (degenerate pairs would need a subspace test; these widths have none).
+    overlaps = jnp.abs(jnp.sum(jnp.conj(modes) * analytic.modes, axis=(1, 2)))
+    np.testing.assert_allclose(overlaps, 1.0, atol=1e-7)

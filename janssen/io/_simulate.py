@@ -18,6 +18,7 @@ from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray, Real
 from .._custom_types import PairLike, ScalarLike
 from .._data import MicroscopeData
 from .._validate import check_positive, complex_array, pair, real_array
+from ..optics._coherence import polynomial_modes, schell_modes
 from ..optics._fft import frequency_grid, ifft2c
 from ..optics._probe import Probe
 from ..optics._sample import SampleFunction
@@ -414,31 +415,16 @@ class _Pupil(eqx.Module):
         return inside * jnp.exp(-1j * jnp.pi * self.wavelength * self.defocus * f2)
 
 
-@functools.partial(jax.jit, static_argnums=1)
 def _focused_probe(pupil: _Pupil, modes: int) -> Complex[Array, "modes y x"]:
-    fx, fy = frequency_grid(pupil.shape, pupil.dx)
-    pupil_modes = _polynomial_modes(pupil.field(), fx / pupil.f_max, fy / pupil.f_max, modes)
-    weights = 0.5 ** jnp.arange(modes, dtype=fx.dtype)
-    weights = weights / jnp.sum(weights)
-    return ifft2c(pupil_modes * jnp.sqrt(weights)[:, None, None])
-
-
-def _polynomial_modes(
-    field: Complex[Array, "y x"], u: Float[Array, "y x"], v: Float[Array, "y x"], modes: int
-) -> Complex[Array, "modes y x"]:
-    """Orthonormal fields: `field` times monomials `u**a v**b` by increasing degree."""
-    powers = [(a, degree - a) for degree in range(modes) for a in range(degree, -1, -1)][:modes]
-    columns = jnp.stack([(field * u**a * v**b).ravel() for a, b in powers], axis=1)
-    q, r = jnp.linalg.qr(columns)
-    # QR fixes each column only up to a phase; choose the one that keeps mode 0 = field.
-    diagonal = jnp.diagonal(r)
-    q = q * (diagonal / jnp.abs(diagonal))[None, :]
-    return q.T.reshape(modes, *field.shape)
-
-
-# Separable terms of the pupil's cross-spectral density kept before the eigendecomposition
-# (at least; `4 * modes` when more modes are asked for).
-_MIN_TERMS = 128
+    field = pupil.field()
+    fx, fy = (np.asarray(f, np.float64) for f in frequency_grid(pupil.shape, pupil.dx))
+    f_max = float(pupil.f_max)
+    first = np.asarray(field, np.complex128)
+    first = first / np.linalg.norm(first)
+    pupil_modes = np.concatenate([first[None], polynomial_modes(first[None], fx / f_max, fy / f_max, modes - 1)])
+    weights = 0.5 ** np.arange(modes)
+    weights = weights / np.sum(weights)
+    return ifft2c(jnp.asarray(pupil_modes * np.sqrt(weights)[:, None, None], dtype=field.dtype))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -448,63 +434,13 @@ def _partially_coherent_probe(
     """The `modes` strongest coherent modes of the Schell-model pupil (see `make_focused_probe`)."""
     # Geometric optics maps pupil frequency f onto wavelength * dz * f in the sample plane.
     scale = pupil.wavelength * pupil.defocus
-    envelope = (None, None) if beam_width is None else beam_width / scale
+    envelope = None if beam_width is None else beam_width / scale
     fx, fy = frequency_grid(pupil.shape, pupil.dx)
-    lam_x, vec_x = _axis_modes(fx[0], pupil.f_max, coherence_width[0] / scale, envelope[0])
-    lam_y, vec_y = _axis_modes(fy[:, 0], pupil.f_max, coherence_width[1] / scale, envelope[1])
-    # W = A conj(A) (Kx (x) Ky): each product of axis eigenvectors, times the pupil, is one
-    # incoherent term of W; the strongest terms carry all but a negligible part of it.
-    products = (lam_y[:, None] * lam_x[None, :]).ravel()
-    count = min(products.size, max(_MIN_TERMS, 4 * modes))
-    strength, index = jax.lax.top_k(products, count)
-    iy, ix = jnp.divmod(index, lam_x.size)
-    terms = vec_y.T[iy][:, :, None] * vec_x.T[ix][:, None, :]
-    field = pupil.field()
-    fields = ((jnp.sqrt(strength)[:, None, None] * terms) * field[None]).astype(field.dtype)
-    kept, eigenvalues = _strongest_modes(fields, modes)
-    weights = eigenvalues / jnp.sum(eigenvalues)
-    # An eigenmode's phase is arbitrary; give the strongest the coherent pupil's (its
-    # coherent limit is then exactly the coherent probe).
-    overlap = jnp.vdot(kept[0], field)
-    kept = kept.at[0].multiply(overlap / jnp.maximum(jnp.abs(overlap), jnp.finfo(weights.dtype).tiny))
+    support = jnp.stack([pupil.f_max, pupil.f_max])
+    kept, weights = schell_modes(
+        pupil.field(), (fx[0], fy[:, 0]), coherence_width / scale, modes, envelope_width=envelope, support=support
+    )
     return ifft2c(kept * jnp.sqrt(weights).astype(kept.dtype)[:, None, None])
-
-
-def _strongest_modes(fields: Complex[Array, "k y x"], count: int) -> tuple[Complex[Array, "count y x"], Array]:
-    """The `count` strongest orthonormal modes of `sum_k fields[k] fields[k]^H`, and their powers.
-
-    The method of snapshots: with `F` the `(k, H*W)` matrix of the fields, the
-    eigenvectors `u` of the small Gram matrix `F F^H` give the modes `F^H u / sqrt(lambda)`
-    with the same eigenvalues `lambda`. For a few modes out of many fields this is far
-    cheaper than the SVD of `F` (`orthogonalize_modes`), and as accurate for the strong
-    modes.
-    """
-    flat = fields.reshape(fields.shape[0], -1)
-    gram = flat @ jnp.conj(flat).T
-    eigenvalues, vectors = jnp.linalg.eigh(gram)
-    eigenvalues, vectors = eigenvalues[::-1][:count], vectors[:, ::-1][:, :count]
-    eigenvalues = jnp.maximum(eigenvalues, 0.0)
-    modes = jnp.conj(vectors).T @ flat
-    modes = modes / jnp.maximum(jnp.linalg.norm(modes, axis=1, keepdims=True), jnp.finfo(eigenvalues.dtype).tiny)
-    return modes.reshape(count, *fields.shape[1:]), eigenvalues
-
-
-def _axis_modes(
-    f: Float[Array, " n"], f_max: Float[Array, ""], coherence: Float[Array, ""], envelope: Float[Array, ""] | None
-) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
-    """Eigenvalues and eigenvectors (columns) of one axis's kernel `g(f1) g(f2) mu(f1 - f2)`.
-
-    The kernel is restricted to the pupil's extent along the axis (`|f| <= f_max`), where
-    the pupil can be non-zero, so the eigenvectors vanish outside it and few of them
-    represent the kernel there.
-    """
-    amplitude = (jnp.abs(f) <= f_max).astype(f.dtype)
-    if envelope is not None:
-        amplitude = amplitude * jnp.exp(-(f**2) / (4 * envelope**2))
-    difference = f[:, None] - f[None, :]
-    kernel = amplitude[:, None] * amplitude[None, :] * jnp.exp(-(difference**2) / (2 * coherence**2))
-    eigenvalues, eigenvectors = jnp.linalg.eigh(kernel)
-    return jnp.maximum(eigenvalues, 0.0), eigenvectors
 
 
 # ---- measurement ------------------------------------------------------------------------

@@ -182,22 +182,48 @@ def extend_modes(
     orthogonal = orthogonalize_modes(jnp.asarray(fields.astype(np.complex128)))
     given, powers = (np.asarray(a, dtype=np.complex128) for a in orthogonal)
     powers = powers.real
-    basis = list(given) + _polynomial_modes(given, num_modes - len(given))
+    u, v = centroid_coordinates(np.abs(given[0]) ** 2)
+    basis = list(given) + list(polynomial_modes(given, u, v, num_modes - len(given)))
     extra = num_modes - len(powers)
     share = min(share, 0.5 / max(extra, 1))
     weights = np.concatenate([powers * (1 - share * extra), np.full(extra, share * float(np.sum(powers)))])
     return jnp.asarray(np.stack(basis), dtype=dtype), jnp.asarray(weights)
 
 
-def _polynomial_modes(given: np.ndarray, count: int) -> list[np.ndarray]:
-    """`count` unit modes `given[0] * u**a * v**b` (by increasing degree), orthogonal to `given` and each other."""
-    height, width = given.shape[-2:]
-    intensity = np.abs(given[0]) ** 2
+def centroid_coordinates(intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates about the intensity centroid, in units of its rms width along each axis."""
+    height, width = intensity.shape
+    intensity = intensity / np.sum(intensity)
     y, x = np.mgrid[:height, :width].astype(np.float64)
     cx, cy = np.sum(x * intensity), np.sum(y * intensity)
     sx = np.sqrt(np.sum((x - cx) ** 2 * intensity)) or 1.0
     sy = np.sqrt(np.sum((y - cy) ** 2 * intensity)) or 1.0
-    u, v = (x - cx) / sx, (y - cy) / sy
+    return (x - cx) / sx, (y - cy) / sy
+
+
+def polynomial_modes(given: np.ndarray, u: np.ndarray, v: np.ndarray, count: int) -> np.ndarray:
+    """`count` unit fields `given[0] * u**a * v**b`, orthogonal to `given` and to each other.
+
+    The one builder of polynomial modes: the monomials are taken by increasing degree
+    (`u`, `v`, `u**2`, `u v`, `v**2`, ...) and made orthonormal by Gram-Schmidt against
+    `given` (orthonormal fields) and the modes before them; a monomial that adds nothing
+    new (a field on one row has no `v` variation) is skipped. Used for the stand-in modes
+    of a partially coherent focused probe (`janssen.io.make_focused_probe`, `u, v` the
+    pupil frequencies) and for the new modes of a mixed-state start (`extend_modes`, `u, v`
+    about the intensity centroid). Host NumPy, float64.
+
+    **Arguments:**
+
+    - `given`: `(k, y, x)` orthonormal complex fields, `k >= 1`; the monomials multiply `given[0]`.
+    - `u`, `v`: `(y, x)` real coordinates.
+    - `count`: the number of new modes, >= 0.
+
+    **Returns:**
+
+    `(count, y, x)` complex128 orthonormal fields.
+    """
+    given = np.asarray(given, dtype=np.complex128)
+    height, width = given.shape[-2:]
     basis, new = list(given), []
     order = 1
     while len(new) < count:
@@ -205,15 +231,16 @@ def _polynomial_modes(given: np.ndarray, count: int) -> list[np.ndarray]:
             raise ValueError(f"`fields` must vary enough to make {count} new modes, got {len(new)}")
         for i in range(order + 1):
             candidate = given[0] * u ** (order - i) * v**i
-            for mode in basis:
-                candidate = candidate - np.vdot(mode, candidate) * mode
+            # Twice: one classical Gram-Schmidt pass leaves rounding-level overlaps.
+            for _ in range(2):
+                for mode in basis:
+                    candidate = candidate - np.vdot(mode, candidate) * mode
             norm = np.linalg.norm(candidate)
-            # A monomial that adds nothing new (a probe on one row has no y variation) is skipped.
-            if norm > 1e-6 and len(new) < count:
+            if norm > 1e-6 * np.linalg.norm(given[0] * u ** (order - i) * v**i) and len(new) < count:
                 basis.append(candidate / norm)
                 new.append(candidate / norm)
         order += 1
-    return new
+    return np.stack(new) if new else np.zeros((0, height, width), np.complex128)
 
 
 class MixedStateProbe(AbstractProbe):
@@ -400,3 +427,109 @@ def _largest_products(log_ratio: Float[Array, "2"], count: int) -> tuple[Array, 
     key = jnp.round(key * 1e4)
     _, index = jax.lax.top_k(key, count)
     return m[index], n[index]
+
+
+# ---- Schell-model sources (numerical) ---------------------------------------------------
+
+# Separable terms of the cross-spectral density kept before the eigendecomposition (at
+# least; `4 * count` when more modes are asked for).
+_MIN_TERMS = 128
+
+
+def schell_modes(
+    field: Complex[Array, "y x"],
+    coordinates: tuple[Float[Array, " x"], Float[Array, " y"]],
+    coherence_width: Float[Array, "2"],
+    count: int,
+    *,
+    envelope_width: Float[Array, "2"] | None = None,
+    support: Float[Array, "2"] | None = None,
+) -> tuple[Complex[Array, "count y x"], Float[Array, " count"]]:
+    """The strongest coherent modes of a Schell-model field, computed numerically.
+
+    The one builder of Schell-model modes. The cross-spectral density is
+    `W(r1, r2) = A(r1) conj(A(r2)) g(r1) g(r2) mu(r1 - r2)`, with `A = field`, a separable
+    amplitude `g(x, y) = g_x(x) g_y(y)`, `g_a(t) = [|t| <= support_a] exp(-t**2 / (4 e_a**2))`
+    (`e = envelope_width`; no envelope or no support when `None`), and a Gaussian degree of
+    coherence `mu(d) = exp(-d_x**2 / (2 m_x**2) - d_y**2 / (2 m_y**2))` (`m = coherence_width`).
+    Each axis kernel `g_a(t1) g_a(t2) mu_a(t1 - t2)` is diagonalised on the grid; the
+    strongest products of axis eigenvectors times `field` are incoherent terms of `W`,
+    whose strongest orthonormal modes come from the small Gram matrix (the method of
+    snapshots). With `field = 1` and no support this is the Gaussian–Schell model, whose
+    closed form is `gaussian_schell_modes` (they agree to rounding, tested);
+    `janssen.io.make_focused_probe` uses it for a lens lit by a partially coherent beam.
+
+    **Arguments:**
+
+    - `field`: `(y, x)` complex amplitude `A`.
+    - `coordinates`: `(x, y)`, the grid's coordinates along each axis (any unit shared
+      with the widths).
+    - `coherence_width`: `(m_x, m_y)`, > 0.
+    - `count`: the number of modes, >= 1 (static).
+    - `envelope_width`: `(e_x, e_y)` or `None`.
+    - `support`: `(s_x, s_y)` half-widths outside which `g` vanishes, or `None`.
+
+    **Returns:**
+
+    `(modes, weights)`: `(count, y, x)` orthonormal modes in decreasing order of power, the
+    first with the phase of `field`, and their powers normalised to sum to 1.
+    """
+    x, y = coordinates
+    envelope = (None, None) if envelope_width is None else (envelope_width[0], envelope_width[1])
+    limit = (None, None) if support is None else (support[0], support[1])
+    lam_x, vec_x = _axis_modes(x, limit[0], coherence_width[0], envelope[0])
+    lam_y, vec_y = _axis_modes(y, limit[1], coherence_width[1], envelope[1])
+    # W = A conj(A) (Kx (x) Ky): each product of axis eigenvectors, times A, is one
+    # incoherent term of W; the strongest terms carry all but a negligible part of it.
+    products = (lam_y[:, None] * lam_x[None, :]).ravel()
+    terms_kept = min(products.size, max(_MIN_TERMS, 4 * count))
+    strength, index = jax.lax.top_k(products, terms_kept)
+    iy, ix = jnp.divmod(index, lam_x.size)
+    terms = vec_y.T[iy][:, :, None] * vec_x.T[ix][:, None, :]
+    fields = ((jnp.sqrt(strength)[:, None, None] * terms) * field[None]).astype(field.dtype)
+    kept, eigenvalues = _strongest_modes(fields, count)
+    weights = eigenvalues / jnp.sum(eigenvalues)
+    # An eigenmode's phase is arbitrary; give the strongest the field's (its coherent
+    # limit is then exactly the field).
+    overlap = jnp.vdot(kept[0], field)
+    kept = kept.at[0].multiply(overlap / jnp.maximum(jnp.abs(overlap), jnp.finfo(weights.dtype).tiny))
+    return kept, weights
+
+
+def _strongest_modes(fields: Complex[Array, "k y x"], count: int) -> tuple[Complex[Array, "count y x"], Array]:
+    """The `count` strongest orthonormal modes of `sum_k fields[k] fields[k]^H`, and their powers.
+
+    The method of snapshots: with `F` the `(k, H*W)` matrix of the fields, the
+    eigenvectors `u` of the small Gram matrix `F F^H` give the modes `F^H u / sqrt(lambda)`
+    with the same eigenvalues `lambda`. For a few modes out of many fields this is far
+    cheaper than the SVD of `F` (`orthogonalize_modes`), and as accurate for the strong
+    modes.
+    """
+    flat = fields.reshape(fields.shape[0], -1)
+    gram = flat @ jnp.conj(flat).T
+    eigenvalues, vectors = jnp.linalg.eigh(gram)
+    eigenvalues, vectors = eigenvalues[::-1][:count], vectors[:, ::-1][:, :count]
+    eigenvalues = jnp.maximum(eigenvalues, 0.0)
+    modes = jnp.conj(vectors).T @ flat
+    modes = modes / jnp.maximum(jnp.linalg.norm(modes, axis=1, keepdims=True), jnp.finfo(eigenvalues.dtype).tiny)
+    return modes.reshape(count, *fields.shape[1:]), eigenvalues
+
+
+def _axis_modes(
+    t: Float[Array, " n"],
+    limit: Float[Array, ""] | None,
+    coherence: Float[Array, ""],
+    envelope: Float[Array, ""] | None,
+) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
+    """Eigenvalues and eigenvectors (columns) of one axis's kernel `g(t1) g(t2) mu(t1 - t2)`.
+
+    With a support the kernel vanishes outside `|t| <= limit`, where the field can be
+    non-zero, so the eigenvectors vanish there too and few of them represent the kernel.
+    """
+    amplitude = jnp.ones_like(t) if limit is None else (jnp.abs(t) <= limit).astype(t.dtype)
+    if envelope is not None:
+        amplitude = amplitude * jnp.exp(-(t**2) / (4 * envelope**2))
+    difference = t[:, None] - t[None, :]
+    kernel = amplitude[:, None] * amplitude[None, :] * jnp.exp(-(difference**2) / (2 * coherence**2))
+    eigenvalues, eigenvectors = jnp.linalg.eigh(kernel)
+    return jnp.maximum(eigenvalues, 0.0), eigenvectors
