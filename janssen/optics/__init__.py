@@ -27,6 +27,7 @@ from ._fft import (
 from ._probe import AbstractProbe as AbstractProbe, Probe as Probe
 from ._propagator.angular_spectrum import AngularSpectrum as AngularSpectrum
 from ._propagator.base import AbstractPropagator as AbstractPropagator
+from ._propagator.fourier import FourierTransform as FourierTransform
 from ._propagator.fraunhofer import Fraunhofer as Fraunhofer
 from ._propagator.fresnel import Fresnel as Fresnel
 from ._propagator.scaled_fraunhofer import ScaledFraunhofer as ScaledFraunhofer

@@ -5,4 +5,4 @@ from ._detector import DetectorResponse as DetectorResponse, with_detector as wi
 from ._far_field import FarFieldMicroscope as FarFieldMicroscope
 from ._near_field import NearFieldMicroscope as NearFieldMicroscope
 from ._simple import SimpleMicroscope as SimpleMicroscope, simple_microscope as simple_microscope
-from ._train import TrainMicroscope as TrainMicroscope
+from ._train import AbstractTrainMicroscope as AbstractTrainMicroscope, TrainMicroscope as TrainMicroscope

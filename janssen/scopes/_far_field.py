@@ -1,24 +1,27 @@
 """`FarFieldMicroscope`: probe x object, then a Fraunhofer transform onto the camera."""
 
+from typing import ClassVar
+
 import numpy as np
-from jaxtyping import Array, ArrayLike, Complex, Float, Real
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from .._validate import real_array
-from ..optics._fft import fft2c, ifft2c
 from ..optics._probe import AbstractProbe
 from ..optics._propagator.base import AbstractPropagator
+from ..optics._propagator.fourier import FourierTransform
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
-from ..optics._wavefront import OpticalWavefront
-from ._base import AbstractMicroscope
+from ..optics._train import OpticalTrain
 from ._detector import DetectorResponse
-from ._simple import count_scale
+from ._train import AbstractTrainMicroscope
 
 
-class FarFieldMicroscope(AbstractMicroscope):
+class FarFieldMicroscope(AbstractTrainMicroscope):
     """The classic far-field ptychography model: `I = sum_m |F[P_m(r - r_j) O(r)]|**2`.
 
-    `F` is the centred unitary FFT (`janssen.optics.fft2c`): it conserves energy, so the
+    A thin final over `AbstractTrainMicroscope` whose train is one member: the
+    `FourierTransform` or the given `ScaledFraunhofer`. `F` is the centred unitary FFT
+    (`janssen.optics.fft2c`): it conserves energy, so the
     total counts of a frame equal the probe power it transmits. The detector has the
     probe's grid; the object pixel is `wavelength * distance / (N * camera_pixel)`.
 
@@ -43,6 +46,8 @@ class FarFieldMicroscope(AbstractMicroscope):
     positions: Float[Array, "npos 2"]
     propagator: ScaledFraunhofer | None
     detector: DetectorResponse | None
+    # A far-field intensity ignores a shift of the exit wave: no Fourier shift (two FFTs) a position.
+    moves_with_object: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -61,23 +66,10 @@ class FarFieldMicroscope(AbstractMicroscope):
         self.propagator = propagator
         self.detector = detector
 
-    def __check_init__(self):
-        self.check_geometry()
-        self.check_detector()
-
-    @property
-    def detector_shape(self) -> tuple[int, int]:
-        if self.propagator is None or self.propagator.output_shape is None:
-            return self.probe_shape
-        return self.propagator.output_shape
-
-    @property
-    def fourier_detector(self) -> bool:
-        return self.propagator is None
-
-    @property
-    def phase_ramp_gauge(self) -> bool:
-        return True
+    def train_at(self, subpixel: Float[Array, "2"] | None) -> OpticalTrain:
+        """The FFT (`FourierTransform`) or the `ScaledFraunhofer` propagator: the same at every position."""
+        del subpixel
+        return OpticalTrain(FourierTransform() if self.propagator is None else self.propagator)
 
     def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
         # The FFT far field has no distance: its object pixel `wavelength * distance /
@@ -95,24 +87,3 @@ class FarFieldMicroscope(AbstractMicroscope):
         shape = np.asarray(self.detector_shape[::-1], dtype=np.float64)
         per_axis = np.asarray(self.sample.dx) * shape * np.asarray(camera_pixel_size) / float(wavelength)
         return float(np.mean(per_axis))
-
-    def _count_scale(self) -> Float[Array, ""]:
-        return count_scale(self.propagator.output_dx, self.sample.dx)
-
-    def propagate(self, exit_waves: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]):
-        # Far-field intensity does not change when the exit wave moves, so `subpixel` is unused.
-        del subpixel
-        if self.propagator is None:
-            return fft2c(exit_waves)
-        wave = OpticalWavefront(exit_waves, self.probe.wavelength, self.sample.dx)
-        return self.propagator(wave).field * self._count_scale().astype(exit_waves.dtype)
-
-    def backpropagate(self, detector_fields: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]):
-        del subpixel
-        if self.propagator is None:
-            return ifft2c(detector_fields)
-        camera = OpticalWavefront(detector_fields, self.probe.wavelength, self.propagator.output_dx)
-        back = self.propagator.adjoint(camera, input_dx=self.sample.dx, input_shape=self.probe_shape)
-        # The physical adjoint weighs by pixel areas; the array adjoint of `c * F` is `F^H / c`.
-        # Times the reciprocal: XLA divides complex arrays as a full complex division.
-        return back.field * (1.0 / self._count_scale()).astype(detector_fields.dtype)

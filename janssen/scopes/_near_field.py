@@ -1,13 +1,15 @@
 """`NearFieldMicroscope`: probe x object, then Fresnel or angular-spectrum propagation."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Complex, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import ScalarLike
 from .._validate import check_positive, real_array
-from ..optics._fft import fourier_shift
+from ..optics._elements.optical_zoom import OpticalZoom
 from ..optics._probe import AbstractProbe
 from ..optics._propagator.angular_spectrum import AngularSpectrum
 from ..optics._propagator.base import AbstractPropagator
@@ -15,10 +17,9 @@ from ..optics._propagator.fraunhofer import Fraunhofer
 from ..optics._propagator.fresnel import Fresnel
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
-from ..optics._wavefront import OpticalWavefront
-from ._base import AbstractMicroscope
+from ..optics._train import OpticalTrain
 from ._detector import DetectorResponse
-from ._simple import check_field_shape
+from ._train import AbstractTrainMicroscope
 
 _PROPAGATORS = {"fresnel": Fresnel, "angular_spectrum": AngularSpectrum}
 
@@ -45,7 +46,7 @@ def _build_propagator(propagator: str | AbstractPropagator, distance: ScalarLike
     return _PROPAGATORS[propagator](distance)
 
 
-class NearFieldMicroscope(AbstractMicroscope):
+class NearFieldMicroscope(AbstractTrainMicroscope):
     """Near-field ptychography: `I = sum_m |D_z[P_m(r - r_j) O(r)]|**2` on the sample's grid.
 
     `D_z` is a same-grid propagator, Fresnel (paraxial) or angular spectrum (exact
@@ -62,7 +63,8 @@ class NearFieldMicroscope(AbstractMicroscope):
     the sample) and `distance = z2` (sample to detector), the Fresnel scaling theorem
     turns the cone-beam geometry into a plane-wave one: the pattern is the plane-wave
     propagation over the effective distance `z2 / M`, magnified by
-    `M = (z1 + z2) / z1`. The detector pixel is then `M * dx` (`detector_pixel_size`).
+    `M = (z1 + z2) / z1`. The detector pixel is then `M * dx` (`detector_pixel_size`): the train is the
+    propagator over `z2 / M` followed by an `OpticalZoom(M)`.
     The probe must be given *without* the diverging spherical phase of the focus,
     which the theorem accounts for. The theorem is exact in the paraxial
     approximation, so `"fresnel"` is the consistent choice for a cone beam.
@@ -90,6 +92,8 @@ class NearFieldMicroscope(AbstractMicroscope):
     propagator: AbstractPropagator
     focus_to_sample: Float[Array, ""] | None
     detector: DetectorResponse | None
+    # A near-field pattern moves with the object: the exit wave is moved back before the propagator.
+    moves_with_object: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -112,20 +116,14 @@ class NearFieldMicroscope(AbstractMicroscope):
         self.detector = detector
 
     def __check_init__(self):
-        self.check_geometry()
-        self.check_detector()
         check_positive("distance", self.propagator.distance)
         if self.focus_to_sample is not None:
             check_positive("focus_to_sample", self.focus_to_sample)
-        out = jax.eval_shape(self.propagator, self._wavefront(self.probe.fields()))
+        out = jax.eval_shape(self.propagator, self._wavefront(self.probe.fields(), self.sample.dx))
         if out.field.shape != self.probe.fields().shape:
             raise ValueError(
                 f"`propagator` must keep the grid, but maps {self.probe.fields().shape} to {out.field.shape}"
             )
-
-    @property
-    def detector_shape(self) -> tuple[int, int]:
-        return self.probe_shape
 
     def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
         return {"distance": "propagator.distance", "travel_distance": "propagator.distance"}
@@ -150,31 +148,19 @@ class NearFieldMicroscope(AbstractMicroscope):
         """The plane-wave propagation distance `z2 / M` of the Fresnel scaling theorem."""
         return self.distance / self.magnification
 
-    @property
-    def detector_pixel_size(self) -> Float[Array, "2"]:
-        """Detector pixel `(x, y)` in metres: `M * dx`."""
-        return self.sample.dx * self.magnification
-
-    def _wavefront(self, fields: Complex[Array, "modes y x"]) -> OpticalWavefront:
-        return OpticalWavefront(fields, self.probe.wavelength, self.sample.dx)
-
     def _effective_propagator(self) -> AbstractPropagator:
         if self.focus_to_sample is None:
             return self.propagator
         return eqx.tree_at(lambda p: p.distance, self.propagator, self.effective_distance)
 
-    def propagate(
-        self, exit_waves: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]
-    ) -> Complex[Array, "modes dety detx"]:
-        """Move the exit waves back by `-subpixel`, then propagate to the detector."""
-        check_field_shape("exit_waves", exit_waves, self.probe_shape)
-        centred = fourier_shift(exit_waves, -subpixel)
-        return self._effective_propagator()(self._wavefront(centred)).field
+    def train_at(self, subpixel: Float[Array, "2"] | None) -> OpticalTrain:
+        """The propagator over the effective distance, then (cone beam) the magnification `M`.
 
-    def backpropagate(
-        self, detector_fields: Complex[Array, "modes dety detx"], subpixel: Float[Array, "2"]
-    ) -> Complex[Array, "modes y x"]:
-        """The adjoint of `propagate`: propagate back, then shift by `+subpixel`."""
-        check_field_shape("detector_fields", detector_fields, self.detector_shape)
-        back = self._effective_propagator().adjoint(self._wavefront(detector_fields))
-        return fourier_shift(back.field, subpixel)
+        The Fresnel scaling theorem as a train: plane-wave propagation over `z2 / M`, then
+        an `OpticalZoom(M)` onto the detector's grid of pitch `M * dx`. The same at every
+        position.
+        """
+        del subpixel
+        if self.focus_to_sample is None:
+            return OpticalTrain(self.propagator)
+        return OpticalTrain(self._effective_propagator(), OpticalZoom(self.magnification))

@@ -1,9 +1,11 @@
 """`SimpleMicroscope`: exit wave -> zoom -> aperture -> scaled Fraunhofer -> camera; `simple_microscope`."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Complex, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import PairLike, ScalarLike
 from .._data import MicroscopeData
@@ -13,9 +15,11 @@ from ..optics._elements.optical_zoom import OpticalZoom
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
+from ..optics._train import OpticalTrain
 from ..optics._wavefront import OpticalWavefront
 from ._base import AbstractMicroscope
 from ._detector import DetectorResponse
+from ._train import AbstractTrainMicroscope
 
 
 def detector_shape_or(name: str, shape, default: tuple[int, int]) -> tuple[int, int]:
@@ -28,18 +32,7 @@ def detector_shape_or(name: str, shape, default: tuple[int, int]) -> tuple[int, 
     return int(arr[0]), int(arr[1])
 
 
-def check_field_shape(name: str, field: Complex[Array, "..."], shape: tuple[int, int]) -> None:
-    """Raise unless the last two axes of `field` are `shape` (shapes are static: safe under jit)."""
-    if tuple(field.shape[-2:]) != tuple(shape):
-        raise ValueError(f"`{name}` must end in the shape {tuple(shape)}, got shape {tuple(field.shape)}")
-
-
-def count_scale(camera_dx: Float[Array, "2"], sample_dx: Float[Array, "2"]) -> Float[Array, ""]:
-    """`sqrt(camera pixel area / sample pixel area)`: a physical far field -> photons per camera pixel."""
-    return jnp.sqrt(camera_dx[0] * camera_dx[1] / (sample_dx[0] * sample_dx[1]))
-
-
-class SimpleMicroscope(AbstractMicroscope):
+class SimpleMicroscope(AbstractTrainMicroscope):
     """Probe x object, magnified, cut by a circular aperture, then far-field onto a camera.
 
     The original janssen's optical chain, for one scan position:
@@ -48,7 +41,8 @@ class SimpleMicroscope(AbstractMicroscope):
     `ScaledFraunhofer(travel_distance)` evaluated directly at the camera pixels
     (`camera_pixel_size`, `detector_shape`) -> intensity.
 
-    Each element is a sub-Module (`zoom`, `aperture`, `propagator`), so every parameter
+    A thin final over `AbstractTrainMicroscope`: its train is `(zoom, aperture,
+    propagator)`. Each element is a sub-Module (`zoom`, `aperture`, `propagator`), so every parameter
     is an array leaf that an engine can refine: `zoom.zoom_factor`, `aperture.diameter`,
     `aperture.center`, `aperture.edge_width`, `propagator.distance`,
     `propagator.output_dx`.
@@ -99,6 +93,8 @@ class SimpleMicroscope(AbstractMicroscope):
     aperture: CircularAperture
     propagator: ScaledFraunhofer
     detector: DetectorResponse | None
+    # The aperture is fixed to the beam: it moves in `train_at`, the exit wave does not.
+    moves_with_object: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -142,14 +138,6 @@ class SimpleMicroscope(AbstractMicroscope):
         self.propagator = ScaledFraunhofer(travel_distance, camera_pixel_size, shape)
         self.detector = detector
 
-    def __check_init__(self):
-        self.check_geometry()
-        self.check_detector()
-
-    @property
-    def detector_shape(self) -> tuple[int, int]:
-        return self.propagator.output_shape
-
     def optics_aliases(self) -> dict[str, str | tuple[str, ...]]:
         return {
             "distance": "propagator.distance",
@@ -167,36 +155,17 @@ class SimpleMicroscope(AbstractMicroscope):
         del wavelength, camera_pixel_size
         return float(self.propagator.distance)
 
-    def _count_scale(self) -> Float[Array, ""]:
-        return count_scale(self.propagator.output_dx, self.sample.dx)
+    def train_at(self, subpixel: Float[Array, "2"] | None) -> OpticalTrain:
+        """Zoom -> aperture -> scaled Fraunhofer, the aperture moved with the beam by `subpixel` pixels.
 
-    def _aperture_at(self, subpixel: Float[Array, "2"], zoomed_dx: Float[Array, "2"]) -> CircularAperture:
-        # The beam sits `subpixel` pixels off the patch centre, and the aperture moves with it.
-        return eqx.tree_at(lambda a: a.center, self.aperture, self.aperture.center + subpixel * zoomed_dx)
-
-    def propagate(
-        self, exit_waves: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]
-    ) -> Complex[Array, "modes dety detx"]:
-        """Exit waves -> zoom -> (moved) aperture -> camera fields, in sqrt(photons) per camera pixel."""
-        check_field_shape("exit_waves", exit_waves, self.probe_shape)
-        zoomed = self.zoom(OpticalWavefront(exit_waves, self.probe.wavelength, self.sample.dx))
-        stopped = self._aperture_at(subpixel, zoomed.dx)(zoomed)
-        scale = self._count_scale().astype(exit_waves.dtype)
-        return self.propagator(stopped).field * scale
-
-    def backpropagate(
-        self, detector_fields: Complex[Array, "modes dety detx"], subpixel: Float[Array, "2"]
-    ) -> Complex[Array, "modes y x"]:
-        """The array adjoint of `propagate` (plain sums over pixels in both planes)."""
-        check_field_shape("detector_fields", detector_fields, self.detector_shape)
-        camera = OpticalWavefront(detector_fields, self.probe.wavelength, self.propagator.output_dx)
-        zoomed_dx = self.sample.dx * self.zoom.zoom_factor
-        at_aperture = self.propagator.adjoint(camera, input_dx=zoomed_dx, input_shape=self.probe_shape)
-        at_zoom = self._aperture_at(subpixel, zoomed_dx).adjoint(at_aperture)
-        # The elements' adjoints are physical (pixel-area weighted); the array adjoint of
-        # `c * chain` is `(dA_sample / dA_camera) * c * chain^H = chain^H / c`.
-        # Times the reciprocal: XLA divides complex arrays as a full complex division.
-        return self.zoom.adjoint(at_zoom).field * (1.0 / self._count_scale()).astype(detector_fields.dtype)
+        The beam sits `subpixel` pixels off its patch's grid and the aperture, fixed to the
+        beam, moves with it (`subpixel * dx` in the zoomed plane); `None`: on axis.
+        """
+        aperture = self.aperture
+        if subpixel is not None:
+            zoomed_dx = self.sample.dx * self.zoom.zoom_factor
+            aperture = eqx.tree_at(lambda a: a.center, aperture, aperture.center + subpixel * zoomed_dx)
+        return OpticalTrain(self.zoom, aperture, self.propagator)
 
 
 def simple_microscope(

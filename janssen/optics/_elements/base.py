@@ -35,6 +35,9 @@ class AbstractElement(eqx.Module):
     #: Fields that set the scale of the pattern on the camera (a magnification), which a
     #: uniform dilation of a refined scan trades off against (none for most elements).
     scale_fields: ClassVar[tuple[str, ...]] = ()
+    #: Whether the output grid always has the input's pitch (a microscope then skips a
+    #: counts factor of 1). `False` by default, which is always correct.
+    keeps_pitch: ClassVar[bool] = False
 
     @abc.abstractmethod
     def transmission(self, wavefront: OpticalWavefront) -> Complex[Array, "y x"]:

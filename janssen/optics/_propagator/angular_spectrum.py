@@ -71,6 +71,7 @@ class AngularSpectrum(AbstractPropagator):
     """
 
     distance: Float[Array, ""]
+    keeps_pitch = True
     refractive_index: Float[Array, ""]
 
     def __init__(self, distance: ScalarLike, refractive_index: ScalarLike = 1.0):

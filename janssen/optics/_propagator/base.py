@@ -40,6 +40,8 @@ class AbstractPropagator(eqx.Module):
     aliases: ClassVar[dict[str, str | tuple[str, ...]]] = {"distance": "distance"}
     #: Fields that set the scale of the pattern on the camera against the scan.
     scale_fields: ClassVar[tuple[str, ...]] = ("distance",)
+    #: Whether the output grid always has the input's pitch and shape (same-grid propagators).
+    keeps_pitch: ClassVar[bool] = False
 
     def output_grid(
         self, wavelength: Float[Array, ""], dx: Float[Array, "2"], shape: tuple[int, int]

@@ -42,6 +42,7 @@ class Fresnel(AbstractPropagator):
     """
 
     distance: Float[Array, ""]
+    keeps_pitch = True
 
     def __init__(self, distance: ScalarLike):
         self.distance = distance_array(distance)
