@@ -6,6 +6,7 @@ of focus by conjugation, which mirrors a disc pupil's defocus phase) and the
 physics-only simulator in `physics_far_field.py`, which shares no code with janssen.
 """
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -149,6 +150,47 @@ def test_schedule_runs_stages_in_order_and_respects_the_cap(janssen_both_sides):
     assert run.losses[8] < 1.2 * run.losses[7]
     with pytest.raises(ValueError, match="stages"):
         jinv.run_schedule(start, truth.data, ())
+
+
+def test_a_plan_chooses_stages_from_results_and_trials_are_not_kept(janssen_both_sides):
+    """A generator plan: sent each stage's solution; a trial (keep=False) is run, then dropped."""
+    truth = janssen_both_sides[-1]
+    start = jinv.init_far_field_microscope(truth.data)
+    bad_object = lambda m: eqx.tree_at(lambda m: m.sample.sample, m, m.sample.sample * jnp.nan)  # noqa: E731
+    seen = []
+
+    def plan():
+        first = yield jinv.Stage(jinv.RPIE(), 5, None)
+        seen.append(first.losses.size)
+        trial = yield jinv.Stage(jinv.RPIE(), 3, None, prepare=bad_object, keep=False)
+        seen.append(trial.result)
+        # A failed trial does not stop the plan, and the next stage starts from `first`.
+        last = yield jinv.Stage(jinv.EPIE(), 2, None)
+        seen.append(float(last.losses[0]))
+
+    run = jinv.run_schedule(start, truth.data, plan())
+    assert seen[:2] == [5, jinv.RESULTS.nonfinite]
+    assert [name for name, _, _ in run.stages] == ["RPIE", "RPIE", "EPIE"]
+    # EPIE's first loss continues from the first stage (5 rPIE iterations), not from NaN.
+    assert np.isfinite(seen[2]) and seen[2] < 1.2 * run.losses[4]
+    assert run.microscope is run.solution.microscope
+
+    # A trial last: the schedule ends where the last kept stage left it.
+    def trial_last():
+        yield jinv.Stage(jinv.RPIE(), 2, None)
+        yield jinv.Stage(jinv.RPIE(), 2, None, prepare=bad_object, keep=False)
+
+    run = jinv.run_schedule(start, truth.data, trial_last())
+    assert np.all(np.isfinite(np.asarray(run.microscope.sample.sample)))
+    assert not np.all(np.isfinite(np.asarray(run.solution.microscope.sample.sample)))
+
+    # Ctrl-C while the plan chooses its next stage: interrupted, nothing lost.
+    def interrupted():
+        yield jinv.Stage(jinv.RPIE(), 2, None)
+        raise KeyboardInterrupt
+
+    run = jinv.run_schedule(start, truth.data, interrupted())
+    assert run.solution.result == jinv.RESULTS.interrupted and len(run.losses) == 2
 
 
 def test_default_schedule_reconstructs_the_far_side_of_focus(janssen_both_sides):

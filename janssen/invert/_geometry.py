@@ -29,12 +29,12 @@ with positions off by about 2 pixels the residual against the scale is too flat 
 of the true scale).
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -45,8 +45,9 @@ from ._engines.base import AbstractEngine
 from ._engines.pie import MomentumPIE
 from ._engines.positions import PositionLM
 from ._progress import AbstractProgressMeter, NoProgressMeter
-from ._reconstruct import _windows_inside, reconstruct
+from ._reconstruct import _windows_inside
 from ._results import RESULTS
+from ._schedule import Stage, run_schedule
 
 _GOOD = (RESULTS.successful, RESULTS.max_iterations_reached, RESULTS.converged)
 # Searches added at the end when the last one's minimum lies at an end of its grid.
@@ -310,6 +311,9 @@ def refine_geometry(
     - `key`: PRNG key for the engines (default `PRNGKey(0)`).
     - `progress_meter`: reports each round and each trial scale.
 
+    The schedule is a plan run by `run_schedule` (the one driver): the trial scales are
+    trial stages, the rest kept stages.
+
     **Returns:**
 
     A `GeometryResult`. Ctrl-C, a non-finite step or a window pushed off the object stops
@@ -341,96 +345,133 @@ def refine_geometry(
         ("relax_iterations", relax_iterations),
     ):
         _positive_int(name, value, 1)
-    base_key = jr.PRNGKey(0) if key is None else key
-    counter = iter(range(1 << 30))
-    nominal = microscope.positions
-    positions_lm = PositionLM()
-
     grids = _search_grids(scale_range, _scan_radius_px(microscope), num_searches)
     points = [2 * int(round(w / h)) + 1 for w, h in grids]
     # A search repeated at the previous grid (minimum at its end) may take more points.
     total = sum(rounds if num_searches == 0 else rounds[: num_searches + 1])
     total += sum(max(points[: k + 1]) for k in range(len(points)))
+    plan = _GeometryPlan(
+        microscope,
+        engine=engine,
+        trainable=trainable,
+        distance=distance,
+        grids=grids,
+        rounds=rounds,
+        iterations=(initial_iterations, engine_iterations, position_iterations, relax_iterations),
+        flat_tolerance=flat_tolerance,
+        progress_meter=progress_meter,
+        total=total,
+    )
     progress_meter.start(total)
-    done = [0]
-
-    def run(m, eng, iterations, spec):
-        key = jr.fold_in(base_key, next(counter))
-        return reconstruct(m, data, eng, trainable=spec, num_iterations=iterations, key=key)
-
-    def tick(loss):
-        done[0] += 1
-        progress_meter.update(done[0], loss)
-
-    current, losses, searches, result = microscope, [], [], RESULTS.max_iterations_reached
     try:
-        solution = run(current, engine, initial_iterations, trainable)
-        if solution.result not in _GOOD:
-            return GeometryResult(solution.microscope, np.asarray(losses), (), solution.result)
-        current = solution.microscope
+        run = run_schedule(microscope, data, plan.stages(), key=key, level_ramp=False)
+    except KeyboardInterrupt:  # before the first stage had run
+        return GeometryResult(microscope, np.asarray([]), (), RESULTS.interrupted)
+    finally:
+        progress_meter.close()
+    result = RESULTS.max_iterations_reached if plan.finished else run.solution.result
+    return GeometryResult(run.microscope, np.asarray(plan.losses), tuple(plan.searches), result)
+
+
+class _GeometryPlan:
+    """`refine_geometry`'s schedule, a plan for `run_schedule`: it yields stages and is sent their solutions.
+
+    Scale searches are trial stages (`Stage(keep=False)`, each preparing a dilated scan);
+    the chosen scale, the position rounds and the engine's relaxations are kept stages.
+    The one driver runs them all (progress of each stage, Ctrl-C, the finite-value
+    guard); the plan keeps the residuals and the searches and reports each round and
+    trial to `progress_meter`.
+    """
+
+    def __init__(
+        self,
+        microscope,
+        *,
+        engine,
+        trainable,
+        distance,
+        grids,
+        rounds,
+        iterations,
+        flat_tolerance,
+        progress_meter,
+        total,
+    ):
+        self.current = microscope
+        self.nominal = microscope.positions
+        self.engine, self.trainable, self.distance = engine, trainable, distance
+        self.grids, self.rounds, self.flat_tolerance = grids, rounds, flat_tolerance
+        self.initial, self.engine_iterations, self.position_iterations, self.relax = iterations
+        self.progress_meter, self.total = progress_meter, total
+        self.losses: list[float] = []
+        self.searches: list[ScaleSearch] = []
+        self.done = 0
+        self.finished = False
+
+    def _tick(self, loss: float) -> None:
+        self.done += 1
+        self.progress_meter.update(self.done, loss)
+
+    def _stage(self, engine, iterations, trainable, *, prepare=None, keep=True) -> Stage:
+        # Each stage runs its iterations: the plan, not a convergence test, decides what follows.
+        return Stage(engine, iterations, None, trainable, prepare=prepare, keep=keep)
+
+    def _hold_scale(self, microscope):
+        return hold_scan_scale(microscope, self.nominal) if self.distance else microscope
+
+    def stages(self):
+        engine, trainable = self.engine, self.trainable
+        solution = yield self._stage(engine, self.initial, trainable)
+        self.current = solution.microscope
+        num_searches = len(self.grids)
         # (grid of the search that opens the stage, rounds after it); the first stage has no search.
-        plan = [(None, rounds[0])] + [(grids[k], rounds[k + 1]) for k in range(num_searches)]
+        plan = [(None, self.rounds[0])] + [(self.grids[k], self.rounds[k + 1]) for k in range(num_searches)]
         if num_searches == 0:
-            plan = [(None, sum(rounds))]  # no search to place them around: every round, in one go
+            plan = [(None, sum(self.rounds))]  # no search to place them around: every round, in one go
         extra, last_grid = 0, None
-        while plan and result in _GOOD:
+        while plan:
             grid, num_rounds = plan.pop(0)
             if grid is not None:
                 # A minimum at an end of the last grid: search again there at that grid's width.
-                if searches and searches[-1].at_edge:
+                if self.searches and self.searches[-1].at_edge:
                     grid = last_grid
                 last_grid = width, step = grid
                 half = int(round(width / step))
-                # Relative to `current`, which already carries the earlier choices.
+                # Relative to the current microscope, which already carries the earlier choices.
                 scales = 1 + step * np.arange(-half, half + 1)
                 trial_losses = []
-                for s in scales:
-                    dilated = dilate_scan(current, float(s))
-                    if not _windows_inside(dilated):
+                for scale in scales:
+                    if not _windows_inside(dilate_scan(self.current, float(scale))):
                         trial_losses.append(np.inf)  # the object grid cannot hold this scan
                     else:
-                        trial = run(dilated, engine, relax_iterations, trainable)
-                        if trial.result == RESULTS.interrupted:
-                            raise KeyboardInterrupt  # Ctrl-C inside a trial stops the schedule
+                        dilate = functools.partial(dilate_scan, scale=float(scale))
+                        trial = yield self._stage(engine, self.relax, trainable, prepare=dilate, keep=False)
                         good = trial.result in _GOOD and trial.losses.size
                         trial_losses.append(trial.final_loss if good else np.inf)
-                    tick(trial_losses[-1])
+                    self._tick(trial_losses[-1])
                 trial_losses = np.asarray(trial_losses)
-                pixel = float(np.asarray(current.sample.dx)[0])
+                pixel = float(np.asarray(self.current.sample.dx)[0])
                 finite = trial_losses[np.isfinite(trial_losses)]
-                if finite.size == 0 or np.ptp(finite) <= flat_tolerance * np.min(finite):
+                if finite.size == 0 or np.ptp(finite) <= self.flat_tolerance * np.min(finite):
                     # Flat at this resolution (noise, or model errors the scale cannot fix):
                     # keep the scale, and spend the remaining stages on rounds alone.
-                    searches.append(ScaleSearch(scales, trial_losses, 1.0, False, pixel, resolved=False))
+                    self.searches.append(ScaleSearch(scales, trial_losses, 1.0, False, pixel, resolved=False))
                     plan = [(None, num_rounds + sum(entry[1] for entry in plan))]
                     continue
                 chosen, at_edge = _parabola_vertex(scales, trial_losses)
-                searches.append(ScaleSearch(scales, trial_losses, chosen, at_edge, pixel))
-                relaxed = run(dilate_scan(current, float(chosen)), engine, relax_iterations, trainable)
-                if relaxed.result not in _GOOD:
-                    result = relaxed.result
-                    break
-                current = relaxed.microscope
+                self.searches.append(ScaleSearch(scales, trial_losses, chosen, at_edge, pixel))
+                dilate = functools.partial(dilate_scan, scale=float(chosen))
+                relaxed = yield self._stage(engine, self.relax, trainable, prepare=dilate)
+                self.current = relaxed.microscope
                 if at_edge and not plan and extra < _EXTRA_SEARCHES:
                     extra += 1
                     plan.append((grid, num_rounds))
             for _ in range(num_rounds):
-                moved = run(current, positions_lm, position_iterations, "positions")
-                if moved.result not in _GOOD:
-                    result = moved.result
-                    break
-                held = hold_scan_scale(moved.microscope, nominal) if distance else moved.microscope
-                solution = run(held, engine, engine_iterations, trainable)
-                if solution.result not in _GOOD:
-                    result = solution.result
-                    break
-                current = solution.microscope
-                losses.append(solution.final_loss)
-                tick(losses[-1])
-        if result in _GOOD and losses:
-            progress_meter.update(max(total, done[0]), losses[-1])
-    except KeyboardInterrupt:
-        result = RESULTS.interrupted
-    finally:
-        progress_meter.close()
-    return GeometryResult(current, np.asarray(losses), tuple(searches), result)
+                yield self._stage(PositionLM(), self.position_iterations, "positions")
+                solution = yield self._stage(engine, self.engine_iterations, trainable, prepare=self._hold_scale)
+                self.current = solution.microscope
+                self.losses.append(solution.final_loss)
+                self._tick(self.losses[-1])
+        if self.losses:
+            self.progress_meter.update(max(self.total, self.done), self.losses[-1])
+        self.finished = True

@@ -1,7 +1,7 @@
 """Schedules: engines run one after another by the one driver, each until it converges."""
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -31,12 +31,20 @@ class Stage(eqx.Module):
     - `convergence`: when the stage has converged (`None`: it runs all its iterations).
     - `trainable`: what it refines (names, as `reconstruct` takes them; default object
       and probe).
+    - `prepare`: a function applied to the schedule's current microscope before the
+      stage starts from it (e.g. a trial dilation of the scan); `None`: start as it is.
+    - `keep`: whether the stage's result becomes the schedule's current microscope
+      (default). A stage with `keep=False` is a *trial*: the schedule goes on from the
+      microscope before it, and only Ctrl-C in it stops the schedule (a trial that ends
+      non-finite or off the object is just a bad trial).
     """
 
     engine: AbstractEngine
     max_iterations: int = eqx.field(static=True)
     convergence: Convergence | None = Convergence()
     trainable: Any = eqx.field(default=None, static=True)
+    prepare: Callable[[AbstractMicroscope], AbstractMicroscope] | None = eqx.field(default=None, static=True)
+    keep: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if not (isinstance(self.max_iterations, int) and self.max_iterations >= 0):
@@ -51,12 +59,15 @@ class ScheduleRun(eqx.Module):
     - `engine`: the last stage's engine.
     - `stages`: `(engine name, iterations run, result name)` for every stage run.
     - `losses`: the losses of all stages, in order (a tuple of floats).
+    - `microscope`: where the schedule ended: the last kept stage's microscope (the same
+      as `solution.microscope` unless the last stage was a trial, `Stage(keep=False)`).
     """
 
     solution: Solution
     engine: AbstractEngine
     stages: tuple[tuple[str, int, str], ...] = eqx.field(static=True)
     losses: tuple[float, ...] = eqx.field(static=True)
+    microscope: AbstractMicroscope
 
 
 _STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)
@@ -65,7 +76,7 @@ _STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.posi
 def run_schedule(
     microscope: AbstractMicroscope,
     data: MicroscopeData,
-    stages: Sequence[Stage],
+    stages: Sequence[Stage] | Generator[Stage, Solution, None],
     *,
     max_iterations: int | None = None,
     key: PRNGKeyArray | None = None,
@@ -77,15 +88,17 @@ def run_schedule(
     """Run `stages` one after another, each from where the previous one stopped.
 
     Each stage is one `reconstruct` call (the one driver: progress, checkpoints, Ctrl-C,
-    the finite-value guard) with a fresh engine state. A stage that stops abnormally
+    the finite-value guard) with a fresh engine state. A kept stage that stops abnormally
     (interrupted, non-finite, diverged, a probe window off the object) ends the schedule
-    there.
+    there; Ctrl-C between stages ends it as interrupted.
 
     **Arguments:**
 
     - `microscope`: the start.
     - `data`: the measurements.
-    - `stages`: the `Stage`s, at least one.
+    - `stages`: the `Stage`s, at least one: a sequence, or a *plan*, a generator that
+      yields each next stage and is sent each stage's `Solution` (so that it can choose
+      the next from the results: `refine_geometry` is such a plan, with trial stages).
     - `max_iterations`: a cap on the iterations of all stages together (`None`: each
       stage's own `max_iterations`); the stages run in order until it is spent.
     - `key`: PRNG key (each stage gets its own, folded from it).
@@ -106,49 +119,77 @@ def run_schedule(
 
     A `ScheduleRun`.
     """
-    if not stages:
-        raise ValueError("`stages` must hold at least one Stage, got none")
     if max_iterations is not None and max_iterations < 0:
         raise ValueError(f"`max_iterations` must be >= 0, got {max_iterations}")
+    if isinstance(stages, Generator):
+        plan, left = stages, max_iterations
+    else:
+        stages = tuple(stages)
+        if not stages:
+            raise ValueError("`stages` must hold at least one Stage, got none")
+        plan = iter(stages)
+        left = sum(stage.max_iterations for stage in stages) if max_iterations is None else max_iterations
     key = jr.PRNGKey(0) if key is None else key
-    left = sum(stage.max_iterations for stage in stages) if max_iterations is None else max_iterations
     current: AbstractMicroscope = microscope
-    solution, engine, record, losses = None, stages[0].engine, [], []
-    for index, stage in enumerate(stages):
-        budget = min(stage.max_iterations, left)
-        if budget == 0 and solution is not None:
-            break
-        engine = stage.engine
-        saver = None if checkpoint is None else functools.partial(_save_running, checkpoint, engine)
-        solution = reconstruct(
-            current,
-            data,
-            engine,
-            trainable=stage.trainable,
-            num_iterations=budget,
-            key=jr.fold_in(key, index),
-            progress_meter=progress_meter,
-            checkpoint=saver,
-            checkpoint_every=checkpoint_every,
-            convergence=stage.convergence,
-        )
-        ran = len(solution.losses)
-        left -= ran
-        losses += [float(value) for value in solution.losses]
-        record.append((type(engine).__name__, ran, result_name(solution.result)))
-        current = solution.microscope
-        if solution.result in _STOPS:
-            break
-    assert solution is not None
+    solution, engine, record, losses, kept = None, None, [], [], True
+    try:
+        stage = next(plan, None)
+        if stage is None:
+            raise ValueError("`stages` must hold at least one Stage, got none")
+        index = 0
+        while True:
+            budget = stage.max_iterations if left is None else min(stage.max_iterations, left)
+            if budget == 0 and solution is not None:
+                break
+            engine = stage.engine
+            start = current if stage.prepare is None else stage.prepare(current)
+            saver = (
+                None if checkpoint is None or not stage.keep else functools.partial(_save_running, checkpoint, engine)
+            )
+            solution = reconstruct(
+                start,
+                data,
+                engine,
+                trainable=stage.trainable,
+                num_iterations=budget,
+                key=jr.fold_in(key, index),
+                progress_meter=progress_meter,
+                checkpoint=saver,
+                checkpoint_every=checkpoint_every,
+                convergence=stage.convergence,
+            )
+            index += 1
+            ran = len(solution.losses)
+            left = None if left is None else left - ran
+            losses += [float(value) for value in solution.losses]
+            record.append((type(engine).__name__, ran, result_name(solution.result)))
+            kept = stage.keep
+            if kept:
+                current = solution.microscope
+            if solution.result == RESULTS.interrupted or (kept and solution.result in _STOPS):
+                break
+            try:
+                stage = plan.send(solution) if isinstance(plan, Generator) else next(plan)
+            except StopIteration:
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C between stages (while a plan chooses the next): stop where the last stage left off.
+        if solution is None:
+            raise
+        solution = eqx.tree_at(lambda s: s.result, solution, RESULTS.interrupted)
+    finally:
+        if isinstance(plan, Generator):
+            plan.close()
     if level_ramp is None:
         level_ramp = not solution.microscope.phase_ramp_gauge
-    if level_ramp and solution.result not in _STOPS and _refines_object_and_probe(solution):
+    if level_ramp and kept and solution.result not in _STOPS and _refines_object_and_probe(solution):
         leveled = level_phase_ramp(solution.microscope)
         fresh = engine.init(leveled, data, solution.trainable)
         solution = eqx.tree_at(lambda s: (s.microscope, s.state), solution, (leveled, fresh))
+        current = leveled
     if checkpoint is not None and solution.result not in _STOPS:
         checkpoint(solution, engine)  # the schedule's end, as it ended (stage ends were saved as running)
-    return ScheduleRun(solution, engine, tuple(record), tuple(losses))
+    return ScheduleRun(solution, engine, tuple(record), tuple(losses), current)
 
 
 def _save_running(checkpoint: Callable[[Solution, AbstractEngine], None], engine, solution: Solution) -> None:
