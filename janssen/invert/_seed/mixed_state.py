@@ -26,15 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, Real
 
-from .._custom_types import PairLike, ScalarLike
-from .._validate import check_finite, check_nonnegative, check_positive, complex_array, is_concrete, pair, real_array
-from ..optics._coherence import CoherentModeSet, MixedStateProbe, gaussian_schell_modes
-from ..optics._sample import SampleFunction
-from ..optics._scan import positions_outside
-from ..scopes._far_field import FarFieldMicroscope
-from ._complex import descent_gradient
-from ._losses import AmplitudeLoss, loss_from_name
-from ._residual import safe_sqrt
+from ..._custom_types import PairLike, ScalarLike
+from ..._validate import check_finite, check_nonnegative, check_positive, complex_array, is_concrete, pair, real_array
+from ...optics._coherence import CoherentModeSet, MixedStateProbe, gaussian_schell_modes
+from ...optics._sample import SampleFunction
+from ...optics._scan import positions_outside
+from ...scopes._far_field import FarFieldMicroscope
+from .._complex import descent_gradient
+from .._losses import AmplitudeLoss, loss_from_name
+from .._residual import safe_sqrt
 
 _MIXED_LOSSES = ("amplitude", "intensity", "poisson")
 
