@@ -9,8 +9,8 @@ import pytest
 from helpers import illumination_map, object_error, tree_allclose
 
 import janssen.invert as ji
-from janssen.invert._seed_optical import optical_sensor_images
-from janssen.invert._seed_simple import _microscope
+from janssen.invert._seed.diffuser import optical_sensor_images
+from janssen.invert._seed.simple_microscope import _microscope
 from janssen.io import MicroscopeData, make_focused_probe, make_test_object
 from janssen.optics import AngularSpectrum, OpticalWavefront, SampleFunction, fft2u
 from janssen.scopes import simple_microscope

@@ -82,38 +82,30 @@ from ._schedule import (
     default_schedule as default_schedule,
     run_schedule as run_schedule,
 )
-from ._seed_mixed import (
+from ._seed import (
+    EpieData as EpieData,
+    GaussNewtonState as GaussNewtonState,
     MixedStatePtychoData as MixedStatePtychoData,
+    PtychographyParams as PtychographyParams,
+    PtychographyReconstruction as PtychographyReconstruction,
     coherence_parameterized_loss as coherence_parameterized_loss,
+    compute_fov_and_positions as compute_fov_and_positions,
+    epie_optical as epie_optical,
+    init_simple_epie as init_simple_epie,
+    init_simple_microscope as init_simple_microscope,
     make_mixed_state_ptycho_data as make_mixed_state_ptycho_data,
     mixed_state_forward as mixed_state_forward,
     mixed_state_forward_single_position as mixed_state_forward_single_position,
     mixed_state_gradient_step as mixed_state_gradient_step,
     mixed_state_loss as mixed_state_loss,
     mixed_state_reconstruct as mixed_state_reconstruct,
-)
-from ._seed_optical import (
-    epie_optical as epie_optical,
+    profile_gn_memory as profile_gn_memory,
+    simple_microscope_epie as simple_microscope_epie,
+    simple_microscope_gn as simple_microscope_gn,
+    simple_microscope_optim as simple_microscope_optim,
     single_pie_iteration as single_pie_iteration,
     single_pie_sequential as single_pie_sequential,
     single_pie_vmap as single_pie_vmap,
-)
-from ._seed_simple import (
-    compute_fov_and_positions as compute_fov_and_positions,
-    init_simple_epie as init_simple_epie,
-    init_simple_microscope as init_simple_microscope,
-    simple_microscope_epie as simple_microscope_epie,
-)
-from ._seed_solvers import (
-    profile_gn_memory as profile_gn_memory,
-    simple_microscope_gn as simple_microscope_gn,
-    simple_microscope_optim as simple_microscope_optim,
-)
-from ._seed_types import (
-    EpieData as EpieData,
-    GaussNewtonState as GaussNewtonState,
-    PtychographyParams as PtychographyParams,
-    PtychographyReconstruction as PtychographyReconstruction,
 )
 from ._sharding import (
     POSITIONS_AXIS as POSITIONS_AXIS,

@@ -1,5 +1,6 @@
 """Optics: wavefronts, propagators, elements, probes, samples and scan geometry."""
 
+from ._binning import PixelBinning as PixelBinning
 from ._coherence import (
     CoherentModeSet as CoherentModeSet,
     MixedStateProbe as MixedStateProbe,

@@ -114,8 +114,12 @@ class AbstractTrainMicroscope(AbstractMicroscope):
 
     def propagate(
         self, exit_waves: Complex[Array, "modes y x"], subpixel: Float[Array, "2"]
-    ) -> Complex[Array, "modes dety detx"]:
-        """Exit waves through the train onto the camera, in sqrt(photons) per camera pixel."""
+    ) -> Complex[Array, "channels dety detx"]:
+        """Exit waves through the train onto the camera, in sqrt(photons) per camera pixel.
+
+        A member may turn each mode into several incoherent channels (a binned sensor), so
+        the leading axis of the result need not be the modes'.
+        """
         check_field_shape("exit_waves", exit_waves, self.probe_shape)
         if self.moves_with_object:
             exit_waves = fourier_shift(exit_waves, -subpixel)
@@ -125,7 +129,7 @@ class AbstractTrainMicroscope(AbstractMicroscope):
         return out.field * self._counts(out.dx).astype(out.field.dtype)
 
     def backpropagate(
-        self, detector_fields: Complex[Array, "modes dety detx"], subpixel: Float[Array, "2"]
+        self, detector_fields: Complex[Array, "channels dety detx"], subpixel: Float[Array, "2"]
     ) -> Complex[Array, "modes y x"]:
         """The array adjoint of `propagate` (plain sums over pixels in both planes)."""
         check_field_shape("detector_fields", detector_fields, self.detector_shape)

@@ -12,10 +12,12 @@ sample may be larger than the probe; every probe window must lie inside it. Frac
 positions are applied exactly, as a Fourier shift of the probe (see
 `janssen.optics.shift_probe`).
 
-The engines (`janssen.invert.reconstruct` with `Gradient` or a PIE engine, and
-`trainable=["object", "probe.modes", "probe.weights"]`) do the same job with
-optimisers, step-size control and resuming; these functions keep the original's
-plain fixed-step gradient descent for scripts written against it.
+`mixed_state_gradient_step` keeps the original's plain fixed-step gradient descent for
+scripts written against it; `mixed_state_reconstruct` runs the `RPIE` engine through
+`janssen.invert.reconstruct`, because that descent, at its documented step sizes,
+barely moves. The engines (`reconstruct` with `Gradient` or a PIE engine and
+`trainable=["object", "probe.modes", "probe.weights"]`) offer the rest: optimisers,
+step-size control and resuming.
 """
 
 from typing import Any, ClassVar
@@ -26,15 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, Real
 
-from .._custom_types import PairLike, ScalarLike
-from .._validate import check_finite, check_nonnegative, check_positive, complex_array, is_concrete, pair, real_array
-from ..optics._coherence import CoherentModeSet, MixedStateProbe, gaussian_schell_modes
-from ..optics._sample import SampleFunction
-from ..optics._scan import positions_outside
-from ..scopes._far_field import FarFieldMicroscope
-from ._complex import descent_gradient
-from ._losses import AmplitudeLoss, loss_from_name
-from ._residual import safe_sqrt
+from ..._custom_types import PairLike, ScalarLike
+from ..._data import MicroscopeData
+from ..._validate import check_finite, check_nonnegative, check_positive, complex_array, is_concrete, pair, real_array
+from ...optics._coherence import CoherentModeSet, MixedStateProbe, gaussian_schell_modes
+from ...optics._sample import SampleFunction
+from ...optics._scan import positions_outside
+from ...scopes._far_field import FarFieldMicroscope
+from .._complex import descent_gradient
+from .._engines.pie import RPIE
+from .._losses import AmplitudeLoss, loss_from_name
+from .._reconstruct import reconstruct
+from .._residual import safe_sqrt
 
 _MIXED_LOSSES = ("amplitude", "intensity", "poisson")
 
@@ -384,13 +389,23 @@ def mixed_state_gradient_step(
     return _step(data, learning_rate, _flags(update_object, update_modes, update_weights), loss_type)
 
 
-@eqx.filter_jit
-def _run(data, learning_rate, num_iterations, flags, loss_type):
-    def body(state, _):
-        value, new = _value_and_step(state, learning_rate, flags, loss_type)
-        return new, value
+def _measurement(data: MixedStatePtychoData) -> MicroscopeData:
+    """The patterns as `MicroscopeData` for `data.microscope` (positions in metres).
 
-    return jax.lax.scan(body, data, None, length=num_iterations)
+    The far-field microscope of `data` is its object pixel alone; the camera pixel and
+    distance below are the ones that make that pixel (`wavelength * distance / (N dx)`)
+    and are used for nothing else.
+    """
+    microscope = data.microscope
+    shape = jnp.asarray(data.diffraction_patterns.shape[-1:-3:-1], microscope.sample.dx.dtype)
+    wavelength = microscope.probe.wavelength
+    camera = wavelength / (shape * microscope.sample.dx)
+    return MicroscopeData(data.diffraction_patterns, microscope.positions, wavelength, camera, 1.0)
+
+
+@eqx.filter_jit
+def _microscope_loss(microscope: FarFieldMicroscope, patterns, loss_type: str) -> Array:
+    return _mixed_loss(loss_type)(microscope(), patterns)
 
 
 def mixed_state_reconstruct(
@@ -403,31 +418,63 @@ def mixed_state_reconstruct(
     *,
     loss_type: str = "amplitude",
 ) -> tuple[MixedStatePtychoData, Float[Array, " I"]]:
-    """`num_iterations` of `mixed_state_gradient_step`, compiled once as a `lax.scan`.
+    """Mixed-state reconstruction: `num_iterations` sweeps of the `RPIE` engine.
 
-    A new `learning_rate` or new data of the same shapes reuses the compiled loop; a
-    new `num_iterations` or new flags compile a new one. See
-    `mixed_state_gradient_step` for the flags and the choice of step.
+    The original ran a fixed-step gradient descent, which at its documented step sizes
+    barely moves (measured on 25 positions of 32 x 32 frames, 3 modes of powers
+    0.57 / 0.29 / 0.14 started at 0.90 / 0.05 / 0.05 from a unit object: object error
+    0.559 -> 0.554 in 300 steps of 1e-3, the weights unchanged). This runs
+    `janssen.invert.reconstruct` with `janssen.invert.RPIE` (Maiden, Johnson & Li 2017;
+    mixed states: Thibault & Menzel 2013) on `data.microscope` instead, with the
+    engine's own normalised steps: on the same problem 0.055 after 300 sweeps, the
+    powers within 0.004 (`tests/test_seed_mixed.py`). For the plain gradient step, call
+    `mixed_state_gradient_step`.
+
+    The flags choose the trainable leaves: `update_object` -> `"object"`,
+    `update_modes` or `update_weights` -> `"probe"`. PIE updates the probe's fields and
+    rebuilds orthogonal modes from them, whose powers are the weights: the shapes of
+    the modes and their weights are refined together, so `update_weights` has no
+    separate effect (a probe that is refined has its weights refined).
 
     **Arguments:**
 
     - `data`: the starting state.
-    - `num_iterations`: number of steps, >= 0 (default 100).
-    - `learning_rate`, `update_object`, `update_modes`, `update_weights`, `loss_type`:
-      as in `mixed_state_gradient_step`.
+    - `num_iterations`: sweeps over the positions, >= 0 (default 100).
+    - `learning_rate`: validated (> 0) and kept for the original's signature; PIE's
+      normalised steps replace it.
+    - `update_object`, `update_modes`, `update_weights`: what is refined (above).
+    - `loss_type`: keyword only, the loss reported in the history, as in
+      `mixed_state_loss` (default `"amplitude"`; PIE itself fits amplitudes).
 
     **Returns:**
 
-    `(final_data, loss_history)`: `loss_history[i]` is the loss *before* step `i`, so
-    `loss_history[0]` is the starting loss.
+    `(final_data, loss_history)`: `loss_history[i]` is `mixed_state_loss` *before*
+    sweep `i`, so `loss_history[0]` is the starting loss. If the engine stops early
+    (a non-finite or diverging step) the best state is returned with a shorter history.
     """
     if isinstance(num_iterations, bool) or not isinstance(num_iterations, (int, np.integer)) or num_iterations < 0:
         raise ValueError(f"`num_iterations` must be an integer >= 0, got {num_iterations!r}")
     learning_rate = real_array("learning_rate", learning_rate, shape=())
     check_positive("learning_rate", learning_rate)
     _mixed_loss(loss_type)
-    flags = _flags(update_object, update_modes, update_weights)
-    return _run(data, learning_rate, int(num_iterations), flags, loss_type)
+    trainable = (["object"] if update_object else []) + (["probe"] if update_modes or update_weights else [])
+    patterns = data.diffraction_patterns
+    history = [_microscope_loss(data.microscope, patterns, loss_type)]
+    if not trainable or num_iterations == 0:
+        return data, jnp.full((int(num_iterations),), history[0])
+
+    def record(iteration: int, loss: float, microscope: FarFieldMicroscope) -> None:
+        del iteration, loss
+        history.append(_microscope_loss(microscope, patterns, loss_type))
+
+    solution = reconstruct(
+        data.microscope, _measurement(data), RPIE(), trainable=trainable, num_iterations=int(num_iterations),
+        callback=record,
+    )  # fmt: skip
+    done = int(solution.losses.shape[0])
+    refined = solution.microscope
+    final = _with_parameters(data, refined.sample.sample, refined.probe.modes, refined.probe.weights)
+    return final, jnp.stack(history[:done])
 
 
 def coherence_parameterized_loss(

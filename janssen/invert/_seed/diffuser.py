@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float, Int
 
-from .._custom_types import PairLike, ScalarLike
-from .._data import MicroscopeData
-from ..optics._fft import fft2u, ifft2u, uncentred_frequency_grid
-from ..optics._propagator.angular_spectrum import AngularSpectrum
-from ..optics._sample import SampleFunction
-from ..optics._wavefront import OpticalWavefront
+from ..._custom_types import PairLike, ScalarLike
+from ..._data import MicroscopeData
+from ...optics._fft import fft2u, ifft2u, uncentred_frequency_grid
+from ...optics._propagator.angular_spectrum import AngularSpectrum
+from ...optics._sample import SampleFunction
+from ...optics._wavefront import OpticalWavefront
 
 IntLike = int | Int[Array, ""]
 

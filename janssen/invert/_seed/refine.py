@@ -18,14 +18,14 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from .._data import MicroscopeData
-from ..scopes._simple import SimpleMicroscope
-from ._engines.gauss_newton import GaussNewton
-from ._engines.gradient import Gradient
-from ._reconstruct import reconstruct
-from ._seed_simple import _append_history, _microscope
-from ._seed_types import PtychographyParams, PtychographyReconstruction
-from ._trainable import trainable_spec
+from ..._data import MicroscopeData
+from ...scopes._simple import SimpleMicroscope
+from .._engines.gauss_newton import GaussNewton
+from .._engines.gradient import Gradient
+from .._reconstruct import reconstruct
+from .._trainable import trainable_spec
+from .simple_microscope import _append_history, _microscope
+from .types import PtychographyParams, PtychographyReconstruction
 
 # params' bound fields -> the trainable name of the optic they bound (and refine).
 _BOUNDED_OPTICS = (

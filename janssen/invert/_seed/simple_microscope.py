@@ -13,18 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._custom_types import PairLike, ScalarLike
-from .._data import MicroscopeData
-from .._validate import check_positive, pair, real_array
-from ..optics._elements.circular_aperture import CircularAperture
-from ..optics._probe import Probe
-from ..optics._sample import SampleFunction
-from ..optics._wavefront import OpticalWavefront
-from ..scopes._simple import SimpleMicroscope
-from ._engines.pie import RPIE, PIEState
-from ._reconstruct import reconstruct
-from ._residual import data_residual
-from ._seed_types import EpieData, PtychographyParams, PtychographyReconstruction
+from ..._custom_types import PairLike, ScalarLike
+from ..._data import MicroscopeData
+from ..._validate import check_positive, pair, real_array
+from ...optics._elements.circular_aperture import CircularAperture
+from ...optics._probe import Probe
+from ...optics._sample import SampleFunction
+from ...optics._wavefront import OpticalWavefront
+from ...scopes._simple import SimpleMicroscope
+from .._engines.pie import RPIE, PIEState
+from .._reconstruct import reconstruct
+from .._residual import data_residual
+from .types import EpieData, PtychographyParams, PtychographyReconstruction
 
 # Positions that land within this many pixels above a whole number count as on it, so
 # that metres -> pixels round-off never adds a column to the FOV.

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float, Int, Real
 
-from .._custom_types import PairLike, ScalarLike
-from .._validate import (
+from ..._custom_types import PairLike, ScalarLike
+from ..._validate import (
     check_finite,
     check_nonnegative,
     check_positive,
@@ -23,9 +23,9 @@ from .._validate import (
     pair,
     real_array,
 )
-from ..optics._sample import SampleFunction
-from ..optics._wavefront import OpticalWavefront
-from ._solution import Solution
+from ...optics._sample import SampleFunction
+from ...optics._wavefront import OpticalWavefront
+from .._solution import Solution
 
 #: `(min, max)` bounds: an array, or nested tuples/lists of numbers.
 BoundsLike: TypeAlias = Real[ArrayLike, "..."] | Sequence[Any]
