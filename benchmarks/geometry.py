@@ -48,7 +48,7 @@ from janssen.scopes import FarFieldMicroscope  # noqa: E402
 
 def wrong_geometry(size: str, distance_error: float, jitter_px: float):
     """`(data, start, truth)`: data simulated with the true geometry, a file geometry that is off."""
-    arrays = problem(size, 0)
+    arrays = problem(size, 0, start="pupil")  # the start docs/geometry.md was measured from
     dx = arrays["dx"]
     key = jax.random.PRNGKey(1)
     jitter = np.asarray(jax.random.uniform(key, arrays["positions_m"].shape, minval=-jitter_px, maxval=jitter_px))

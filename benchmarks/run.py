@@ -13,13 +13,18 @@ fresh subprocess, so that its peak memory is its own, and prints one JSON line:
 - `per_iter_s`: the median wall time of an iteration after the first;
 - `compile_s`: the first iteration (engine init, tracing, XLA compilation, one iteration),
   cold: nothing of the driver's or the engine's is compiled before it;
-- `fft_floor_s`: the forward and inverse FFTs one iteration needs (one of each per
-  position, batched over all positions, unnormalised), timed in the same process right
-  after the iterations (median of 15); `ratio` is `per_iter_s / fft_floor_s`;
-  `per_iter_cpu_s`, `fft_floor_cpu_s` and `ratio_cpu` are
-  the same in process CPU time (all threads), which other work on a shared machine
-  inflates less than wall time;
-- `obj_err`: DESIGN.md's object error after the last iteration; `iters_to_0.066` and
+- `fft_floor_s`: the FFT floor of `benchmarks/floor.py`: the forward and inverse FFTs one
+  iteration needs (one of each per position, unnormalised), timed every way janssen could
+  run them (all frames batched, blocks of 8, a per-position chain in a `lax.scan`; with all
+  threads and with one), median of 15 each, in the same process right after the
+  iterations (the one-thread ways in a subprocess it starts), and the *least*;
+  `fft_floor_way` names the way, `fft_floor_ways` gives every way's `[wall, cpu]`;
+  `ratio` is `per_iter_s / fft_floor_s`; `per_iter_cpu_s`, `fft_floor_cpu_s` (the least
+  CPU time over the ways) and `ratio_cpu` are the same in process CPU time (all threads),
+  which other work on a shared machine inflates less than wall time;
+- `obj_err`: DESIGN.md's object error after the last iteration; `obj_err_ramp`: the same
+  with the best linear phase ramp also removed (`benchmarks/peers/_common.py`'s
+  `ramp_free_error`, the one measure for janssen's rows and the peers'); `iters_to_0.066` and
   `time_to_0.066_s` (wall time from the start of `reconstruct`, compilation included,
   the error evaluations excluded) the first iteration at which it fell to 0.066 or below;
   `run_to_0.066_s`: that many iterations at `per_iter_s`, the compilation apart (DESIGN.md's
@@ -36,8 +41,11 @@ gets a line `{"engine", "size", "skipped": reason}` instead) and, as a table, be
 marker comments of `docs/benchmarks.md` (`--table-from FILE.jsonl` rewrites that table
 from saved lines without running anything). Unknown sizes or engines stop the suite with
 the list of valid names; an engine that fails, or a peer that is missing or fails, is
-reported and skipped. Start: a unit object and the true probe with a smooth
-pupil-phase error of 0.3 rad amplitude.
+reported and skipped. Start (every code's, janssen's and the peers'): a unit object and
+the true probe blurred by 1 px rms, with a smooth pupil-phase error of 0.3 rad amplitude
+and moved by (0.37, -0.29) px (`benchmarks/pie.py`'s `start_probe`); the rows carry its
+distance from the truth (`start_probe_error`). Peers run with the settings their own
+documentation or examples recommend (`PEER_SETTINGS`), recorded under the table.
 """
 
 import argparse
@@ -60,8 +68,31 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- benchmarks:run.py:begin -->", "<!-- benchmarks:run.py:end -->"
 SIZES = ("small", "medium", "large")
 TARGET = 0.066
-#: The engines each peer runner offers (its `--engine` choices), run by default.
-PEER_ENGINES = {"ptylab": ("epie", "mpie"), "ptychi": ("epie", "rpie", "lsqml")}
+#: Environment variable holding the `time.time()` at which a parent started this worker
+#: (`benchmarks/time_to_accuracy.py`); the row then carries `start_to_reconstruct_s`.
+SPAWN_CLOCK = "JANSSEN_BENCH_SPAWNED_AT"
+#: The engines run by default for each peer (its runner's `--engine` choices: ptylab epie,mpie;
+#: ptychi epie,rpie,lsqml).
+PEER_ENGINES = {"ptylab": ("epie", "mpie"), "ptychi": ("lsqml",)}
+#: The settings each peer's own documentation or examples recommend, as runner flags, and where
+#: they come from (recorded in the row's `settings_source`). pty-chi also gets `--threads`
+#: (`$JANSSEN_PEER_THREADS`, default 1: see benchmarks/README.md, "Threads").
+PEER_SETTINGS = {
+    ("ptylab", "epie"): (
+        ["--object-step", "0.25", "--probe-step", "0.25", "--order", "random"],
+        "PtyLab example_scripts/exampleReconstruction.py: betaObject = betaProbe = 0.25, random order",
+    ),
+    ("ptylab", "mpie"): (
+        ["--object-step", "0.25", "--probe-step", "0.25", "--order", "random"],
+        "PtyLab example_scripts/exampleReconstruction.py (its mPIE): betaObject = betaProbe = 0.25, random order",
+    ),
+    ("ptychi", "lsqml"): (
+        ["--batch-size", "44", "--noise-model", "gaussian", "--object-step", "1", "--probe-step", "1"],
+        "pty-chi docs, Getting Started (LSQML): batch_size 44, Gaussian noise model, SGD step 1 for object and probe",
+    ),
+    ("ptychi", "rpie"): (["--batch-size", "10"], "pty-chi rPIE, batches of 10 (its default 100 diverges here)"),
+    ("ptychi", "epie"): ([], "pty-chi's defaults"),
+}
 
 # Engine name -> (default iterations, description). Built in the worker (see `make_engine`).
 ENGINES = {
@@ -130,6 +161,15 @@ def write_dataset(size: str, path: pathlib.Path, *, seed: int = 0) -> dict:
 # ---- one (engine, size) run, in its own process ------------------------------------------------
 
 
+def ramp_free_error(truth, recon, illumination, *, max_shift=2):
+    """`obj_err_ramp`: benchmarks/peers/_common.py's `ramp_free_error`, the one measure for every code's rows."""
+    if str(PEERS) not in sys.path:
+        sys.path.insert(0, str(PEERS))
+    from _common import ramp_free_error as measure
+
+    return measure(truth, recon, illumination, max_shift=max_shift)
+
+
 def _rss_mb() -> float:
     """The current resident set size (Linux `/proc`), else the peak so far."""
     try:
@@ -189,26 +229,18 @@ def load_dataset(path: str):
     return data, start, meta["object_true"], illumination, meta
 
 
-def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7) -> tuple[list, list]:
-    """Wall and process-CPU times of one forward and one inverse FFT of every frame, batched.
+def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7, *, one_thread: bool = True) -> dict:
+    """The FFT floor of `benchmarks/floor.py`: every way janssen could run an iteration's FFTs, the fastest.
 
-    The bare transforms, unnormalised (as `benchmarks/pie.py` times them): a lower bound.
-    janssen's unitary `fft2u`/`ifft2u` add two scaling passes over the stack, about 25 %
-    more on the medium preset, which inside an engine XLA fuses with neighbouring work.
+    Keys `fft_floor_s` (least wall time), `fft_floor_way` (the way that gave it),
+    `fft_floor_cpu_s` (least process CPU time) and `fft_floor_ways` (`{way: [wall, cpu]}`:
+    batched, blocks of 8 and a per-position chain, with all threads and with one thread).
     """
-    import jax
-    import jax.numpy as jnp
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import floor
 
-    stack = jnp.ones((num_positions, *frame_shape), jnp.complex64)
-    both = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
-    both(stack).block_until_ready()
-    times, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        both(stack).block_until_ready()
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return times, cpu
+    return floor.fft_floor(num_positions, frame_shape, repeats, one_thread=one_thread)
 
 
 def make_engine(name: str, start):
@@ -281,6 +313,8 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
         errors.append(object_error(truth, np.asarray(microscope.sample.sample), illumination, max_shift=0))
         marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
 
+    spawned = os.environ.get(SPAWN_CLOCK)
+    start_to_reconstruct = time.time() - float(spawned) if spawned else None
     marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
     solution = reconstruct(start, data, engine, num_iterations=iterations, callback=callback)
     # The peaks first: the FFT floor below holds every frame's spectrum at once.
@@ -288,9 +322,11 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not times:
         raise RuntimeError(f"{name} stopped before its first iteration ({solution.result})")
-    floor_times, floor_cpu_times = fft_floor(data.num_positions, data.frame_shape, repeats=15)
-    floor, floor_cpu = statistics.median(floor_times), statistics.median(floor_cpu_times)
-    final = object_error(truth, np.asarray(solution.microscope.sample.sample), illumination)
+    floors = fft_floor(data.num_positions, data.frame_shape, repeats=15)
+    floor, floor_cpu = floors["fft_floor_s"], floors["fft_floor_cpu_s"]
+    final_object = np.asarray(solution.microscope.sample.sample)
+    final = object_error(truth, final_object, illumination)
+    final_ramp = ramp_free_error(truth, final_object, illumination, max_shift=2)
     errors[-1] = final
     reached = next((i for i, e in enumerate(errors) if e <= TARGET), None)
     per_iter = statistics.median(times[1:] or times)
@@ -303,16 +339,21 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
         "per_iter_s": _sig(per_iter),
         "compile_s": _sig(times[0]),
         "fft_floor_s": _sig(floor),
+        "fft_floor_way": floors["fft_floor_way"],
         "ratio": round(per_iter / floor, 2),
         "per_iter_cpu_s": _sig(per_iter_cpu),
         "fft_floor_cpu_s": _sig(floor_cpu),
         "ratio_cpu": round(per_iter_cpu / floor_cpu, 2),
+        "fft_floor_ways": floors["fft_floor_ways"],
         "obj_err": round(final, 4),
+        "obj_err_ramp": round(final_ramp, 4),
+        "start_probe_error": round(float(meta["start_probe_error"]), 4) if "start_probe_error" in meta else None,
         "obj_err_at_10": round(errors[min(9, len(errors) - 1)], 4),
         "iters_to_0.066": None if reached is None else reached + 1,
         "time_to_0.066_s": None if reached is None else _sig(sum(times[: reached + 1])),
         "run_to_0.066_s": run_to_target(None if reached is None else reached + 1, per_iter),
         "residual": round(solution.final_loss, 4),
+        **({} if start_to_reconstruct is None else {"start_to_reconstruct_s": _sig(start_to_reconstruct)}),
         "noise_floor": round(float(meta["noise_floor"]), 4) if "noise_floor" in meta else None,
         "result": _result_name(solution.result),
         "peak_rss_mb": round(peak, 1),
@@ -330,8 +371,11 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
 
 
 def peer_command(peer: str, data: pathlib.Path, engine: str, iterations: int, out: pathlib.Path):
-    """The command that runs `peer`, or a string saying why it cannot run."""
+    """The command that runs `peer` with its recommended settings, or a string saying why it cannot run."""
     arguments = ["--data", str(data), "--engine", engine, "--iterations", str(iterations), "--out", str(out)]
+    arguments += ["--save-object", str(out.with_suffix(".npy")), *PEER_SETTINGS.get((peer, engine), ([], ""))[0]]
+    if peer == "ptychi":
+        arguments += ["--threads", os.environ.get("JANSSEN_PEER_THREADS", "1")]
     hook = PEERS / "run_peer.py"
     if hook.is_file():
         return [sys.executable, str(hook), "--peer", peer, *arguments]
@@ -366,6 +410,9 @@ def run_peer(peer: str, engine: str, size: str, data: pathlib.Path, iterations: 
         return f"no readable result {out.name}: {error}"
     if result.get("skipped"):
         return str(result["skipped"])
+    if out.with_suffix(".npy").is_file():
+        result.setdefault("object_npy", str(out.with_suffix(".npy")))
+    result.setdefault("settings_source", PEER_SETTINGS.get((peer, engine), (None, None))[1])
     return peer_row(peer, engine, size, data, result, floors.get(size))
 
 
@@ -375,12 +422,16 @@ def peer_row(peer: str, engine: str, size: str, data: pathlib.Path, result: dict
 
     history = result.get("obj_err_history") or []
     obj_err = result.get("obj_err", history[-1] if history else None)
+    obj_err_ramp = result.get("obj_err_ramp_removed")
     final_object = result.get("object_npy")
-    if final_object:  # recompute with janssen's own measure
+    if final_object:  # recompute with janssen's own measure, and the ramp-free one as janssen's rows
         from janssen.invert import object_error
 
         with np.load(data) as npz:
-            obj_err = object_error(npz["object_true"], np.load(final_object), npz["illumination"])
+            truth, illumination = npz["object_true"], npz["illumination"]
+        recon = np.load(final_object)
+        obj_err = object_error(truth, recon, illumination)
+        obj_err_ramp = ramp_free_error(truth, recon, illumination, max_shift=2)
     reached = result.get("iters_to_0.066", next((i + 1 for i, e in enumerate(history) if e <= TARGET), None))
     # The peer's own FFT floor if it timed one, else JAX's (wall, CPU), timed by this run's janssen rows.
     floor = result.get("fft_floor_s") or (jax_floor[0] if jax_floor else None)
@@ -397,6 +448,7 @@ def peer_row(peer: str, engine: str, size: str, data: pathlib.Path, result: dict
         "ratio": round(per_iter / floor, 2) if per_iter and floor else None,
         "ratio_cpu": round(per_iter_cpu / floor_cpu, 2) if per_iter_cpu and floor_cpu else None,
         "obj_err": None if obj_err is None else round(float(obj_err), 4),
+        "obj_err_ramp": None if obj_err_ramp is None else round(float(obj_err_ramp), 4),
         "iters_to_0.066": reached,
         "time_to_0.066_s": result.get("time_to_0.066_s", result.get("wall_to_0.066_s")),
         "run_to_0.066_s": run_to_target(reached, per_iter),
@@ -405,6 +457,7 @@ def peer_row(peer: str, engine: str, size: str, data: pathlib.Path, result: dict
         "device": result.get("device", "cpu"),
         "peer_version": result.get("version", result.get("peer_version")),
         "settings": result.get("settings"),
+        "settings_source": result.get("settings_source"),
     }
 
 
@@ -416,10 +469,12 @@ COLUMNS = [
     ("iterations", "iterations"),
     ("per_iter_s", "s / iteration"),
     ("fft_floor_s", "FFT floor (s)"),
+    ("fft_floor_way", "floor way"),
     ("ratio", "× floor"),
     ("ratio_cpu", "× floor (CPU time)"),
     ("compile_s", "first iteration (s)"),
     ("obj_err", "error"),
+    ("obj_err_ramp", "error, ramp removed"),
     ("iters_to_0.066", "iterations to 0.066"),
     ("time_to_0.066_s", "s to 0.066"),
     ("run_to_0.066_s", "s to 0.066, compile apart"),
@@ -468,6 +523,26 @@ def race_to_target(rows: list[dict]) -> list[str]:
     return lines
 
 
+def notes(rows: list[dict]) -> list[str]:
+    """Lines under the table: per size the start's distance and the floor's ways; each peer's settings."""
+    lines = []
+    for size in dict.fromkeys(row["size"] for row in rows):
+        mine = [row for row in rows if row["size"] == size and ":" not in row["engine"]]
+        start = next((row["start_probe_error"] for row in mine if row.get("start_probe_error") is not None), None)
+        if start is not None:
+            lines.append(f"- {size}: start probe's distance from the truth (a global factor apart) {start}")
+        for row in mine:
+            ways = row.get("fft_floor_ways")
+            if ways:
+                listed = ", ".join(f"{way} {wall}" for way, (wall, _) in sorted(ways.items(), key=lambda kv: kv[1][0]))
+                lines.append(f"- {size}, {row['engine']}: FFT floor ways (wall s, fastest first): {listed}")
+    for row in rows:
+        if ":" in row["engine"] and (row.get("settings_source") or row.get("settings")):
+            settings = json.dumps(row.get("settings"), sort_keys=True) if row.get("settings") else ""
+            lines.append(f"- {row['engine']} on {row['size']}: {row.get('settings_source') or ''} {settings}".rstrip())
+    return lines
+
+
 def docs_section(rows: list[dict], skipped: list[str], command: str) -> str:
     """The generated part of docs/benchmarks.md."""
     first = next((row for row in rows if "jax" in row), {})
@@ -481,6 +556,8 @@ def docs_section(rows: list[dict], skipped: list[str], command: str) -> str:
         "",
         markdown_table(rows),
         *race_to_target([{**row, "run_to_0.066_s": _run_to_0066(row)} for row in rows]),
+        "",
+        *notes(rows),
         "",
     ]
     if skipped:

@@ -3,9 +3,9 @@
     /work/venv/bin/python benchmarks/peers/make_npz.py --size small --out small.npz
 
 Runs in janssen's own environment. The start is benchmarks/pie.py's `starting_point`
-(a unit object and the true probe with a 0.3 rad pupil-phase error), so the peers start
-where janssen's PIE benchmark starts. The format is described in benchmarks/README.md
-("Peers").
+(a unit object and the true probe blurred by 1 px rms, with a 0.3 rad pupil-phase error and
+a (0.37, -0.29) px offset), so the peers start where janssen's engines start. The format
+is described in benchmarks/README.md ("Peers").
 """
 
 import argparse
@@ -18,7 +18,7 @@ import numpy as np
 from janssen.io import simulate_preset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pie import starting_point  # noqa: E402  (benchmarks/pie.py: the one start for every engine)
+from pie import probe_distance, starting_point  # noqa: E402  (benchmarks/pie.py: the one start for every engine)
 
 
 def corners_px(positions, dx, object_shape, frame_shape):
@@ -31,10 +31,15 @@ def corners_px(positions, dx, object_shape, frame_shape):
     return centre + np.asarray(positions, np.float64) / np.asarray(dx, np.float64)
 
 
-def problem(size, seed=0):
-    """The arrays of the .npz file for one preset (see benchmarks/README.md, "Peers")."""
+def problem(size, seed=0, *, start="fair"):
+    """The arrays of the .npz file for one preset (see benchmarks/README.md, "Peers").
+
+    `start` picks `benchmarks/pie.py`'s starting probe (`start_probe`): "fair" (the truth
+    blurred, with a pupil-phase error and a sub-pixel offset; every code's start) or "pupil".
+    """
     dataset = simulate_preset(size, key=jr.PRNGKey(seed))
-    start = starting_point(dataset)
+    start_kind = start
+    start = starting_point(dataset, kind=start_kind)
     data = dataset.data
     dx = np.asarray(dataset.object_pixel_size, np.float64)
     obj = np.asarray(dataset.object, np.complex64)
@@ -52,6 +57,8 @@ def problem(size, seed=0):
         "dx": dx,
         "distance": np.float64(data.distance),
         "camera_pixel_size": np.asarray(data.camera_pixel_size, np.float64),
+        "start_probe_error": np.float64(probe_distance(start.probe.fields(), dataset.probe)),
+        "start_kind": np.array(start_kind),
         "size": np.array(size),
         "seed": np.int64(seed),
     }
@@ -69,7 +76,10 @@ def main(argv=None):
     print(f"{args.out}: {n} frames of {h}x{w}, object {arrays['object_shape'].tolist()}, dx {arrays['dx'].tolist()} m")
     gap = np.linalg.norm(arrays["probe"] - arrays["probe_true"]) / np.linalg.norm(arrays["probe_true"])
     counts = np.mean(np.sum(arrays["intensities"], axis=(1, 2)))
-    print(f"start probe vs truth: relative difference {gap:.3f}; mean counts per frame {counts:.4g}")
+    print(
+        f"start probe vs truth: relative difference {gap:.3f}, {float(arrays['start_probe_error']):.3f} "
+        f"a global factor apart; mean counts per frame {counts:.4g}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import importlib.metadata
 import logging
 import os
 import sys
+import types
 
 import numpy as np
 import torch
@@ -50,8 +51,42 @@ from _common import (
     whole_corners,
     write_json,
 )
-from ptychi import api
-from ptychi.api.task import PtychographyTask
+
+
+def _torchvision_or_stand_in():
+    """Import torchvision, or put a stand-in in its place; return a note saying which.
+
+    pty-chi 2.2.0 imports `torchvision.transforms.GaussianBlur` at start-up (`ptychi.utils`)
+    and calls it only in `generate_gaussian_random_image`, a random initial guess that this
+    runner never asks for. With the CPU-only torch (2.13.0+cpu), no torchvision on PyPI
+    imports (their compiled ops link against the CUDA build), so install_ptychi.sh's CPU
+    mode installs none and this stand-in, whose `GaussianBlur` raises if ever called,
+    lets pty-chi start.
+    """
+    try:
+        import torchvision.transforms  # noqa: F401
+
+        return f"torchvision {importlib.metadata.version('torchvision')}"
+    except (ImportError, RuntimeError) as error:
+        for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
+            del sys.modules[name]
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+
+    class GaussianBlur:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("torchvision is not installed here (benchmarks/peers/ptychi_runner.py)")
+
+    package, transforms = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+    transforms.GaussianBlur = GaussianBlur
+    package.transforms = transforms
+    sys.modules.update({"torchvision": package, "torchvision.transforms": transforms})
+    return f"no torchvision ({reason}): a stand-in GaussianBlur, unused"
+
+
+TORCHVISION = _torchvision_or_stand_in()
+
+from ptychi import api  # noqa: E402  (after torchvision or its stand-in)
+from ptychi.api.task import PtychographyTask  # noqa: E402
 
 ENGINES = {"epie": "EPIEOptions", "rpie": "RPIEOptions", "lsqml": "LSQMLOptions"}
 DEFAULT_ENGINE = "lsqml"
@@ -183,7 +218,7 @@ def run(data, args):
         clock=clock,
         history=history,
         final_object=final_object,
-        device=f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads)",
+        device=f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads; {TORCHVISION})",
         forward_check=check,
     )
 
