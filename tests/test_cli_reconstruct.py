@@ -192,7 +192,7 @@ def test_mixed_state_probe(cxi_file, tmp_path):
 
 
 def test_extra_modes_preserve_power_and_are_orthonormal():
-    from janssen.cli._reconstruct import _extra_modes
+    from janssen.cli._inputs import extra_modes as _extra_modes
 
     y, x = np.mgrid[:16, :16] - 8.0
     fields = (np.exp(-(x**2 + y**2) / 20) * np.exp(0.1j * x))[None] * 3.0

@@ -201,9 +201,9 @@ def test_refused(refusal, cxi_file, tmp_path, capsys):
             handle[name][()] = handle[name][()] * float(value[1:]) if scaled else value
     with contextlib.ExitStack() as stack:
         if refusal.lock is not None:
-            from janssen.cli._reconstruct import _output_lock
+            from janssen.cli._output import output_lock
 
-            stack.enter_context(_output_lock(folder / refusal.lock))
+            stack.enter_context(output_lock(folder / refusal.lock))
         before = _snapshot(folder)
         code = main(_argv(refusal, folder))
         after = _snapshot(folder)

@@ -787,6 +787,8 @@ def _timeout(signum, frame):
 
 def run_case(case: Case, folder: pathlib.Path, cxi_file: pathlib.Path, monkeypatch, capsys):
     """Set the case up in `folder` and run it: `(exit code or "accepted", stderr, stdout, before, after)`."""
+    import janssen.cli._demo as demo_command
+    import janssen.cli._output as output
     import janssen.cli._reconstruct as reconstruct_command
     import janssen.io
     import janssen.plots._report as report
@@ -794,8 +796,8 @@ def run_case(case: Case, folder: pathlib.Path, cxi_file: pathlib.Path, monkeypat
     def accepted(*args, **kwargs):
         raise _Accepted
 
-    for module, name in ((reconstruct_command, "_run"), (reconstruct_command, "_refine_geometry"),
-                         (reconstruct_command, "_demo"), (janssen.io, "write_cxi"), (report, "_figures")):  # fmt: skip
+    for module, name in ((reconstruct_command, "run_engine"), (reconstruct_command, "refine_geometry"),
+                         (demo_command, "_demo"), (janssen.io, "write_cxi"), (report, "_figures")):  # fmt: skip
         monkeypatch.setattr(module, name, accepted)
     shutil.copy(cxi_file, folder / "data.cxi")
     for name, content in case.files:
@@ -807,7 +809,7 @@ def run_case(case: Case, folder: pathlib.Path, cxi_file: pathlib.Path, monkeypat
     with contextlib.ExitStack() as stack:
         if ("r.h5.lock", "lock") in case.files:
             (folder / "r.h5.lock").unlink()
-            stack.enter_context(reconstruct_command._output_lock(folder / "r.h5"))
+            stack.enter_context(output.output_lock(folder / "r.h5"))
         before = _snapshot(folder)
         previous = signal.signal(signal.SIGALRM, _timeout)
         signal.alarm(_SECONDS)

@@ -7,7 +7,8 @@ import pathlib
 import platform
 import sys
 
-from ._reconstruct import add_demo_parser, add_reconstruct_parser
+from ._demo import add_demo_parser
+from ._reconstruct import add_reconstruct_parser
 from ._report import add_report_parser
 from ._simulate import add_simulate_parser
 
@@ -72,11 +73,11 @@ def version_text() -> str:
     """janssen's version, JAX's, and the device JAX computes on by default (`jax.devices()[0]`)."""
     import jax
 
-    from janssen.invert._checkpoint import _version
+    import janssen
 
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", "") or device.platform
-    return f"janssen {_version()}\njax {jax.__version__}\ndevice {device.platform} ({kind})"
+    return f"janssen {janssen.__version__}\njax {jax.__version__}\ndevice {device.platform} ({kind})"
 
 
 class Parser(argparse.ArgumentParser):

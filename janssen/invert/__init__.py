@@ -1,6 +1,10 @@
 """Reconstruction engines, the `reconstruct` driver and the seed API."""
 
-from ._checkpoint import load_solution as load_solution, save_solution as save_solution
+from ._checkpoint import (
+    load_solution as load_solution,
+    result_name as result_name,
+    save_solution as save_solution,
+)
 from ._constraints import (
     fix_phase_ramp as fix_phase_ramp,
     project_scan_step as project_scan_step,
@@ -28,9 +32,11 @@ from ._engines.pie import (
 )
 from ._engines.positions import PositionLM as PositionLM, PositionLMState as PositionLMState
 from ._geometry import (
+    SCALE_RANGE as SCALE_RANGE,
     GeometryResult as GeometryResult,
     ScaleSearch as ScaleSearch,
     dilate_scan as dilate_scan,
+    geometry_padding as geometry_padding,
     hold_scan_scale as hold_scan_scale,
     refine_geometry as refine_geometry,
 )
@@ -72,7 +78,17 @@ from ._ramp import (
     level_phase_ramp as level_phase_ramp,
     remove_linear_phase as remove_linear_phase,
 )
-from ._reconstruct import reconstruct as reconstruct
+from ._rates import default_rate_factors as default_rate_factors
+from ._reconstruct import DIVERGENCE_FACTOR as DIVERGENCE_FACTOR, reconstruct as reconstruct
+from ._registry import (
+    DEFAULT_LEARNING_RATES as DEFAULT_LEARNING_RATES,
+    ENGINE_NAMES as ENGINE_NAMES,
+    engine_class as engine_class,
+    engine_from_name as engine_from_name,
+    engine_name as engine_name,
+    engine_parameter_names as engine_parameter_names,
+    engine_record as engine_record,
+)
 from ._residual import data_residual as data_residual
 from ._results import RESULTS as RESULTS
 from ._schedule import (
@@ -113,7 +129,7 @@ from ._sharding import (
     shard_positions as shard_positions,
 )
 from ._solution import Solution as Solution
-from ._trainable import trainable_spec as trainable_spec
+from ._trainable import trainable_paths as trainable_paths, trainable_spec as trainable_spec
 from ._uncertainty import object_std as object_std
 from ._verdict import (
     Verdict as Verdict,

@@ -44,6 +44,7 @@ from ..scopes._far_field import FarFieldMicroscope
 from ._engines.base import AbstractEngine
 from ._engines.pie import MomentumPIE
 from ._engines.positions import PositionLM
+from ._init import _default_padding, positions_in_object_frame
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import _windows_inside
 from ._results import RESULTS
@@ -52,8 +53,32 @@ from ._schedule import Stage, run_schedule
 _GOOD = (RESULTS.successful, RESULTS.max_iterations_reached, RESULTS.converged)
 # Searches added at the end when the last one's minimum lies at an end of its grid.
 _EXTRA_SEARCHES = 2
-# The largest relative error of the distance the first search covers, by default.
+#: The largest relative error of the distance `refine_geometry`'s first scale search covers, by default.
 SCALE_RANGE = 0.07
+# Pixels of `geometry_padding` for the positions' own moves beyond the scale search's.
+_POSITION_MARGIN = 4
+
+
+def geometry_padding(data: MicroscopeData) -> int:
+    """An object margin, in pixels, with room for `refine_geometry` to grow the scan.
+
+    `init_far_field_microscope`'s default margin, plus the growth of the scan's outermost
+    position under the first scale search (`SCALE_RANGE` of its distance from the
+    centre) and a few pixels for the positions' own moves. Pass it as
+    `init_far_field_microscope(data, padding=geometry_padding(data))` before refining
+    the geometry.
+
+    **Arguments:**
+
+    - `data`: the measurements (their positions and object pixel).
+
+    **Returns:**
+
+    The margin around the scanned area, in object pixels.
+    """
+    pixels = np.asarray(positions_in_object_frame(data)) / np.asarray(data.object_pixel_size)
+    radius = float(np.max(np.linalg.norm(pixels, axis=1)))
+    return _default_padding(tuple(data.frame_shape)) + int(np.ceil(SCALE_RANGE * radius)) + _POSITION_MARGIN
 
 
 def _check_fft_far_field(name: str, microscope: Any) -> None:

@@ -108,6 +108,24 @@ def selected_paths(model: Any, spec: Any) -> list[str]:
     return [jtu.keystr(path).lstrip(".") for path, flag in leaves if flag]
 
 
+def trainable_paths(model: Any, trainable: Any) -> list[str]:
+    """The dotted leaf paths that `trainable=` selects in `model`, in the model's leaf order.
+
+    **Arguments:**
+
+    - `model`: the microscope.
+    - `trainable`: as for `trainable_spec` (names, paths, a function or a filter spec).
+
+    **Returns:**
+
+    The paths, e.g. `["sample.sample", "probe.modes", "positions"]` for
+    `["object", "probe", "positions"]`.
+
+    **Raises:** `ValueError` as `trainable_spec` does.
+    """
+    return selected_paths(model, trainable_spec(model, trainable))
+
+
 def all_finite(tree: Any) -> Any:
     """A 0-d bool array: every inexact leaf of `tree` is finite."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(tree) if eqx.is_inexact_array(x)]

@@ -14,7 +14,11 @@ from ._geometry_check import (
     check_geometry as check_geometry,
 )
 from ._lazy import CXIFrames as CXIFrames
-from ._results import read_result as read_result, write_result as write_result
+from ._results import (
+    read_result as read_result,
+    temporary_path as temporary_path,
+    write_result as write_result,
+)
 from ._siemens import MeasuredDataset as MeasuredDataset, load_siemens_star as load_siemens_star
 from ._simulate import (
     SimulatedDataset as SimulatedDataset,

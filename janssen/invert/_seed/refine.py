@@ -22,6 +22,7 @@ from ..._data import MicroscopeData
 from ...scopes._simple import SimpleMicroscope
 from .._engines.gauss_newton import GaussNewton
 from .._engines.gradient import Gradient
+from .._rates import default_rate_factors
 from .._reconstruct import reconstruct
 from .._trainable import trainable_spec
 from .simple_microscope import _append_history, _microscope
@@ -74,11 +75,10 @@ def _part_scales(microscope: SimpleMicroscope, names: list[str]) -> dict[str, fl
     return {name: float(sizes[name]) for name in names}
 
 
-def _gradient_engine(params: PtychographyParams, scales: dict[str, float]) -> Gradient:
-    if params.optimizer_type == "sgd":
-        # A gradient scales as 1 / size: size**2 makes an SGD step proportional to the size.
-        scales = {name: s**2 for name, s in scales.items()}
-    return Gradient(_optimizer(params.optimizer_type, float(params.learning_rate)), params.loss_type, scales)
+def _gradient_engine(params: PtychographyParams, microscope: SimpleMicroscope, scales: dict[str, float]) -> Gradient:
+    # The sizes of the first call (or `_part_scales`), as factors (squared for SGD).
+    factors = default_rate_factors(microscope, list(scales), optimizer=params.optimizer_type, sizes=scales)
+    return Gradient(_optimizer(params.optimizer_type, float(params.learning_rate)), params.loss_type, factors)
 
 
 @functools.lru_cache(maxsize=16)
@@ -185,7 +185,7 @@ def simple_microscope_optim(
     return _run(
         experimental_data,
         reconstruction,
-        _gradient_engine(params, scales),
+        _gradient_engine(params, microscope, scales),
         ["object", *names],
         params.num_iterations,
         params.save_every,

@@ -1,0 +1,152 @@
+"""What a run starts from: the data file, a probe file, and the starting microscope built from them."""
+
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import janssen.invert as jinv
+import janssen.io as jio
+from janssen.optics import CoherentModeSet, MixedStateProbe, Probe, extend_modes
+from janssen.scopes import AbstractMicroscope
+
+from ._errors import UsageError
+from ._settings import ReconstructSettings
+
+# Extra probe modes start with this fraction of the total power each (capped so that the
+# first mode keeps at least half of it).
+_EXTRA_MODE_POWER = 0.05
+
+
+def load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
+    """The data and, for the Siemens star, the probe that comes with it."""
+    if path.is_dir():
+        raise UsageError(f"data file {str(path)!r} is a folder: expected a CXI file or the Siemens-star .npz.bz2")
+    if not path.is_file():
+        raise UsageError(f"data file {str(path)!r} does not exist")
+    try:
+        if path.name.endswith((".npz.bz2", ".npz")):
+            measured = jio.load_siemens_star(path)
+            data, probe = measured.data, measured.probe
+        else:
+            data, probe = jio.read_cxi(path), None
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise UsageError(f"cannot read data file {str(path)!r}: {error}") from error
+    if not np.any(np.asarray(data.intensities)):
+        raise UsageError(
+            f"data file {str(path)!r}: the frames ('/entry_1/data_1/data') must hold counts, got zero in every pixel "
+            "of every frame"
+        )
+    return data, probe
+
+
+def _mean_counts(data: jio.MicroscopeData) -> float:
+    return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
+
+
+def load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
+    """A `.npy` probe of the data's frame shape, scaled to the measured counts."""
+    try:
+        probe = np.load(path)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else " ".join(str(error).split())
+        raise UsageError(f"cannot read --probe {str(path)!r}: expected a NumPy .npy file, {reason}") from error
+    if not isinstance(probe, np.ndarray) or probe.dtype.kind not in "iufc":
+        kind = type(probe).__name__ if not isinstance(probe, np.ndarray) else f"dtype {probe.dtype}"
+        raise UsageError(f"--probe {str(path)!r} must hold complex or real numbers, got {kind}")
+    if probe.shape[-2:] != tuple(data.frame_shape) or probe.ndim not in (2, 3):
+        raise UsageError(
+            f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {data.frame_shape}, got {probe.shape}"
+        )
+    if not np.all(np.isfinite(probe)):
+        raise UsageError(
+            f"--probe {str(path)!r} must be finite, got {int(np.sum(~np.isfinite(probe)))} NaN or infinite values"
+        )
+    if not np.any(probe):
+        raise UsageError(f"--probe {str(path)!r} must have some power, got a probe that is zero everywhere")
+    # Scale to the measured counts: with a unit object the model then predicts the data's power.
+    return probe * np.sqrt(_mean_counts(data) / np.sum(np.abs(probe) ** 2))
+
+
+def extra_modes(fields: np.ndarray, modes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal modes and powers: `fields`' modes plus new ones, the total power unchanged.
+
+    `janssen.optics.extend_modes`: the new modes are the strongest mode times low-order
+    polynomials of the position, each with `_EXTRA_MODE_POWER` of the total power.
+    """
+    if fields.shape[0] > modes:
+        raise UsageError(f"the starting probe has {fields.shape[0]} modes, more than --modes {modes}")
+    basis, weights = extend_modes(fields, modes, share=_EXTRA_MODE_POWER)
+    return np.asarray(basis), np.asarray(weights)
+
+
+def probe_module(fields: Any, modes: int, wavelength: Any, dx: Any) -> Probe | MixedStateProbe:
+    """A `Probe` of `fields`, or for `modes > 1` a `MixedStateProbe` with extra modes added."""
+    fields = np.asarray(fields)
+    fields = fields[None] if fields.ndim == 2 else fields
+    if modes == 1:
+        return Probe(fields, wavelength, dx)
+    basis, weights = extra_modes(fields, modes)
+    dtype = jnp.result_type(fields.dtype, jnp.complex64)
+    mode_set = CoherentModeSet(jnp.asarray(basis, dtype=dtype), jnp.asarray(weights), wavelength, dx)
+    return MixedStateProbe(mode_set)
+
+
+def near_field_geometry(settings: ReconstructSettings, data: jio.MicroscopeData) -> dict[str, Any]:
+    """`init_near_field_microscope`'s geometry: the given (or the file's) distance, `z1` and propagator."""
+    distance = float(data.distance) if settings.distance is None else float(settings.distance)
+    return {"distance": distance, "focus_to_sample": settings.focus_to_sample, "propagator": settings.propagator}
+
+
+def near_field_pixel(geometry: dict[str, Any], data: jio.MicroscopeData) -> Any:
+    """The sample pixel: the detector pixel, over the cone-beam magnification (z1 + z2) / z1."""
+    z1, z2 = geometry["focus_to_sample"], geometry["distance"]
+    magnification = 1.0 if z1 is None else (z1 + z2) / z1
+    return data.camera_pixel_size / magnification
+
+
+def start_microscope(
+    settings: ReconstructSettings, data: jio.MicroscopeData, bundled: Any
+) -> tuple[AbstractMicroscope, list[str]]:
+    """The starting microscope, and notes on how it was guessed (printed with the summary)."""
+    if settings.near_field:
+        return _start_near_field(settings, data), []
+    # A model probe (from a file or bundled with the data) is centred on the measured
+    # far field first: the engines pin the probe's far-field centroid (phase-ramp ambiguity).
+    notes = []
+    if settings.probe is not None:
+        fields = jinv.align_probe_to_data(jnp.asarray(load_probe(settings.probe, data)), data)
+    elif bundled is not None:
+        fields = jinv.align_probe_to_data(jnp.asarray(bundled), data)
+    else:
+        search = jinv.search_probe(data, key=jr.PRNGKey(settings.seed))
+        # Reported with the summary (an error found after the start must stay a single line).
+        notes.append(
+            f"probe guess: sample {'downstream' if search.defocus_sign > 0 else 'upstream'} of the focus, "
+            f"illuminated disc {search.diameter_px:.1f} px across (janssen.invert.search_probe)"
+        )
+        fields = search.fields
+    probe = probe_module(fields, settings.modes, data.wavelength, data.object_pixel_size)
+    padding = jinv.geometry_padding(data) if settings.geometry else None
+    start = jinv.init_far_field_microscope(data, probe, padding=padding, align=False)  # aligned above
+    if start.detector is not None:
+        notes.append(
+            f"detector background: {float(start.detector.background):.3g} counts per pixel, modelled "
+            "(janssen.invert.background_start)"
+        )
+    return start, notes
+
+
+def _start_near_field(settings: ReconstructSettings, data: jio.MicroscopeData) -> AbstractMicroscope:
+    options = near_field_geometry(settings, data)
+    # Default probe: the mean pattern's amplitude propagated back to the sample plane
+    # (`init_near_field_microscope`; a flat probe stalled at object error 0.57-1.0 where this
+    # start reaches 0.06). `--probe` replaces it; `--modes` adds modes to either.
+    start = jinv.init_near_field_microscope(data, **options)
+    if settings.probe is None and settings.modes == 1:
+        return start
+    fields = start.probe.fields() if settings.probe is None else load_probe(settings.probe, data)
+    probe = probe_module(fields, settings.modes, data.wavelength, start.sample.dx)
+    return jinv.init_near_field_microscope(data, probe=probe, **options)

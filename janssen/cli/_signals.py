@@ -1,0 +1,92 @@
+"""Signals and failures while a command runs: Ctrl-C and SIGTERM stop the run, every failure is one line."""
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._errors import (
+    EXIT_BUSY,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    EXIT_TERMINATED,
+    EXIT_WRITE_FAILED,
+    BusyError,
+    UsageError,
+    WriteError,
+)
+
+# Signals received while a command runs, and whether a save is in progress (they then wait for it).
+received: list[int] = []
+_deferring = [False]
+
+
+def _on_signal(number: int, frame: Any) -> None:
+    received.append(number)
+    if not _deferring[0]:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_handled() -> Iterator[None]:
+    """For the time of a command: SIGTERM (a scheduler's stop) stops the run as Ctrl-C does."""
+    received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, _on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def saving() -> Iterator[None]:
+    """A save that a signal does not cut short: the signal is acted on once the file is complete."""
+    before, _deferring[0] = _deferring[0], True
+    try:
+        yield
+    finally:
+        _deferring[0] = before
+
+
+def signal_exit() -> int:
+    """130 after Ctrl-C (SIGINT), 143 after SIGTERM: the shell's codes."""
+    return EXIT_TERMINATED if received and received[0] == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def signal_name() -> str:
+    return "SIGTERM" if signal_exit() == EXIT_TERMINATED else "Ctrl-C"
+
+
+def kept_text(kept: dict[str, Any]) -> str:
+    """What a stopped run left: the checkpoint it wrote last, or nothing."""
+    if kept.get("iteration") is None:
+        return "no result file was written"
+    return f"{kept['out']} holds the checkpoint of iteration {kept['iteration']}"
+
+
+def command(name: str, body: Callable[[dict[str, Any]], int]) -> int:
+    """Run `body(kept)` with signals handled; every failure is one line on stderr and an exit code."""
+    kept: dict[str, Any] = {"iteration": None, "out": None}
+    with _signals_handled():
+        try:
+            return body(kept)
+        except BusyError as error:
+            return _error(name, error, EXIT_BUSY)
+        except WriteError as error:
+            return _error(name, f"{error}; {kept_text(kept)}", EXIT_WRITE_FAILED)
+        except (UsageError, OSError, ValueError) as error:
+            return _error(name, error)
+        except KeyboardInterrupt:
+            print(f"janssen {name}: interrupted ({signal_name()}); {kept_text(kept)}", file=sys.stderr)
+            return signal_exit()
+
+
+def _error(command: str, error: BaseException | str, code: int = EXIT_REFUSED) -> int:
+    print(f"janssen {command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
