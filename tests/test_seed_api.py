@@ -358,17 +358,19 @@ def test_optim_holds_the_scale_gauge_and_does_not_drift(problem):
     power = float(jnp.sum(jnp.abs(recon.lightwave.field) ** 2))
     errors, ramp_free, out, done = [], [], recon, 0
     for total in (30, 100, 300):
-        out = ji.simple_microscope_optim(data, out, ji.PtychographyParams(CAMERA, total - done, 0.05))
-        done = total
+        params = ji.PtychographyParams(CAMERA, total - done, 0.05, loss_type="amplitude")
+        out, done = ji.simple_microscope_optim(data, out, params), total
         # `c O` with `P / c` fit the data equally: the probe's power is held, the object takes c.
         np.testing.assert_allclose(float(jnp.sum(jnp.abs(out.lightwave.field) ** 2)), power, rtol=1e-4)
         errors.append(object_error(problem["truth"], out.sample.sample, problem["illum"]))
         ramp_free.append(_without_phase_ramp_error(problem["truth"], out.sample.sample, problem["illum"]))
-    # Measured: 0.419 / 0.373 / 0.349, ramp removed 0.206 / 0.148 / 0.115; before the power
-    # was held the probe's power grew x270 in these 300 steps (error 0.421 / 0.375 / 0.350).
+    # Measured at 30 / 100 / 300 steps: 0.355 / 0.304 / 0.295, ramp removed 0.132 / 0.036 /
+    # 0.028, the residual 0.73 / 0.49 / 0.48 (Poisson floor ~0.5). Without the held power the
+    # same errors, but the probe's power x119 at 300 steps. With the default "mse" loss Adam is
+    # slower: ramp removed 0.206 / 0.148 / 0.115.
     assert errors[0] > errors[1] > errors[2] and ramp_free[0] > ramp_free[1] > ramp_free[2]
-    assert ramp_free[2] < 0.125 and errors[2] < 0.37
-    assert out.losses.shape == (301, 2)
+    assert ramp_free[2] <= 0.1 and errors[2] < 0.32
+    assert out.losses.shape == (301, 2) and float(out.losses[-1, 1]) < 0.55
 
 
 def test_optim_bounds_bind(problem):

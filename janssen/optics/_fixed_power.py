@@ -17,7 +17,7 @@ class FixedPowerProbe(AbstractProbe):
     holds `c`, and it drifts: Adam moves every leaf by about its step per iteration, so
     the probe's power can grow without bound while the object shrinks and its steps
     grow in proportion (measured with `simple_microscope_optim`, 300 Adam steps: the
-    probe's power x270). Here the power is not a free parameter: `power` is an array
+    probe's power x119 to x270). Here the power is not a free parameter: `power` is an array
     leaf that is not refined unless asked for, the gradient along `modes`' own scale is
     zero, and the object takes the overall scale.
 
