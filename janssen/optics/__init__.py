@@ -25,6 +25,7 @@ from ._fft import (
     ifft2c as ifft2c,
     ifft2u as ifft2u,
 )
+from ._fixed_power import FixedPowerProbe as FixedPowerProbe
 from ._probe import AbstractProbe as AbstractProbe, Probe as Probe
 from ._propagator.angular_spectrum import AngularSpectrum as AngularSpectrum
 from ._propagator.base import AbstractPropagator as AbstractPropagator

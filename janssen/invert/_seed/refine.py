@@ -19,6 +19,7 @@ import optax
 from jaxtyping import Array
 
 from ..._data import MicroscopeData
+from ...optics._fixed_power import FixedPowerProbe
 from ...scopes._simple import SimpleMicroscope
 from .._engines.gauss_newton import GaussNewton
 from .._engines.gradient import Gradient
@@ -107,10 +108,37 @@ def _start(reconstruction: PtychographyReconstruction, microscope, engine, data,
     return eqx.tree_at(lambda s: s.microscope, previous, microscope)
 
 
+def _power_held(microscope: SimpleMicroscope, reconstruction: PtychographyReconstruction) -> SimpleMicroscope:
+    """The microscope with its probe's power held (`FixedPowerProbe`) at the reconstruction's.
+
+    A run that continues one of these takes the previous probe's parameters as they
+    were (its modes need not have the held power), so that resuming equals one run.
+    """
+    fields = microscope.probe.fields()
+    held = FixedPowerProbe(fields, microscope.probe.wavelength, microscope.probe.dx)
+    previous = None if reconstruction.solution is None else reconstruction.solution.microscope.probe
+    same_kind = previous is not None and jax.tree_util.tree_structure(previous) == jax.tree_util.tree_structure(held)
+    if same_kind and previous.modes.shape == fields.shape and bool(jnp.allclose(previous.fields(), fields)):
+        held = previous
+    return eqx.tree_at(lambda m: m.probe, microscope, held)
+
+
 def _run(
-    data, reconstruction, engine, trainable, num_iterations, save_every, camera_pixel_size, *, bounds=None, scales=()
+    data,
+    reconstruction,
+    engine,
+    trainable,
+    num_iterations,
+    save_every,
+    camera_pixel_size,
+    *,
+    bounds=None,
+    scales=(),
+    hold_power=False,
 ):
     microscope = _microscope(reconstruction, camera_pixel_size, data.frame_shape)
+    if hold_power:
+        microscope = _power_held(microscope, reconstruction)
     start = _start(reconstruction, microscope, engine, data, trainable)
     previous_count = 0 if start is microscope else int(start.losses.shape[0])
     solution = reconstruct(
@@ -192,6 +220,7 @@ def simple_microscope_optim(
         params.camera_pixel_size,
         bounds=bounds,
         scales=tuple(sorted(scales.items())),
+        hold_power=True,
     )
 
 

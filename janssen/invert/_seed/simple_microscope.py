@@ -16,12 +16,13 @@ from jaxtyping import Array, Float
 from ..._custom_types import PairLike, ScalarLike
 from ..._data import MicroscopeData
 from ..._validate import check_positive, pair, real_array
-from ...optics._elements.circular_aperture import CircularAperture
 from ...optics._probe import Probe
 from ...optics._sample import SampleFunction
 from ...optics._wavefront import OpticalWavefront
 from ...scopes._simple import SimpleMicroscope
 from .._engines.pie import RPIE, PIEState
+from .._init import _bright_field_radius
+from .._patterns import mean_pattern
 from .._reconstruct import reconstruct
 from .._residual import data_residual
 from .types import EpieData, PtychographyParams, PtychographyReconstruction
@@ -185,6 +186,68 @@ def init_simple_microscope(
     )
 
 
+#: Diameters of the probe guesses `init_simple_epie` tries, as factors of the scan-derived one.
+_SEARCH_FACTORS = (0.5, 0.64, 0.8, 1.0, 1.25, 1.56, 1.95)
+#: rPIE sweeps that score each guess (as `janssen.invert.search_probe`).
+_SEARCH_ITERATIONS = 4
+
+
+def _cycles_per_camera_pixel(microscope: SimpleMicroscope) -> float:
+    """How many cycles per sample pixel one camera pixel spans, times the frame width (host-side).
+
+    `1` when the camera samples the discrete Fourier grid of the sample's pixels (the
+    "FFT-compatible" choice `effective_dx = wavelength * distance / (N * zoom * camera)`).
+    """
+    camera = np.asarray(microscope.propagator.output_dx, dtype=np.float64)
+    zoomed = np.asarray(microscope.sample.dx * microscope.zoom.zoom_factor, dtype=np.float64)
+    distance = float(microscope.propagator.distance)
+    width = microscope.detector_shape[1]
+    return float(np.mean(camera * zoomed) * width / (float(microscope.probe.wavelength) * distance))
+
+
+def _probe_guess(microscope: SimpleMicroscope, mean: np.ndarray, diameter_px: float, sign: int) -> Array:
+    """A sample-plane probe whose far field through the optics is `sqrt(mean)` with a defocus phase.
+
+    The phase spreads the bright-field cone over a disc of `diameter_px` sample pixels
+    (the rule of `janssen.invert.init_probe`, converted from camera pixels to sample
+    pixels); the optics' adjoint takes it to the sample plane.
+    """
+    height, width = mean.shape
+    fy = (np.arange(height) - height // 2) / height
+    fx = (np.arange(width) - width // 2) / width
+    f2 = fx[None, :] ** 2 + fy[:, None] ** 2
+    scale = _cycles_per_camera_pixel(microscope)
+    phase = -sign * np.pi * diameter_px * scale * f2 / (2 * _bright_field_radius(mean))
+    dtype = microscope.probe.fields().dtype
+    pupil = jnp.asarray(np.sqrt(mean) * np.exp(1j * phase), dtype=dtype)[None]
+    return microscope.backpropagate(pupil, jnp.zeros(2, microscope.sample.dx.dtype))[0]
+
+
+def _scored(microscope: SimpleMicroscope, data: MicroscopeData, probe: Array) -> float:
+    """The residual after a few rPIE sweeps from `probe` and a uniform object (inf if the run failed)."""
+    start = eqx.tree_at(lambda m: m.probe, microscope, microscope.probe.with_fields(probe[None]))
+    start = eqx.tree_at(lambda m: m.sample.sample, start, _starting_object(start, data, 1e-6))
+    solution = reconstruct(start, data, RPIE(), trainable=("object", "probe"), num_iterations=_SEARCH_ITERATIONS)
+    return float(solution.losses[-1]) if solution.iteration == _SEARCH_ITERATIONS else float("inf")
+
+
+def _searched_probe(microscope: SimpleMicroscope, data: MicroscopeData, spacing_px: float) -> Array:
+    """The best-scoring guess over both sides of focus and `_SEARCH_FACTORS` of the scan's diameter."""
+    mean = mean_pattern(data)
+    base = spacing_px / (1 - 0.7)  # a linear overlap of 0.7, as `janssen.invert.init_probe`
+    candidates = [_probe_guess(microscope, mean, factor * base, sign) for sign in (1, -1) for factor in _SEARCH_FACTORS]
+    scores = [_scored(microscope, data, probe) for probe in candidates]
+    return candidates[int(np.argmin(scores))]
+
+
+def _median_spacing(raw_px: np.ndarray, default: float) -> float:
+    if len(raw_px) < 2:
+        return default
+    gaps = np.sqrt(np.sum((raw_px[:, None] - raw_px[None]) ** 2, axis=-1))
+    np.fill_diagonal(gaps, np.inf)
+    return float(np.median(gaps.min(axis=1)))
+
+
 def init_simple_epie(
     experimental_data: MicroscopeData,
     effective_dx: PairLike,
@@ -197,16 +260,25 @@ def init_simple_epie(
 ) -> EpieData:
     """Pixel-unit inputs for a PIE reconstruction with no probe measurement at hand.
 
-    The probe is a plane wave through the microscope's field stop seen from the sample:
-    the aperture of diameter `aperture_diameter` in the image plane is a disc of
-    `aperture_diameter / zoom_factor` in the sample plane (with the simple microscope's
-    one-pixel soft edge). It lives on the camera frame's grid at `effective_dx`, scaled
-    so that its power equals the mean counts per frame. The object is a unit
-    transmission on a field of view built by the same rule as
-    `compute_fov_and_positions` for that probe grid. The measured patterns are passed
-    through unchanged: janssen's `SimpleMicroscope` evaluates the far field at the
-    camera's own pixels, so the original's resampling onto an FFT grid (which lost
-    energy and shifted the patterns) is not needed.
+    The probe is guessed from the data, as janssen's default path does for far-field
+    data (`janssen.invert.init_probe`, `search_probe`): a field whose far field through
+    the microscope's optics (zoom, field stop, scaled Fraunhofer onto the camera) has
+    the measured mean amplitude `sqrt(mean frame)`, given the quadratic phase of a
+    defocus that spreads the bright field over a disc in the sample plane. Which side of
+    focus and how large a disc are not in the mean frame; both signs and seven sizes
+    (0.5 to 1.95 times `scan spacing / 0.3`) each start 4 rPIE sweeps from a uniform
+    object, and the lowest residual wins. The original's plane wave through the stop
+    ends far from the truth on focused-probe data: object error 0.997 after 30 rPIE
+    sweeps of `simple_microscope_epie`, against 0.06 (0.04 with the phase ramp removed)
+    from this guess (`tests/test_seed_api.py`).
+
+    The guess lives on the camera frame's grid at `effective_dx`, scaled so that its
+    power equals the mean counts per frame. The object is a unit transmission on a
+    field of view built by the same rule as `compute_fov_and_positions` for that probe
+    grid. The measured patterns are passed through unchanged: janssen's
+    `SimpleMicroscope` evaluates the far field at the camera's own pixels, so the
+    original's resampling onto an FFT grid (which lost energy and shifted the patterns)
+    is not needed.
 
     **Arguments:**
 
@@ -214,9 +286,9 @@ def init_simple_epie(
     - `effective_dx`: sample-plane pixel in metres, scalar or `(x, y)`, > 0.
     - `wavelength`: metres, > 0.
     - `zoom_factor`: magnification, > 0.
-    - `aperture_diameter`: metres in the image plane, > 0.
-    - `travel_distance`: aperture-to-camera distance in metres, > 0 (checked only; the
-      probe does not depend on it).
+    - `aperture_diameter`: metres in the image plane, > 0 (the field stop the guess is
+      seen through).
+    - `travel_distance`: aperture-to-camera distance in metres, > 0.
     - `camera_pixel_size`: metres, scalar or `(x, y)`, > 0.
     - `padding`: extra FOV pixels on every side; default half the aperture's size in
       sample pixels (the original's default).
@@ -239,22 +311,34 @@ def init_simple_epie(
         check_positive(name, value)
     shape = tuple(experimental_data.frame_shape)
     stop = aperture_diameter / zoom_factor
-    plane = OpticalWavefront(jnp.ones(shape, jnp.result_type(complex)), wavelength, dx)
-    probe = CircularAperture(stop, edge_width=jnp.max(dx))(plane).field
-    mean_counts = jnp.mean(jnp.sum(experimental_data.intensities * experimental_data.valid[None], axis=(1, 2)))
-    probe = probe * jnp.sqrt(mean_counts / jnp.sum(jnp.abs(probe) ** 2)).astype(probe.dtype)
     aperture_px = np.asarray(stop, dtype=np.float64) / np.asarray(dx, dtype=np.float64)
     pad = _padding_pair(padding, np.round(aperture_px / 2).astype(int))
     raw = np.asarray(experimental_data.positions, dtype=np.float64) / np.asarray(dx, dtype=np.float64)
     height, width, pos = _fov(raw, shape, pad)
+    positions = jnp.asarray(pos - [width // 2, height // 2], dtype=dx.dtype)
+    camera = pair("camera_pixel_size", camera_pixel_size)
+    plane = jnp.ones(shape, jnp.result_type(complex))
+    optics = SimpleMicroscope(
+        Probe(plane, wavelength, dx),
+        SampleFunction(jnp.ones((height, width), plane.dtype), dx),
+        positions * dx[None],
+        zoom_factor=zoom_factor,
+        aperture_diameter=aperture_diameter,
+        travel_distance=travel_distance,
+        camera_pixel_size=camera,
+        detector_shape=shape,
+    )
+    probe = _searched_probe(optics, experimental_data, _median_spacing(raw, min(shape) / 4))
+    mean_counts = jnp.mean(jnp.sum(experimental_data.intensities * experimental_data.valid[None], axis=(1, 2)))
+    probe = probe * jnp.sqrt(mean_counts / jnp.sum(jnp.abs(probe) ** 2)).astype(probe.dtype)
     return EpieData(
         experimental_data.intensities,
         probe,
         jnp.ones((height, width), probe.dtype),
-        jnp.asarray(pos - [width // 2, height // 2], dtype=dx.dtype),
+        positions,
         dx,
         wavelength,
-        pair("camera_pixel_size", camera_pixel_size),
+        camera,
         zoom_factor,
     )
 
