@@ -93,6 +93,8 @@ def engine_from_name(name: str, **parameters: Any) -> AbstractEngine:
         return optimistix_engine(_OPTIMISTIX[name], **parameters)
     rate = parameters.pop("learning_rate", None)
     rate = DEFAULT_LEARNING_RATES[name] if rate is None else float(rate)
+    # No factors and an empty table are the same engine: one form, so that a rebuilt engine equals it.
+    parameters["learning_rates"] = parameters.get("learning_rates") or None
     return Gradient(_optimizer(name, rate), **parameters)
 
 

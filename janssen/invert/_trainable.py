@@ -118,8 +118,8 @@ def trainable_paths(model: Any, trainable: Any) -> list[str]:
 
     **Returns:**
 
-    The paths, e.g. `["sample.sample", "probe.modes", "positions"]` for
-    `["object", "probe", "positions"]`.
+    The paths, e.g. `["probe.modes", "sample.sample", "positions"]` for a far-field
+    microscope and `["object", "probe", "positions"]`.
 
     **Raises:** `ValueError` as `trainable_spec` does.
     """

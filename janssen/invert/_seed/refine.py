@@ -20,6 +20,7 @@ from jaxtyping import Array
 
 from ..._data import MicroscopeData
 from ...optics._fixed_power import FixedPowerProbe
+from ...scopes._base import AbstractMicroscope
 from ...scopes._simple import SimpleMicroscope
 from .._engines.gauss_newton import GaussNewton
 from .._engines.gradient import Gradient
@@ -76,7 +77,7 @@ def _part_scales(microscope: SimpleMicroscope, names: list[str]) -> dict[str, fl
     return {name: float(sizes[name]) for name in names}
 
 
-def _gradient_engine(params: PtychographyParams, microscope: SimpleMicroscope, scales: dict[str, float]) -> Gradient:
+def _gradient_engine(params: PtychographyParams, microscope: AbstractMicroscope, scales: dict[str, float]) -> Gradient:
     # The sizes of the first call (or `_part_scales`), as factors (squared for SGD).
     factors = default_rate_factors(microscope, list(scales), optimizer=params.optimizer_type, sizes=scales)
     return Gradient(_optimizer(params.optimizer_type, float(params.learning_rate)), params.loss_type, factors)
