@@ -646,8 +646,10 @@ def main(argv=None) -> int:
         lines = [json.loads(line) for line in pathlib.Path(args.table_from).read_text().splitlines() if line.strip()]
         rows = [line for line in lines if "skipped" not in line]
         skipped = [f"{line['engine']} on {line['size']}: {line['skipped']}" for line in lines if "skipped" in line]
-        seen = {key: ",".join(dict.fromkeys(line[key] for line in lines)) for key in ("size", "engine")}
-        command = f"python benchmarks/run.py --sizes {seen['size']} --engines {seen['engine']}"
+        sizes = ",".join(dict.fromkeys(line["size"] for line in lines))
+        mine = ",".join(dict.fromkeys(line["engine"] for line in lines if ":" not in line["engine"]))
+        peers = ",".join(dict.fromkeys(line["engine"].split(":")[0] for line in lines if ":" in line["engine"]))
+        command = f"python benchmarks/run.py --sizes {sizes} --engines {mine}" + (f" --peers {peers}" if peers else "")
         write_docs(pathlib.Path(args.docs), docs_section(rows, skipped, command))
         return 0
     sizes = _names(args.sizes, SIZES, "size")
