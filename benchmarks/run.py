@@ -24,7 +24,9 @@ fresh subprocess, so that its peak memory is its own, and prints one JSON line:
   which other work on a shared machine inflates less than wall time;
 - `obj_err`: DESIGN.md's object error after the last iteration; `obj_err_ramp`: the same
   with the best linear phase ramp also removed (`benchmarks/peers/_common.py`'s
-  `ramp_free_error`, the one measure for janssen's rows and the peers'); `iters_to_0.066` and
+  `ramp_free_error`, the one measure for janssen's rows and the peers');
+  `iters_to_0.066_ramp` and `time_to_0.066_ramp_s`: when that error (zero shift, after
+  every iteration, clock stopped) first fell to 0.066 or below; `iters_to_0.066` and
   `time_to_0.066_s` (wall time from the start of `reconstruct`, compilation included,
   the error evaluations excluded) the first iteration at which it fell to 0.066 or below;
   `run_to_0.066_s`: that many iterations at `per_iter_s`, the compilation apart (DESIGN.md's
@@ -303,6 +305,7 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
     data, start, truth, illumination, meta = load_dataset(data_path)
     engine = make_engine(name, start)
     times, cpu_times, errors, marks = [], [], [], {}
+    snapshots = pathlib.Path(tempfile.mkdtemp(prefix="janssen-worker-"))
 
     def callback(iteration, loss, microscope):
         now, now_cpu = time.perf_counter(), time.process_time()
@@ -310,7 +313,11 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
         cpu_times.append(now_cpu - marks["last_cpu"])
         if iteration == 1:
             marks["reset"] = _reset_peak()
-        errors.append(object_error(truth, np.asarray(microscope.sample.sample), illumination, max_shift=0))
+        current = np.asarray(microscope.sample.sample)
+        errors.append(object_error(truth, current, illumination, max_shift=0))
+        # The ramp-free error after the run: its FFTs and BLAS calls between iterations
+        # slowed the iterations (page cache, not resident memory, holds the copies).
+        np.save(snapshots / f"{len(errors)}.npy", current)
         marks["last"], marks["last_cpu"] = time.perf_counter(), time.process_time()
 
     spawned = os.environ.get(SPAWN_CLOCK)
@@ -329,6 +336,12 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
     final_ramp = ramp_free_error(truth, final_object, illumination, max_shift=2)
     errors[-1] = final
     reached = next((i for i, e in enumerate(errors) if e <= TARGET), None)
+    ramp_errors = []
+    for i in range(1, len(errors) + 1):
+        ramp_errors.append(ramp_free_error(truth, np.load(snapshots / f"{i}.npy"), illumination, max_shift=0))
+        (snapshots / f"{i}.npy").unlink()
+    snapshots.rmdir()
+    reached_ramp = next((i for i, e in enumerate(ramp_errors) if e <= TARGET), None)
     per_iter = statistics.median(times[1:] or times)
     per_iter_cpu = statistics.median(cpu_times[1:] or cpu_times)
     dataset_mb = data.intensities.nbytes / 2**20
@@ -352,6 +365,8 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
         "iters_to_0.066": None if reached is None else reached + 1,
         "time_to_0.066_s": None if reached is None else _sig(sum(times[: reached + 1])),
         "run_to_0.066_s": run_to_target(None if reached is None else reached + 1, per_iter),
+        "iters_to_0.066_ramp": None if reached_ramp is None else reached_ramp + 1,
+        "time_to_0.066_ramp_s": None if reached_ramp is None else _sig(sum(times[: reached_ramp + 1])),
         "residual": round(solution.final_loss, 4),
         **({} if start_to_reconstruct is None else {"start_to_reconstruct_s": _sig(start_to_reconstruct)}),
         "noise_floor": round(float(meta["noise_floor"]), 4) if "noise_floor" in meta else None,
@@ -373,7 +388,8 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
 def peer_command(peer: str, data: pathlib.Path, engine: str, iterations: int, out: pathlib.Path):
     """The command that runs `peer` with its recommended settings, or a string saying why it cannot run."""
     arguments = ["--data", str(data), "--engine", engine, "--iterations", str(iterations), "--out", str(out)]
-    arguments += ["--save-object", str(out.with_suffix(".npy")), *PEER_SETTINGS.get((peer, engine), ([], ""))[0]]
+    arguments += ["--save-object", str(out.with_suffix(".npy")), "--ramp-history"]
+    arguments += PEER_SETTINGS.get((peer, engine), ([], ""))[0]
     if peer == "ptychi":
         arguments += ["--threads", os.environ.get("JANSSEN_PEER_THREADS", "1")]
     hook = PEERS / "run_peer.py"
@@ -452,6 +468,8 @@ def peer_row(peer: str, engine: str, size: str, data: pathlib.Path, result: dict
         "iters_to_0.066": reached,
         "time_to_0.066_s": result.get("time_to_0.066_s", result.get("wall_to_0.066_s")),
         "run_to_0.066_s": run_to_target(reached, per_iter),
+        "iters_to_0.066_ramp": result.get("iters_to_0.066_ramp_removed"),
+        "time_to_0.066_ramp_s": result.get("time_to_0.066_ramp_removed_s"),
         "residual": result.get("residual"),
         "peak_rss_mb": result.get("peak_rss_mb"),
         "device": result.get("device", "cpu"),
@@ -478,6 +496,8 @@ COLUMNS = [
     ("iters_to_0.066", "iterations to 0.066"),
     ("time_to_0.066_s", "s to 0.066"),
     ("run_to_0.066_s", "s to 0.066, compile apart"),
+    ("iters_to_0.066_ramp", "iterations to 0.066, ramp removed"),
+    ("time_to_0.066_ramp_s", "s to 0.066, ramp removed"),
     ("residual", "residual"),
     ("noise_floor", "noise floor"),
     ("run_rss_mb", "run memory (MB)"),
@@ -526,6 +546,17 @@ def race_to_target(rows: list[dict]) -> list[str]:
 def notes(rows: list[dict]) -> list[str]:
     """Lines under the table: per size the start's distance and the floor's ways; each peer's settings."""
     lines = []
+    for size in dict.fromkeys(row["size"] for row in rows):
+        fastest = []
+        for side, is_peer in (("janssen", False), ("peers", True)):
+            timed = [r for r in rows if r["size"] == size and (":" in r["engine"]) == is_peer]
+            timed = [r for r in timed if r.get("time_to_0.066_ramp_s") is not None]
+            best = min(timed, key=lambda r: r["time_to_0.066_ramp_s"], default=None)
+            if best is not None:
+                fastest.append(f"{side}: {best['engine']} {best['time_to_0.066_ramp_s']} s")
+        if fastest:
+            title = f"- {size}, fastest to error {TARGET} with the ramp removed (from the start): "
+            lines.append(title + "; ".join(fastest))
     for size in dict.fromkeys(row["size"] for row in rows):
         mine = [row for row in rows if row["size"] == size and ":" not in row["engine"]]
         start = next((row["start_probe_error"] for row in mine if row.get("start_probe_error") is not None), None)
@@ -646,8 +677,10 @@ def main(argv=None) -> int:
         lines = [json.loads(line) for line in pathlib.Path(args.table_from).read_text().splitlines() if line.strip()]
         rows = [line for line in lines if "skipped" not in line]
         skipped = [f"{line['engine']} on {line['size']}: {line['skipped']}" for line in lines if "skipped" in line]
-        seen = {key: ",".join(dict.fromkeys(line[key] for line in lines)) for key in ("size", "engine")}
-        command = f"python benchmarks/run.py --sizes {seen['size']} --engines {seen['engine']}"
+        sizes = ",".join(dict.fromkeys(line["size"] for line in lines))
+        mine = ",".join(dict.fromkeys(line["engine"] for line in lines if ":" not in line["engine"]))
+        peers = ",".join(dict.fromkeys(line["engine"].split(":")[0] for line in lines if ":" in line["engine"]))
+        command = f"python benchmarks/run.py --sizes {sizes} --engines {mine}" + (f" --peers {peers}" if peers else "")
         write_docs(pathlib.Path(args.docs), docs_section(rows, skipped, command))
         return 0
     sizes = _names(args.sizes, SIZES, "size")

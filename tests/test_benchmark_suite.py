@@ -60,10 +60,12 @@ def test_peer_row_from_the_runner_json(suite, tmp_path):
     result = {"per_iter_s": 0.1, "compile_s": 0.5, "obj_err_history": [0.3, 0.07, 0.05], "obj_err": 0.049,
               "time_to_0.066_s": 0.7, "iterations": 3, "version": "0.3.7"}  # fmt: skip
     result["per_iter_cpu_s"] = 0.05
+    result.update({"iters_to_0.066_ramp_removed": 2, "time_to_0.066_ramp_removed_s": 0.6})
     row = suite.peer_row("ptylab", "epie", "small", tmp_path / "x.npz", result, jax_floor=(0.02, 0.01))
     assert row["engine"] == "ptylab:epie" and row["iters_to_0.066"] == 3 and row["time_to_0.066_s"] == 0.7
     assert row["ratio"] == 5.0 and row["ratio_cpu"] == 5.0
     assert row["obj_err"] == 0.049 and row["peer_version"] == "0.3.7"
+    assert row["iters_to_0.066_ramp"] == 2 and row["time_to_0.066_ramp_s"] == 0.6
 
 
 def _tiny_file(tmp_path):
@@ -101,6 +103,9 @@ def test_worker_row_on_a_tiny_file(suite, tmp_path):
     assert row["fft_floor_s"] == pytest.approx(min(walls.values()), rel=1e-3)
     assert row["ratio"] == pytest.approx(row["per_iter_s"] / row["fft_floor_s"], rel=2e-3)
     assert row["obj_err_ramp"] <= row["obj_err"] + 1e-4
+    # Per iteration the ramp-free error is at most the plain one, so it reaches 0.066 no later.
+    assert row["iters_to_0.066_ramp"] is not None and row["iters_to_0.066"] is not None
+    assert row["iters_to_0.066_ramp"] <= row["iters_to_0.066"]
     assert row["dataset_mb"] == round(25 * 32 * 32 * 4 / 2**20, 2)
     assert row["result"] == "max_iterations_reached"
     assert row["obj_err"] < 0.5 * unit  # measured: 0.15 -> 0.04 in 8 iterations
