@@ -1,5 +1,6 @@
 """The diffuser microscope (`janssen.scopes.diffuser_microscope`) and the binned sensor (`PixelBinning`)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +149,52 @@ def test_diffuser_microscope_through_a_train_microscope_is_the_same_model():
                PixelBinning(2, response)]  # fmt: skip
     direct = TrainMicroscope(built.probe, built.sample, positions, members)
     np.testing.assert_array_equal(np.asarray(built()), np.asarray(direct()))
+
+
+@pytest.mark.parametrize("modes", [1, 2])
+def test_pie_reconstructs_through_a_binned_diffuser_microscope(modes):
+    """rPIE updates object and probe through the diffuser and a 2x2-binned sensor.
+
+    Each probe mode leaves the binning as four incoherent channels; the engine's mode
+    statistics sum a mode's channels (before, a binned sensor stopped PIE with a shape
+    error). 36 positions, a 3 rad-rms smooth diffuser, noise-free data, unit object
+    start, 60 iterations. Measured object error: 0.0119 (one mode), 0.0124 (two modes).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    import janssen.invert as jinv
+    from janssen.io import MicroscopeData
+    from janssen.optics import CoherentModeSet, MixedStateProbe
+
+    n, dx, z1, z2 = 32, 1e-6, 2e-4, 3e-4
+    rng = np.random.default_rng(0)
+    y, x = np.indices((n, n)) - n // 2
+    probe = 10 * np.exp(-(x**2 + y**2) / (2 * 7.0**2))
+    grid = (np.arange(6) - 2.5) * 6
+    positions = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2) * dx
+    side = n + 36
+    obj = (0.7 + 0.3 * rng.random((side, side))) * np.exp(0.8j * rng.random((side, side)))
+    obj = gaussian_filter(obj.real, 1) + 1j * gaussian_filter(obj.imag, 1)
+    diffuser = np.exp(3j * gaussian_filter(rng.standard_normal((n, n)), 1.5))
+    if modes == 1:
+        illumination = Probe(jnp.asarray(probe, jnp.complex64), WAVELENGTH, dx)
+    else:
+        second = probe * x / 7
+        basis = np.stack([probe / np.linalg.norm(probe), second / np.linalg.norm(second)])
+        weights = jnp.asarray([0.7, 0.3]) * np.sum(np.abs(probe) ** 2)
+        illumination = MixedStateProbe(CoherentModeSet(jnp.asarray(basis, jnp.complex64), weights, WAVELENGTH, dx))
+    truth = diffuser_microscope(
+        illumination,
+        SampleFunction(jnp.asarray(obj, jnp.complex64), dx),
+        positions,
+        jnp.asarray(diffuser, jnp.complex64),
+        distance_to_diffuser=z1,
+        distance_to_sensor=z2,
+        binning=2,
+    )
+    data = MicroscopeData(truth(), positions, WAVELENGTH, 2 * dx, z1 + z2)
+    start = eqx.tree_at(lambda m: m.sample.sample, truth, jnp.ones_like(truth.sample.sample))
+    solution = jinv.reconstruct(start, data, jinv.RPIE(), trainable=["object", "probe"], num_iterations=60)
+    error = jinv.object_error(truth.sample.sample, solution.microscope.sample.sample, jinv.illumination_map(truth))
+    assert float(error) < 0.03
+    assert float(solution.losses[-1]) < 0.02 * float(solution.losses[0])

@@ -118,7 +118,9 @@ class AbstractTrainMicroscope(AbstractMicroscope):
         """Exit waves through the train onto the camera, in sqrt(photons) per camera pixel.
 
         A member may turn each mode into several incoherent channels (a binned sensor), so
-        the leading axis of the result need not be the modes'.
+        the leading axis of the result need not be the modes': it holds each mode's
+        channels one after another (mode-major), which is what the PIE engines' mode
+        statistics assume.
         """
         check_field_shape("exit_waves", exit_waves, self.probe_shape)
         if self.moves_with_object:

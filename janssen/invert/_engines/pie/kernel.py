@@ -66,8 +66,15 @@ def exit_correction(psi, optics, subpixel, measured, valid, background=None):
     Poisson noise into the object as diffuse scattering.
     """
     field = optics.propagate(psi, subpixel)
-    mode_intensity = abs2(field)
-    amp2 = jnp.sum(mode_intensity, axis=0)
+    channel_intensity = abs2(field)
+    amp2 = jnp.sum(channel_intensity, axis=0)
+    # A member may split each mode into several incoherent channels (a binned sensor),
+    # each mode's channels contiguous: the mode statistics sum a mode's channels.
+    modes = psi.shape[0]
+    if channel_intensity.shape[0] == modes:
+        mode_intensity = channel_intensity
+    else:
+        mode_intensity = channel_intensity.reshape(modes, -1, *channel_intensity.shape[-2:]).sum(axis=1)
     model = amp2 if background is None else amp2 + background
     # A floor far below one photon keeps the ratio finite where the model is dark.
     ratio = jnp.where(valid > 0, jnp.sqrt((measured + DARK) / (model + DARK)), 1.0)
