@@ -9,7 +9,6 @@ import numpy as np
 
 import janssen.invert as jinv
 import janssen.io as jio
-from janssen.scopes import FarFieldMicroscope
 
 from ._errors import UsageError, WriteError
 from ._output import save
@@ -52,7 +51,7 @@ def run_engine(
 
 def refine_geometry(start, data: jio.MicroscopeData, seed: int):
     """`refine_geometry` on the start (progress on stderr); `(microscope, interrupted)`."""
-    if not (isinstance(start, FarFieldMicroscope) and start.propagator is None):
+    if not start.fourier_detector:
         raise UsageError("--geometry needs the FFT far field (it refines the distance through the object pixel)")
     print("janssen: refining the scan geometry (positions and distance) first", file=sys.stderr)
     started = time.perf_counter()
