@@ -241,3 +241,15 @@ def test_default_schedule_levels_the_near_field_ramp():
     # Levelling the truth gives the truth's own ramp-free version: the same error floor.
     floor = object_error(sim.object, level_phase_ramp(sim.microscope()).sample.sample, illum)
     assert object_error(sim.object, levelled.sample.sample, illum) == pytest.approx(floor, abs=0.01)
+
+
+def test_near_field_pixel_size_is_the_detector_pixel_over_the_magnification():
+    from janssen.invert import near_field_pixel_size
+
+    data = MicroscopeData(np.ones((1, 8, 8)), np.zeros((1, 2)), 1e-10, (2e-5, 1e-5), 0.9)
+    np.testing.assert_allclose(near_field_pixel_size(data), [2e-5, 1e-5], rtol=1e-6)  # a plane wave
+    # z1 = 0.1 m, z2 = 0.9 m: M = (0.1 + 0.9) / 0.1 = 10.
+    np.testing.assert_allclose(near_field_pixel_size(data, focus_to_sample=0.1), [2e-6, 1e-6], rtol=1e-6)
+    np.testing.assert_allclose(near_field_pixel_size(data, distance=0.4, focus_to_sample=0.1), [4e-6, 2e-6], rtol=1e-6)
+    start = init_near_field_microscope(data, focus_to_sample=0.1)
+    np.testing.assert_allclose(start.sample.dx, [2e-6, 1e-6], rtol=1e-6)

@@ -100,13 +100,6 @@ def near_field_geometry(settings: ReconstructSettings, data: jio.MicroscopeData)
     return {"distance": distance, "focus_to_sample": settings.focus_to_sample, "propagator": settings.propagator}
 
 
-def near_field_pixel(geometry: dict[str, Any], data: jio.MicroscopeData) -> Any:
-    """The sample pixel: the detector pixel, over the cone-beam magnification (z1 + z2) / z1."""
-    z1, z2 = geometry["focus_to_sample"], geometry["distance"]
-    magnification = 1.0 if z1 is None else (z1 + z2) / z1
-    return data.camera_pixel_size / magnification
-
-
 def start_microscope(
     settings: ReconstructSettings, data: jio.MicroscopeData, bundled: Any
 ) -> tuple[AbstractMicroscope, list[str]]:

@@ -17,7 +17,7 @@ import janssen.io as jio
 from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import load_data, near_field_geometry, near_field_pixel, start_microscope
+from ._inputs import load_data, near_field_geometry, start_microscope
 from ._output import figures, output_lock, output_path
 from ._resume import cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
@@ -187,7 +187,12 @@ def _prepare(settings: ReconstructSettings):
             "has as many unknowns as a frame has pixels, so the data cannot support more modes than frames"
         )
     try:  # unit sanity before anything large is allocated (near field: the sample pixel, not the far-field one)
-        near_pixel = near_field_pixel(near_field_geometry(settings, data), data) if settings.near_field else None
+        near_pixel = None
+        if settings.near_field:
+            geometry = near_field_geometry(settings, data)
+            near_pixel = jinv.near_field_pixel_size(
+                data, distance=geometry["distance"], focus_to_sample=geometry["focus_to_sample"]
+            )
         grid = jio.check_geometry(data, object_pixel_size=near_pixel)
     except jio.GeometryError as error:
         raise UsageError(f"data file {str(path)!r}: {error}") from error

@@ -15,8 +15,8 @@ import janssen.invert as jinv
 from ._args import MAX_ITERATIONS, MAX_MODES
 from ._errors import UsageError
 
-PIE_ENGINES = ("epie", "mpie", "rpie")
-OPTIMIZERS = ("adam", "sgd")
+PIE_ENGINES = tuple(name for name in jinv.ENGINE_NAMES if issubclass(jinv.engine_class(name), jinv.AbstractPIE))
+OPTIMIZERS = tuple(sorted(jinv.DEFAULT_LEARNING_RATES))  # the gradient engines, by optimizer
 # "auto": `janssen.invert.default_schedule` (rPIE, ePIE with small steps, batched mPIE; each until converged).
 AUTO = "auto"
 ENGINE_CHOICES = tuple(sorted([AUTO, *jinv.ENGINE_NAMES]))
@@ -89,11 +89,6 @@ class ReconstructSettings:
     noise_std: float | None = None
     geometry: bool = False
     engine_parameters: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
-
-    @property
-    def is_pie(self) -> bool:
-        """PIE engines, and the default schedule, which runs them."""
-        return is_pie(self.engine)
 
 
 def is_pie(engine: str) -> bool:

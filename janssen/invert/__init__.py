@@ -55,7 +55,10 @@ from ._init_detector import (
     background_start as background_start,
     estimate_background as estimate_background,
 )
-from ._init_near import init_near_field_microscope as init_near_field_microscope
+from ._init_near import (
+    init_near_field_microscope as init_near_field_microscope,
+    near_field_pixel_size as near_field_pixel_size,
+)
 from ._losses import (
     AbstractLoss as AbstractLoss,
     AmplitudeLoss as AmplitudeLoss,

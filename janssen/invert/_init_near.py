@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Complex, Num
+from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import ScalarLike
 from .._data import MicroscopeData
@@ -29,14 +29,38 @@ def _geometry(
     else:
         z2 = propagator.distance
     z1 = None if focus_to_sample is None else jnp.asarray(focus_to_sample, data.camera_pixel_size.dtype)
-    magnification = 1.0 if z1 is None else (z1 + z2) / z1
-    dx = data.camera_pixel_size / magnification
+    dx = near_field_pixel_size(data, distance=z2, focus_to_sample=z1)
     shape = tuple(data.frame_shape)
     positions = positions_in_object_frame(data)
     sample = init_object(data, shape, padding=padding, pixel_size=dx)
     probe = Probe(jnp.ones((1, *shape), sample.sample.dtype), data.wavelength, dx)
     distance = z2 if named else None
     return NearFieldMicroscope(probe, sample, positions, distance=distance, propagator=propagator, focus_to_sample=z1)
+
+
+def near_field_pixel_size(
+    data: MicroscopeData, *, distance: ScalarLike | None = None, focus_to_sample: ScalarLike | None = None
+) -> Float[Array, "2"]:
+    """The sample pixel of a near-field geometry, in metres: the detector pixel over the magnification.
+
+    A cone beam from a focus `z1` before the sample magnifies the sample onto the detector
+    `z2` after it by `M = (z1 + z2) / z1`; a plane wave (`focus_to_sample=None`) does not.
+    `init_near_field_microscope` builds its object on this pixel; it is also the pixel to
+    check the data's geometry with (`janssen.io.check_geometry(data, object_pixel_size=...)`).
+
+    **Arguments:**
+
+    - `data`: the near-field measurements (`data.camera_pixel_size`, `data.distance`).
+    - `distance`: `z2` in metres (default `data.distance`).
+    - `focus_to_sample`: `z1` in metres, or `None` for a plane wave.
+
+    **Returns:**
+
+    The `(2,)` pixel size `data.camera_pixel_size / M`.
+    """
+    z2 = data.distance if distance is None else distance
+    magnification = 1.0 if focus_to_sample is None else (focus_to_sample + z2) / focus_to_sample
+    return data.camera_pixel_size / magnification
 
 
 def _back_propagated_mean(data: MicroscopeData, microscope: NearFieldMicroscope) -> Complex[Array, "1 y x"]:
