@@ -107,7 +107,7 @@ def test_default_rate_factors_measure_each_part():
 
 def test_default_rate_factors_are_the_seed_solvers_factors():
     """`simple_microscope_optim`'s engine: its own part sizes, as they are for Adam and squared for SGD."""
-    from janssen.invert._seed_solvers import _gradient_engine
+    from janssen.invert._seed.refine import _gradient_engine
 
     sizes = {"probe": 7.0, "zoom": 1.2, "aperture_diameter": 2e-4, "aperture_center": 2e-4, "distance": 0.3}
     params = jinv.PtychographyParams(1e-5, 10, learning_rate=0.01, optimizer_type="sgd")
