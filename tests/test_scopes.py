@@ -274,6 +274,25 @@ def test_jit_equals_eager_and_vmap_equals_loop():
     np.testing.assert_allclose(eager, batched[1], rtol=0, atol=1e-5 * scale)
 
 
+def test_blocked_prediction_equals_a_loop_over_frames():
+    # 37 frames: on a CPU `microscope()` runs blocks of 16 (the last one short), each block
+    # vectorised, with the probe transformed once; per-frame scales make the frame index count.
+    rng = np.random.default_rng(5)
+    positions = rng.uniform(-6e-6, 6e-6, (37, 2))
+    m = _microscope("far_field", jo.SampleFunction(_object_array(), DX), positions, probe=_probe(modes=2))
+    scales = jnp.asarray(rng.uniform(0.5, 1.5, 37), jnp.float32)
+    m = js.with_detector(m, js.DetectorResponse(background=jnp.float32(0.01), frame_scale=scales))
+    blocked = predict(m)
+    single = eqx.filter_jit(lambda mic, p, i: mic.intensity(p, i))
+    looped = jnp.stack([single(m, m.positions[i], jnp.asarray(i)) for i in range(37)])
+    indices = jnp.array([3, 36, 17])
+    picked = eqx.filter_jit(lambda mic, i: mic.predict(i))(m, indices)
+    scale = float(jnp.max(looped))
+    # float32: measured agreement 1e-7 of the peak; a wrong frame index or block would be O(1).
+    np.testing.assert_allclose(blocked, looped, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(picked, looped[indices], rtol=0, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_backpropagate_is_adjoint_of_propagate(x64, getkey, kind):
     m = _microscope(kind, jo.SampleFunction(_object_array(), DX), POSITIONS)

@@ -11,7 +11,7 @@ from ._constraints import (
     scan_gauges as scan_gauges,
 )
 from ._convergence import Convergence as Convergence
-from ._engines.base import AbstractEngine as AbstractEngine
+from ._engines.base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,
     GaussNewtonEngineState as GaussNewtonEngineState,

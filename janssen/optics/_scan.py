@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float, Inexact, Int
 
-from ._fft import fourier_shift
+from ._fft import fourier_shift, shift_spectrum
 
 
 def patch_corner(
@@ -57,6 +57,13 @@ def add_to_patch(
 def shift_probe(fields: Complex[Array, "*modes y x"], subpixel: Float[Array, "2"]) -> Complex[Array, "*modes y x"]:
     """The probe moved by the sub-pixel remainder: `P(r - subpixel)`."""
     return fourier_shift(fields, subpixel)
+
+
+def shift_probe_spectrum(
+    spectrum: Complex[Array, "*modes y x"], subpixel: Float[Array, "2"]
+) -> Complex[Array, "*modes y x"]:
+    """`shift_probe` of the probe whose `fft2u` is `spectrum` (transformed once for every position)."""
+    return shift_spectrum(spectrum, subpixel)
 
 
 def positions_outside(

@@ -1,6 +1,6 @@
 """The reconstruction engines; `janssen.invert` exports them."""
 
-from .base import AbstractEngine as AbstractEngine
+from .base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
 from .gauss_newton import GaussNewton as GaussNewton
 from .gradient import Gradient as Gradient
 from .optimistix import OptimistixLeastSquares as OptimistixLeastSquares

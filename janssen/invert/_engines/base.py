@@ -89,3 +89,21 @@ class AbstractEngine(eqx.Module, Generic[_State]):
     @abc.abstractmethod
     def postprocess(self, microscope: AbstractMicroscope, state: _State) -> AbstractMicroscope:
         """The microscope to return to the user."""
+
+
+class AbstractFixedLengthEngine(AbstractEngine[_State]):
+    """An engine that runs every iteration it is asked for and returns its last microscope as is.
+
+    `terminate` is always `False` (the driver's `num_iterations` and convergence tests
+    decide when to stop) and `postprocess` is the identity. The PIE family, `Gradient`,
+    `GaussNewton` and `PositionLM` are such engines; a new engine that needs neither an
+    early stop of its own nor a final tidy-up subclasses this and writes `init` and `step`.
+    """
+
+    def terminate(self, state: _State, losses: Float[Array, " n"]) -> Bool[Array, ""]:
+        del state, losses
+        return never_stop()
+
+    def postprocess(self, microscope: AbstractMicroscope, state: _State) -> AbstractMicroscope:
+        del state
+        return microscope

@@ -36,7 +36,7 @@ from .._metrics import illumination_map
 from .._realify import from_real, to_real
 from .._residual import residual_function
 from .._trainable import _expand, _get
-from .base import AbstractEngine, never_stop
+from .base import AbstractFixedLengthEngine
 
 # Bounds on the relative damping: a long run of rejections must not overflow it, and a
 # long run of acceptances must not drive it to 0 (pure Gauss-Newton on a singular J^T J).
@@ -164,7 +164,7 @@ def _scan_projector(microscope: Any, trainable: Any):
     return lambda v: eqx.tree_at(lambda t: t.positions, v, project(v.positions))
 
 
-class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
+class GaussNewton(AbstractFixedLengthEngine[GaussNewtonEngineState]):
     """Levenberg-Marquardt refinement of the amplitude residuals (Gauss-Newton with damping).
 
     Each iteration linearises the residuals `r = valid * (sqrt(I_predicted + eps) -
@@ -320,11 +320,3 @@ class GaussNewton(AbstractEngine[GaussNewtonEngineState]):
             # A leaf with a zero gradient keeps its relative weights at the typical scale.
             scaled.append(w * jnp.where(factor > 0, factor, 1))
         return treedef.unflatten(scaled)
-
-    def terminate(self, state, losses):
-        del state, losses
-        return never_stop()
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope

@@ -30,7 +30,7 @@ from ...scopes._base import AbstractMicroscope
 from .._complex import descent_gradient
 from .._losses import AbstractLoss, AmplitudeLoss, as_loss
 from .._trainable import _expand, _get
-from .base import AbstractEngine, never_stop
+from .base import AbstractFixedLengthEngine
 
 # Adam moves every parameter by about the learning rate per iteration, whatever the
 # gradient's scale; 0.02 suits an object of unit amplitude (see the class docstring).
@@ -64,7 +64,7 @@ def _labels(params: Any, microscope: AbstractMicroscope, learning_rates: dict[st
     return jtu.tree_map_with_path(lambda kp, _: _label_of(_path_of(kp), rules), params)
 
 
-class Gradient(AbstractEngine[GradientState]):
+class Gradient(AbstractFixedLengthEngine[GradientState]):
     """Gradient-based refinement with an `optax` optimizer (default: Adam).
 
     Each iteration predicts the intensities (`vmap` of the one-position forward model,
@@ -178,11 +178,3 @@ class Gradient(AbstractEngine[GradientState]):
             index = self._minibatch(key, microscope.num_positions)
             params, opt_state, residual = update(params, state.opt_state, index)
         return eqx.combine(params, static), GradientState(opt_state), jnp.sqrt(residual)
-
-    def terminate(self, state, losses):
-        del state, losses
-        return never_stop()
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope

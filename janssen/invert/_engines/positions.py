@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 
 from .._residual import AmplitudeResidual
 from .._trainable import _expand, selected_paths
-from .base import AbstractEngine, never_stop
+from .base import AbstractFixedLengthEngine
 
 _MIN_DAMPING, _MAX_DAMPING = 1e-8, 1e8
 _RAISE, _LOWER = 10.0, 1.0 / 3.0
@@ -37,7 +37,7 @@ class PositionLMState(eqx.Module):
     damping: Float[Array, " npos"]
 
 
-class PositionLM(AbstractEngine[PositionLMState]):
+class PositionLM(AbstractFixedLengthEngine[PositionLMState]):
     """Per-position Levenberg-Marquardt refinement of the scan positions.
 
     Refines `positions` only (`trainable="positions"`); the object, the probe and the rest
@@ -122,11 +122,3 @@ class PositionLM(AbstractEngine[PositionLMState]):
         damping = jnp.clip(lam * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
         loss = jnp.sqrt(jnp.sum(jnp.where(accept, new, old)) / terms.count)
         return with_positions(kept), PositionLMState(damping.astype(lam.dtype)), loss
-
-    def terminate(self, state, losses):
-        del state, losses
-        return never_stop()
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope

@@ -40,7 +40,7 @@ from ..._jit import quick_jit
 from ..._ramp import spectrum_centroid
 from ..._sharding import positions_mesh_of
 from ..._trainable import selected_paths
-from ..base import AbstractEngine, never_stop
+from ..base import AbstractFixedLengthEngine
 from .gauge import hold_gauge
 from .kernel import Kernel, Optics, checkerboard, fast_path, locate_all
 from .modes import field_power, follow_modes, mode_power_step
@@ -252,7 +252,7 @@ def _check_steps(**steps: float) -> None:
         raise ValueError(f"`momentum` must lie in [0, 1), got {steps['momentum']}")
 
 
-class AbstractPIE(AbstractEngine[PIEState]):
+class AbstractPIE(AbstractFixedLengthEngine[PIEState]):
     """The PIE family: subclasses fix the step rule through their fields.
 
     `init`, `step`, `terminate` and `postprocess` are shared (and never overridden);
@@ -277,14 +277,6 @@ class AbstractPIE(AbstractEngine[PIEState]):
 
     def step(self, microscope, state, data, trainable, key):
         return _pie_step(self._config(), microscope, state, data, trainable, key)
-
-    def terminate(self, state, losses):
-        del state, losses
-        return never_stop()
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope
 
 
 class EPIE(AbstractPIE):
