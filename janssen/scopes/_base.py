@@ -13,7 +13,7 @@ from jaxtyping import Array, Complex, Float, Int
 from .._validate import is_concrete
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
-from ..optics._scan import extract_patch, patch_corner, positions_outside, shift_probe, split_corner
+from ..optics._scan import patch_corner, positions_outside, shift_probe, split_corner, take_window
 from ._detector import DetectorResponse, refines_any
 
 # The `trainable=` names every microscope answers: its object, its probe's fields, its scan.
@@ -86,11 +86,39 @@ class AbstractMicroscope(eqx.Module):
         corner = patch_corner(position, self.sample.dx, self.sample.shape, self.probe_shape)
         return split_corner(corner)
 
+    def split_shift(
+        self, subpixel: Float[Array, "*npos 2"]
+    ) -> tuple[Float[Array, "*npos 2"], Float[Array, "*npos 2"] | None]:
+        """Who takes the sub-pixel remainder `subpixel` from `locate`: `(probe_shift, sample_shift)`.
+
+        The probe (`(subpixel, None)`), unless the sample is `periodic`: then the sample
+        is moved (`take_window`) and the probe stays on its grid (`(0, subpixel)`), so the
+        exit wave is in the probe's frame and `propagate` gets a zero remainder.
+        """
+        if self.sample.periodic:
+            return jnp.zeros_like(subpixel), subpixel
+        return subpixel, None
+
+    def windows(self) -> tuple[Int[Array, "npos 2"], Float[Array, "npos 2"] | None]:
+        """Every position's window on the sample: whole-pixel corners and the sample's shifts.
+
+        For `take_window` / `put_window` (`None` shifts unless the sample is periodic).
+        """
+        corners, subpixel = jax.vmap(self.locate)(self.positions)
+        return corners, self.split_shift(subpixel)[1]
+
     def exit_waves(self, position: Float[Array, "2"]) -> Complex[Array, "modes y x"]:
-        """Probe modes, moved by the sub-pixel remainder, times the whole-pixel object patch."""
+        """Probe modes, moved by the sub-pixel remainder, times the whole-pixel object patch.
+
+        For a `periodic` sample: the probe modes times the window of the sample moved by
+        the remainder (`split_shift`).
+        """
         corner, subpixel = self.locate(position)
-        patch = extract_patch(self.sample.sample, corner, self.probe_shape)
-        return shift_probe(self.probe.fields(), subpixel) * patch[None]
+        probe_shift, sample_shift = self.split_shift(subpixel)
+        patch = take_window(self.sample.sample, corner, sample_shift, self.probe_shape)
+        if sample_shift is not None:
+            return self.probe.fields() * patch[None]
+        return shift_probe(self.probe.fields(), probe_shift) * patch[None]
 
     def intensity(self, position: Float[Array, "2"], index: Int[Array, ""] | None = None) -> Float[Array, "dety detx"]:
         """Predicted detector intensity at one scan position: the one forward model.
@@ -100,7 +128,7 @@ class AbstractMicroscope(eqx.Module):
         number in the scan, needed only by per-frame scales (`detector.frame_scale`).
         """
         _, subpixel = self.locate(position)
-        fields = self.propagate(self.exit_waves(position), subpixel)
+        fields = self.propagate(self.exit_waves(position), self.split_shift(subpixel)[0])
         coherent = jnp.sum(fields.real**2 + fields.imag**2, axis=0)
         if self.detector is None:
             return coherent
@@ -242,7 +270,7 @@ class AbstractMicroscope(eqx.Module):
             self.detector.check_fits(self.detector_shape, self.num_positions)
 
     def check_geometry(self) -> None:
-        """Raise `ValueError` if probe and sample disagree or a patch runs off the object.
+        """Raise `ValueError` if probe and sample disagree or a patch runs off a non-periodic object.
 
         Runs on concrete values only (constructors call it; inside `jit` it is a no-op).
         """
@@ -261,7 +289,9 @@ class AbstractMicroscope(eqx.Module):
             raise ValueError(f"`sample` {(sy, sx)} must be at least as large as the probe {(py, px)}")
         if not np.all(np.isfinite(np.asarray(self.positions))):
             raise ValueError("`positions` must be finite, got NaN or infinite values")
-        bad = positions_outside(self.positions, self.sample.dx, self.sample.shape, self.probe_shape)
+        bad = positions_outside(
+            self.positions, self.sample.dx, self.sample.shape, self.probe_shape, self.sample.periodic
+        )
         if bad.size:
             raise ValueError(
                 f"`positions`: {bad.size} scan position(s) put the probe partly off the object "
