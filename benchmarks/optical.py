@@ -2,7 +2,8 @@
 
 Run from the repository root:
 
-    PYTHONPATH=. python benchmarks/optical.py [--grids 6 10] [--rad 3.0] [--loops 100]
+    PYTHONPATH=. python benchmarks/optical.py [--grids 6 10] [--rad 3.0] [--loops 100] [--vmap 0]
+        [--gamma-object G] [--alpha-surface A] [--gamma-surface G]   # unset: epie_optical's defaults
 
 Builds `_optical_problem(grid, surface_rad)` from `tests/test_seed_api.py` (32 x 32 fine grid,
 2 x 2 sensor blocks), starts from the envelope and a flat diffuser, and prints the object
@@ -35,7 +36,7 @@ import janssen.invert as ji  # noqa: E402
 from janssen.optics import OpticalWavefront, SampleFunction  # noqa: E402
 
 
-def run(grid: int, rad: float, loops: int, vmap: int, gamma: float) -> None:
+def run(grid: int, rad: float, loops: int, vmap: int, steps: dict) -> None:
     data, obj, surface, envelope, mask = _optical_problem(grid=grid, surface_rad=rad)
     start = OpticalWavefront(jnp.asarray(envelope * 100, jnp.complex64), WAVELENGTH, OPT_DX)
     flat = SampleFunction(jnp.ones((OPT_N, OPT_N)), OPT_DX)
@@ -43,7 +44,7 @@ def run(grid: int, rad: float, loops: int, vmap: int, gamma: float) -> None:
     t0 = time.perf_counter()
     rec, surf = ji.epie_optical(
         data, start, flat, mask, OPT_Z1, OPT_Z2, 2,
-        vmap_iterations=vmap, gamma_object=gamma, gamma_surface=gamma, num_loops=loops,
+        vmap_iterations=vmap, num_loops=loops, **steps,
     )  # fmt: skip
     rec.field.block_until_ready()
     wall = time.perf_counter() - t0
@@ -54,7 +55,7 @@ def run(grid: int, rad: float, loops: int, vmap: int, gamma: float) -> None:
         _without_phase_ramp_error(obj, rec.field, weight),
     ]
     print(
-        f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, gamma {gamma}): "
+        f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, {steps or 'defaults'}): "
         f"start {errs[0]:.4f} (ramp-free {errs[1]:.4f}) -> end {errs[2]:.4f} (ramp-free {errs[3]:.4f}); "
         f"{wall:.1f} s"
     )
@@ -65,8 +66,11 @@ if __name__ == "__main__":
     parser.add_argument("--grids", type=int, nargs="+", default=[6, 10])
     parser.add_argument("--rad", type=float, default=3.0)
     parser.add_argument("--loops", type=int, default=100)
-    parser.add_argument("--vmap", type=int, default=5)
-    parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--vmap", type=int, default=0)
+    for name in ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     args = parser.parse_args()
+    names = ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface")
+    steps = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     for g in args.grids:
-        run(g, args.rad, args.loops, args.vmap, args.gamma)
+        run(g, args.rad, args.loops, args.vmap, steps)
