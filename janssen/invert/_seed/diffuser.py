@@ -5,11 +5,12 @@ diffuser (the "surface"), then `propagation_distance_2` to a sensor. Each scan p
 moves the object relative to the diffuser. The sensor integrates `magnification x
 magnification` blocks of the fine grid, each fine pixel weighted by `pixel_mask`.
 
-Both propagations use `janssen.optics.AngularSpectrum` on the fine grid. The object is
-carried as the uncentred spectrum (`fft2u` order) of its field at the diffuser plane, so a
-scan position is a Fourier phase ramp on it (exact for sub-pixel positions, periodic in
-the grid). The updates follow rPIE (Maiden, Johnson & Li 2017) on the two factors of the
-diffuser-plane exit wave, as in ePIE (Maiden & Rodenburg 2009): `alpha` is the
+Both propagations use `janssen.optics.AngularSpectrum` on the fine grid; a scan position
+moves the object's field at the diffuser plane by an exact Fourier shift, periodic in the
+grid. `epie_optical` runs `janssen.invert.RPIE` (Maiden, Johnson & Li 2017) through
+`reconstruct` on `optical_microscope`, where the diffuser is the probe and that field a
+periodic sample. `single_pie_iteration` and its schedules are the same rPIE written on
+the object's uncentred spectrum (`fft2u` order), kept as building blocks: `alpha` is the
 regularisation and `gamma` the step.
 """
 
