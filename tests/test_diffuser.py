@@ -198,3 +198,63 @@ def test_pie_reconstructs_through_a_binned_diffuser_microscope(modes):
     error = jinv.object_error(truth.sample.sample, solution.microscope.sample.sample, jinv.illumination_map(truth))
     assert float(error) < 0.03
     assert float(solution.losses[-1]) < 0.02 * float(solution.losses[0])
+
+
+def test_periodic_sample_window_is_the_exact_shift_and_put_is_its_adjoint(x64):
+    """A periodic sample's window at a sub-pixel position is the sample there, exactly; `put_window` is its adjoint.
+
+    The sample is a sum of plane waves of whole frequencies on its grid, so its value at
+    any point is known in closed form. Measured in float64: window against the closed
+    form 2.1e-15 of the peak, and `<take O, y> = <O, put y>` to 4.3e-16 (relative).
+    """
+    from janssen.optics import put_window, take_window
+
+    shape, window = (12, 16), (8, 8)
+    rng = np.random.default_rng(5)
+    freqs = [(1, -2), (3, 1), (-2, 5), (0, 3)]
+    amps = rng.standard_normal(4) + 1j * rng.standard_normal(4)
+
+    def value(x, y):  # the sample at (x, y) pixels, periodic in `shape`
+        return sum(a * np.exp(2j * np.pi * (fy * y / shape[0] + fx * x / shape[1])) for a, (fx, fy) in zip(amps, freqs))
+
+    yy, xx = np.indices(shape)
+    obj = jnp.asarray(value(xx, yy))
+    corner, shift = jnp.asarray([13, -3]), jnp.asarray([0.3, -0.45])  # off the grid: wraps around
+    got = take_window(obj, corner, shift, window)
+    wy, wx = np.indices(window)
+    expected = value(wx + 13 + 0.3, wy - 3 - 0.45)
+    assert float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected))) < 1e-12
+    y = jnp.asarray(rng.standard_normal(window) + 1j * rng.standard_normal(window))
+    x = jnp.asarray(rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    lhs = complex(jnp.vdot(y, take_window(x, corner, shift, window)))
+    rhs = complex(jnp.vdot(put_window(jnp.zeros_like(x), corner, shift, y), x))
+    assert abs(lhs - rhs) / abs(lhs) < 1e-10
+    # A real weight map takes whole pixels, with wrap-around.
+    weights = put_window(jnp.zeros(shape), corner, shift, jnp.ones(window))
+    assert float(jnp.sum(weights)) == 64.0 and float(jnp.max(weights)) == 1.0
+
+
+def test_periodic_sample_needs_no_room_and_moves_instead_of_the_probe():
+    """With `periodic=True` any position is valid, and the exit wave is `P(r) O(r + p)` on the probe's grid.
+
+    Measured (float32): 1.9e-7 of the peak against the closed-form sample.
+    """
+    inputs = _inputs()
+    probe, diffuser = inputs[0], inputs[2]
+    freqs, yy, xx = [(1, 2), (-3, 1)], *np.indices((N, N))
+
+    def value(x, y):
+        return sum(np.exp(2j * np.pi * (fy * y + fx * x) / N) for fx, fy in freqs)
+
+    far_positions = np.array([[7.25, -9.5], [-30.0, 0.75]]) * DX  # beyond the sample: it wraps
+    with pytest.raises(ValueError, match="off the object"):
+        _microscope(probe, value(xx, yy), diffuser, None, far_positions, 1, jnp.complex64)
+    sample = SampleFunction(jnp.asarray(value(xx, yy), jnp.complex64), DX, periodic=True)
+    scope = diffuser_microscope(
+        Probe(jnp.asarray(probe, jnp.complex64), WAVELENGTH, DX), sample, far_positions, jnp.asarray(diffuser),
+        distance_to_diffuser=Z1, distance_to_sensor=Z2,
+    )  # fmt: skip
+    for p in far_positions / DX:
+        got = np.asarray(scope.exit_waves(jnp.asarray(p * DX, jnp.float32)))[0]
+        expected = probe * value(xx + p[0], yy + p[1])
+        assert np.max(np.abs(got - expected)) < 1e-5 * np.max(np.abs(expected))

@@ -6,17 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Num
 
-from ..optics._scan import add_to_patch
+from ..optics._scan import put_window
 from ..scopes._base import AbstractMicroscope
 
 
 @eqx.filter_jit
 def _illumination(microscope: AbstractMicroscope) -> Float[Array, "Y X"]:
     intensity = jnp.sum(jnp.abs(microscope.probe.fields()) ** 2, axis=0)
-    corners = jax.vmap(lambda p: microscope.locate(p)[0])(microscope.positions)
+    corners, shifts = microscope.windows()
 
     def body(i, acc):
-        return add_to_patch(acc, corners[i], intensity)
+        return put_window(acc, corners[i], None if shifts is None else shifts[i], intensity)
 
     start = jnp.zeros(microscope.sample.shape, intensity.dtype)
     return jax.lax.fori_loop(0, corners.shape[0], body, start)

@@ -63,10 +63,9 @@ def _strongly_typed(tree: Any) -> Any:
 
 
 def _windows_inside(microscope: AbstractMicroscope) -> bool:
-    """Whether every probe window lies on the object (slicing inside `jit` would clamp)."""
-    outside = positions_outside(
-        microscope.positions, microscope.sample.dx, microscope.sample.shape, microscope.probe_shape
-    )
+    """Whether every probe window lies on the object (slicing inside `jit` would clamp; a periodic one wraps)."""
+    sample = microscope.sample
+    outside = positions_outside(microscope.positions, sample.dx, sample.shape, microscope.probe_shape, sample.periodic)
     return outside.size == 0
 
 

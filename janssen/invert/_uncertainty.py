@@ -61,7 +61,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._custom_types import ScalarLike
 from .._data import MicroscopeData
 from .._validate import check_positive
-from ..optics._scan import add_to_patch
+from ..optics._scan import put_window
 from ..scopes._base import AbstractMicroscope
 from ._engines.gauss_newton import normal_operator
 from ._realify import from_real, to_real
@@ -85,11 +85,11 @@ def _object_residual_fn(microscope: AbstractMicroscope, data: MicroscopeData, ep
 
 def _coverage(microscope: AbstractMicroscope) -> Float[Array, "Y X"]:
     """1 on every object pixel that some probe window covers, 0 elsewhere."""
-    corners = jax.vmap(lambda p: microscope.locate(p)[0])(microscope.positions)
+    corners, shifts = microscope.windows()
     window = jnp.ones(microscope.probe_shape, microscope.sample.sample.real.dtype)
 
     def body(i, acc):
-        return add_to_patch(acc, corners[i], window)
+        return put_window(acc, corners[i], None if shifts is None else shifts[i], window)
 
     counts = jax.lax.fori_loop(0, corners.shape[0], body, jnp.zeros(microscope.sample.shape, window.dtype))
     return (counts > 0).astype(window.dtype)

@@ -40,8 +40,10 @@ from ._scan import (
     object_shape_for as object_shape_for,
     patch_corner as patch_corner,
     positions_outside as positions_outside,
+    put_window as put_window,
     shift_probe as shift_probe,
     split_corner as split_corner,
+    take_window as take_window,
 )
 from ._train import OpticalTrain as OpticalTrain
 from ._wavefront import OpticalWavefront as OpticalWavefront

@@ -11,6 +11,12 @@ keeps everything differentiable with respect to the position.
 
 `jax.lax.dynamic_slice` clamps indices that run off the array; janssen never relies on
 that. `positions_outside` finds such positions so that constructors can refuse them.
+
+A *periodic* sample (`SampleFunction(..., periodic=True)`: a crystal, or a field defined
+on a periodic grid) wraps around instead: its patches are cut with wrap-around, any
+position is valid, and the sub-pixel remainder moves the sample, not the probe
+(`take_window` / `put_window`): the sample is moved by a Fourier shift, which is the
+exact shift of a periodic band-limited field, and the probe stays on its grid.
 """
 
 import jax
@@ -54,6 +60,60 @@ def add_to_patch(
     return jax.lax.dynamic_update_slice(obj, current + update, (corner[1], corner[0]))
 
 
+def _wrapped_patch(
+    obj: Inexact[Array, "Y X"], corner: Int[Array, "2"], shape: tuple[int, int]
+) -> Inexact[Array, "y x"]:
+    return jnp.roll(obj, (-corner[1], -corner[0]), axis=(0, 1))[: shape[0], : shape[1]]
+
+
+def _wrapped_embedding(
+    update: Inexact[Array, "y x"], corner: Int[Array, "2"], shape: tuple[int, int]
+) -> Inexact[Array, "Y X"]:
+    padded = jnp.zeros(shape, update.dtype).at[: update.shape[0], : update.shape[1]].set(update)
+    return jnp.roll(padded, (corner[1], corner[0]), axis=(0, 1))
+
+
+def take_window(
+    obj: Inexact[Array, "Y X"],
+    corner: Int[Array, "2"],
+    shift: Float[Array, "2"] | None,
+    shape: tuple[int, int],
+) -> Inexact[Array, "y x"]:
+    """The `shape` window of `obj` at `corner` (top-left, `(x, y)` pixels).
+
+    `shift=None`: a plain slice (`extract_patch`). Otherwise `obj` is periodic: it is
+    moved by `-shift` pixels (a Fourier shift, exact for a periodic band-limited field)
+    and the window is cut with wrap-around, so the window starts at `corner + shift`. A
+    real `obj` (a weight map) is cut at the whole-pixel corner, with wrap-around.
+    """
+    if shift is None:
+        return extract_patch(obj, corner, shape)
+    if jnp.iscomplexobj(obj):
+        obj = fourier_shift(obj, -shift)
+    return _wrapped_patch(obj, corner, shape)
+
+
+def put_window(
+    obj: Inexact[Array, "Y X"],
+    corner: Int[Array, "2"],
+    shift: Float[Array, "2"] | None,
+    update: Inexact[Array, "y x"],
+) -> Inexact[Array, "Y X"]:
+    """`obj` with `update` added on the window `take_window` cuts (the adjoint of taking it).
+
+    For a periodic `obj` (a `shift`) the Fourier shift is unitary, so adding `update` to
+    the window taken is adding this to `obj` exactly. A real `obj` (a weight map) takes
+    the update at the whole-pixel corner, with wrap-around: a Fourier shift would not
+    keep it real and non-negative.
+    """
+    if shift is None:
+        return add_to_patch(obj, corner, update)
+    embedded = _wrapped_embedding(update, corner, obj.shape)
+    if jnp.iscomplexobj(obj):
+        embedded = fourier_shift(embedded, shift)
+    return obj + embedded
+
+
 def shift_probe(fields: Complex[Array, "*modes y x"], subpixel: Float[Array, "2"]) -> Complex[Array, "*modes y x"]:
     """The probe moved by the sub-pixel remainder: `P(r - subpixel)`."""
     return fourier_shift(fields, subpixel)
@@ -71,8 +131,14 @@ def positions_outside(
     dx: Float[Array, "2"],
     object_shape: tuple[int, int],
     probe_shape: tuple[int, int],
+    periodic: bool = False,
 ) -> np.ndarray:
-    """Indices of the positions whose patch does not lie wholly inside the object (host-side)."""
+    """Indices of the positions whose patch does not lie wholly inside the object (host-side).
+
+    None for a `periodic` object: it wraps around.
+    """
+    if periodic:
+        return np.zeros(0, dtype=np.int64)
     corners = np.asarray(positions, dtype=np.float64) / np.asarray(dx, dtype=np.float64)
     corners += [object_shape[1] // 2 - probe_shape[1] // 2, object_shape[0] // 2 - probe_shape[0] // 2]
     whole = np.round(corners)

@@ -15,12 +15,12 @@ from ..optics._fft import fft2u
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import (
-    extract_patch,
     patch_corner,
     positions_outside,
     shift_probe,
     shift_probe_spectrum,
     split_corner,
+    take_window,
 )
 from ._detector import DetectorResponse, refines_any
 
@@ -101,20 +101,45 @@ class AbstractMicroscope(eqx.Module):
         corner = patch_corner(position, self.sample.dx, self.sample.shape, self.probe_shape)
         return split_corner(corner)
 
+    def split_shift(
+        self, subpixel: Float[Array, "*npos 2"]
+    ) -> tuple[Float[Array, "*npos 2"], Float[Array, "*npos 2"] | None]:
+        """Who takes the sub-pixel remainder `subpixel` from `locate`: `(probe_shift, sample_shift)`.
+
+        The probe (`(subpixel, None)`), unless the sample is `periodic`: then the sample
+        is moved (`take_window`) and the probe stays on its grid (`(0, subpixel)`), so the
+        exit wave is in the probe's frame and `propagate` gets a zero remainder.
+        """
+        if self.sample.periodic:
+            return jnp.zeros_like(subpixel), subpixel
+        return subpixel, None
+
+    def windows(self) -> tuple[Int[Array, "npos 2"], Float[Array, "npos 2"] | None]:
+        """Every position's window on the sample: whole-pixel corners and the sample's shifts.
+
+        For `take_window` / `put_window` (`None` shifts unless the sample is periodic).
+        """
+        corners, subpixel = jax.vmap(self.locate)(self.positions)
+        return corners, self.split_shift(subpixel)[1]
+
     def exit_waves(
         self, position: Float[Array, "2"], probe_spectrum: Complex[Array, "modes y x"] | None = None
     ) -> Complex[Array, "modes y x"]:
         """Probe modes, moved by the sub-pixel remainder, times the whole-pixel object patch.
 
-        `probe_spectrum`, when given, is `fft2u(probe.fields())`, transformed once by a
-        caller that needs many positions (`__call__`, `predict`): the move then costs one
-        FFT per position instead of two.
+        For a `periodic` sample: the probe modes times the window of the sample moved by
+        the remainder (`split_shift`). `probe_spectrum`, when given, is
+        `fft2u(probe.fields())`, transformed once by a caller that needs many positions
+        (`__call__`, `predict`): the move then costs one FFT per position instead of two.
         """
         corner, subpixel = self.locate(position)
-        patch = extract_patch(self.sample.sample, corner, self.probe_shape)
+        probe_shift, sample_shift = self.split_shift(subpixel)
+        patch = take_window(self.sample.sample, corner, sample_shift, self.probe_shape)
+        if sample_shift is not None:
+            return self.probe.fields() * patch[None]
         if probe_spectrum is None:
-            return shift_probe(self.probe.fields(), subpixel) * patch[None]
-        return shift_probe_spectrum(probe_spectrum, subpixel) * patch[None]
+            return shift_probe(self.probe.fields(), probe_shift) * patch[None]
+        return shift_probe_spectrum(probe_spectrum, probe_shift) * patch[None]
 
     def intensity(
         self,
@@ -130,7 +155,7 @@ class AbstractMicroscope(eqx.Module):
         `probe_spectrum` as for `exit_waves`.
         """
         _, subpixel = self.locate(position)
-        fields = self.propagate(self.exit_waves(position, probe_spectrum), subpixel)
+        fields = self.propagate(self.exit_waves(position, probe_spectrum), self.split_shift(subpixel)[0])
         coherent = jnp.sum(fields.real**2 + fields.imag**2, axis=0)
         if self.detector is None:
             return coherent
@@ -282,7 +307,7 @@ class AbstractMicroscope(eqx.Module):
             self.detector.check_fits(self.detector_shape, self.num_positions)
 
     def check_geometry(self) -> None:
-        """Raise `ValueError` if probe and sample disagree or a patch runs off the object.
+        """Raise `ValueError` if probe and sample disagree or a patch runs off a non-periodic object.
 
         Runs on concrete values only (constructors call it; inside `jit` it is a no-op).
         """
@@ -301,7 +326,9 @@ class AbstractMicroscope(eqx.Module):
             raise ValueError(f"`sample` {(sy, sx)} must be at least as large as the probe {(py, px)}")
         if not np.all(np.isfinite(np.asarray(self.positions))):
             raise ValueError("`positions` must be finite, got NaN or infinite values")
-        bad = positions_outside(self.positions, self.sample.dx, self.sample.shape, self.probe_shape)
+        bad = positions_outside(
+            self.positions, self.sample.dx, self.sample.shape, self.probe_shape, self.sample.periodic
+        )
         if bad.size:
             raise ValueError(
                 f"`positions`: {bad.size} scan position(s) put the probe partly off the object "

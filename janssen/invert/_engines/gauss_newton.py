@@ -29,7 +29,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ...optics._scan import extract_patch
+from ...optics._scan import take_window
 from .._constraints import project_scan_step, scan_gauges
 from .._losses import AmplitudeLoss
 from .._metrics import illumination_map
@@ -95,9 +95,12 @@ def _path(key_path) -> str:
 
 def _object_intensity(microscope: Any) -> Array:
     """`sum_j |O|^2` over the probe windows: the object's weight on each probe pixel."""
-    corners = jax.vmap(lambda p: microscope.locate(p)[0])(microscope.positions)
+    corners, shifts = microscope.windows()
     intensity = jnp.abs(microscope.sample.sample) ** 2
-    return jnp.sum(jax.vmap(lambda c: extract_patch(intensity, c, microscope.probe_shape))(corners), axis=0)
+    shape = microscope.probe_shape
+    if shifts is None:
+        return jnp.sum(jax.vmap(lambda c: take_window(intensity, c, None, shape))(corners), axis=0)
+    return jnp.sum(jax.vmap(lambda c, s: take_window(intensity, c, s, shape))(corners, shifts), axis=0)
 
 
 def _batched_jvp(jvp, tangents: list[Any]) -> Array:

@@ -148,13 +148,23 @@ def regularised(numerator, weight, alpha, step, weight_max):
 
 
 class Position(eqx.Module):
+    """Every position's whole-pixel corner, the probe's sub-pixel shift, and the sample's.
+
+    `sample_shift` is `None` unless the sample is periodic (the microscope's
+    `split_shift`): then the sample takes the remainder and `subpixel` is zero.
+    """
+
     corner: Array
     subpixel: Array
+    sample_shift: Array | None = None
+
+    def shift_at(self, index):
+        return None if self.sample_shift is None else self.sample_shift[index]
 
 
 def locate_all(microscope: AbstractMicroscope) -> Position:
     corner, subpixel = jax.vmap(microscope.locate)(microscope.positions)
-    return Position(corner, subpixel)
+    return Position(corner, *microscope.split_shift(subpixel))
 
 
 class Kernel(eqx.Module):

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from ....optics._scan import add_to_patch, extract_patch
+from ....optics._scan import put_window, take_window
 from ..._sharding import sum_over_positions
 from .kernel import Totals, regularised
 
@@ -11,8 +11,8 @@ from .kernel import Totals, regularised
 def sequential_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj, update_probe):
     def body(carry, index):
         obj, probe, total = carry
-        corner = where.corner[index]
-        patch = extract_patch(obj, corner, probe.shape[-2:])
+        corner, shift = where.corner[index], where.shift_at(index)
+        patch = take_window(obj, corner, shift, probe.shape[-2:])
         obj_num, obj_w, probe_num, probe_w, totals = kernel(patch, probe, where.subpixel[index], measured[index])
         new_probe = probe
         if update_probe:
@@ -26,7 +26,7 @@ def sequential_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj
                 # preset, sequential mPIE: 0.128 s per iteration with the copies, 0.074 s
                 # without; the same results).
                 step = step * (1.0 + 0.0 * new_probe[0, 0, 0].real)
-            obj = add_to_patch(obj, corner, step)
+            obj = put_window(obj, corner, shift, step)
         return (obj, new_probe, total + totals), None
 
     start = Totals.zeros(probe.shape[0], measured.dtype, measured.shape[-2:])
@@ -40,13 +40,16 @@ def sequential_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj
 # adding the block's updates is fastest as one `dynamic_update_slice` after another,
 # unrolled (0.069 s): as a loop each trip costs more than its update, and XLA's scatter
 # over the overlapping patches was the slowest (0.090 s).
-def gather(obj, corners, shape):
-    return jax.vmap(lambda corner: extract_patch(obj, corner, shape))(corners)
+# A periodic sample's windows also carry its sub-pixel shifts (`shifts`, else `None`).
+def gather(obj, corners, shifts, shape):
+    if shifts is None:
+        return jax.vmap(lambda corner: take_window(obj, corner, None, shape))(corners)
+    return jax.vmap(lambda corner, shift: take_window(obj, corner, shift, shape))(corners, shifts)
 
 
-def scatter_add(obj, corners, patches):
+def scatter_add(obj, corners, shifts, patches):
     for i in range(patches.shape[0]):  # a block: a few positions, a static count
-        obj = add_to_patch(obj, corners[i], patches[i])
+        obj = put_window(obj, corners[i], None if shifts is None else shifts[i], patches[i])
     return obj
 
 
@@ -90,13 +93,13 @@ def batch_sums(kernel, obj, probe, where, measured):
     def block(carry, inputs):
         obj_num, obj_w, probe_num, probe_w, total = carry
         ids, live = inputs
-        corners = where.corner[ids]
-        patches = gather(obj, corners, shape)
+        corners, shifts = where.corner[ids], where.shift_at(ids)
+        patches = gather(obj, corners, shifts, shape)
         one = lambda patch, subpixel, frame: kernel(patch, probe, subpixel, frame)  # noqa: E731
         o_num, o_w, p_num, p_w, totals = jax.vmap(one)(patches, where.subpixel[ids], measured[ids])
         o_num, o_w = o_num * live[:, None, None], o_w * live[:, None, None]
-        obj_num = scatter_add(obj_num, corners, o_num)
-        obj_w = scatter_add(obj_w, corners, o_w)
+        obj_num = scatter_add(obj_num, corners, shifts, o_num)
+        obj_w = scatter_add(obj_w, corners, shifts, o_w)
         probe_num = probe_num + jnp.sum(p_num * live[:, None, None, None], axis=0)
         probe_w = probe_w + jnp.sum(p_w * live[:, None, None, None], axis=0)
         return (obj_num, obj_w, probe_num, probe_w, total + totals.weighted(live)), None

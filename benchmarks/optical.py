@@ -1,0 +1,76 @@
+"""`epie_optical` on the strong-diffuser problem of issue 13: object error from the start and at the end.
+
+Run from the repository root:
+
+    PYTHONPATH=. python benchmarks/optical.py [--grids 6 10] [--rad 3.0] [--loops 100] [--vmap 0]
+        [--gamma-object G] [--alpha-surface A] [--gamma-surface G]   # unset: epie_optical's defaults
+
+Builds `_optical_problem(grid, surface_rad)` from `tests/test_seed_api.py` (32 x 32 fine grid,
+2 x 2 sensor blocks), starts from the envelope and a flat diffuser, and prints the object
+error of `tests/helpers.py` (`object_error`: best integer shift and global complex scale
+removed, over envelope**2 > half its 99th percentile) raw and with the best linear phase
+ramp removed, for the start and the result, with the wall time.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from test_seed_api import (  # noqa: E402
+    OPT_DX,
+    OPT_N,
+    OPT_Z1,
+    OPT_Z2,
+    WAVELENGTH,
+    _optical_problem,
+    _without_phase_ramp_error,
+    object_error,
+)
+
+import janssen.invert as ji  # noqa: E402
+from janssen.optics import OpticalWavefront, SampleFunction  # noqa: E402
+
+
+def run(grid: int, rad: float, loops: int, vmap: int, steps: dict) -> None:
+    data, obj, surface, envelope, mask = _optical_problem(grid=grid, surface_rad=rad)
+    start = OpticalWavefront(jnp.asarray(envelope * 100, jnp.complex64), WAVELENGTH, OPT_DX)
+    flat = SampleFunction(jnp.ones((OPT_N, OPT_N)), OPT_DX)
+    weight = envelope**2
+    t0 = time.perf_counter()
+    rec, surf = ji.epie_optical(
+        data, start, flat, mask, OPT_Z1, OPT_Z2, 2,
+        vmap_iterations=vmap, num_loops=loops, **steps,
+    )  # fmt: skip
+    rec.field.block_until_ready()
+    wall = time.perf_counter() - t0
+    errs = [
+        object_error(obj, start.field, weight),
+        _without_phase_ramp_error(obj, start.field, weight),
+        object_error(obj, rec.field, weight),
+        _without_phase_ramp_error(obj, rec.field, weight),
+    ]
+    print(
+        f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, {steps or 'defaults'}): "
+        f"start {errs[0]:.4f} (ramp-free {errs[1]:.4f}) -> end {errs[2]:.4f} (ramp-free {errs[3]:.4f}); "
+        f"{wall:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--grids", type=int, nargs="+", default=[6, 10])
+    parser.add_argument("--rad", type=float, default=3.0)
+    parser.add_argument("--loops", type=int, default=100)
+    parser.add_argument("--vmap", type=int, default=0)
+    for name in ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    args = parser.parse_args()
+    names = ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface")
+    steps = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    for g in args.grids:
+        run(g, args.rad, args.loops, args.vmap, steps)
