@@ -12,6 +12,7 @@ from ._constraints import (
 )
 from ._convergence import Convergence as Convergence
 from ._engines.base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
+from ._engines.curvature import CurvatureSearch as CurvatureSearch, CurvatureState as CurvatureState
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,
     GaussNewtonEngineState as GaussNewtonEngineState,

@@ -1,6 +1,7 @@
 """The reconstruction engines; `janssen.invert` exports them."""
 
 from .base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
+from .curvature import CurvatureSearch as CurvatureSearch, CurvatureState as CurvatureState
 from .gauss_newton import GaussNewton as GaussNewton
 from .gradient import Gradient as Gradient
 from .optimistix import OptimistixLeastSquares as OptimistixLeastSquares
