@@ -141,12 +141,7 @@ def dilate_scan(microscope: FarFieldMicroscope, scale: float) -> FarFieldMicrosc
     my = jnp.asarray(_dilation_matrix(rows, scale), dtype=obj.real.dtype)
     mx = jnp.asarray(_dilation_matrix(cols, scale), dtype=obj.real.dtype)
     dilated = (my @ obj @ mx.T).astype(obj.dtype)
-    dx = microscope.sample.dx / scale
-    return eqx.tree_at(
-        lambda m: (m.sample.sample, m.sample.dx, m.probe.dx),
-        microscope,
-        (dilated, dx, dx.astype(microscope.probe.dx.dtype)),
-    )
+    return eqx.tree_at(lambda m: m.sample.sample, microscope, dilated).with_pixel_size(microscope.sample.dx / scale)
 
 
 def hold_scan_scale(microscope: FarFieldMicroscope, nominal: Float[Array, "npos 2"]) -> FarFieldMicroscope:
@@ -168,11 +163,7 @@ def hold_scan_scale(microscope: FarFieldMicroscope, nominal: Float[Array, "npos 
     cross = jnp.sum(centred * reference)
     a = jnp.where(cross > 0, jnp.sum(centred**2) / jnp.where(cross > 0, cross, 1), 1)
     dx = microscope.sample.dx / a.astype(microscope.sample.dx.dtype)
-    return eqx.tree_at(
-        lambda m: (m.positions, m.sample.dx, m.probe.dx),
-        microscope,
-        (positions / a, dx, dx.astype(microscope.probe.dx.dtype)),
-    )
+    return eqx.tree_at(lambda m: m.positions, microscope, positions / a).with_pixel_size(dx)
 
 
 class ScaleSearch(eqx.Module):

@@ -301,6 +301,21 @@ class AbstractMicroscope(eqx.Module):
         sample = self.sample.sample
         return eqx.tree_at(lambda m: m.sample.sample, new, sample * root.astype(sample.real.dtype))
 
+    def with_pixel_size(self, dx: Float[Array, "2"]) -> "AbstractMicroscope":
+        """This microscope with the sample-plane pixel `dx` (metres, `(x, y)`): the one place it is written.
+
+        The sample and the probe both carry the pitch (each is also used on its own), and
+        the forward model reads only `sample.dx`; this method sets the two together, in
+        the sample's and the probe's own dtypes, so they never disagree. The driver calls
+        it after a step that refined `sample.dx`, and the geometry moves
+        (`janssen.invert.dilate_object`, `hold_scan_scale`) build on it.
+        """
+        dx = jnp.asarray(dx)
+        new = eqx.tree_at(lambda m: m.sample.dx, self, dx.astype(self.sample.dx.dtype))
+        if getattr(self.probe, "dx", None) is None:
+            return new
+        return eqx.tree_at(lambda m: m.probe.dx, new, dx.astype(self.probe.dx.dtype))
+
     def check_detector(self) -> None:
         """Raise `ValueError` unless `detector` fits the camera and the scan (shapes only: safe under jit)."""
         if self.detector is not None:
