@@ -4,20 +4,26 @@ Run from the repository root:
 
     PYTHONPATH=. python benchmarks/optical.py [--grids 6 10] [--rad 3.0] [--loops 100] [--vmap 0]
         [--gamma-object G] [--alpha-surface A] [--gamma-surface G]   # unset: epie_optical's defaults
+        [--keys 0 1 2]   # position orders: `reconstruct`'s key (epie_optical passes none: PRNGKey(0))
 
 Builds `_optical_problem(grid, surface_rad)` from `tests/test_seed_api.py` (32 x 32 fine grid,
 2 x 2 sensor blocks), starts from the envelope and a flat diffuser, and prints the object
 error of `tests/helpers.py` (`object_error`: best integer shift and global complex scale
 removed, over envelope**2 > half its 99th percentile) raw and with the best linear phase
-ramp removed, for the start and the result, with the wall time.
+ramp removed, for the start and the result, with the wall time. `--keys` reruns each grid with
+`reconstruct` given `PRNGKey(k)` (the random order of the positions in each sequential sweep),
+to show the spread over orders; `epie_optical` itself takes no key, so this patches the module's
+`reconstruct` for the benchmark only.
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 
 import jax.numpy as jnp
+import jax.random as jr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -33,19 +39,26 @@ from test_seed_api import (  # noqa: E402
 )
 
 import janssen.invert as ji  # noqa: E402
+import janssen.invert._seed.diffuser as diffuser  # noqa: E402
 from janssen.optics import OpticalWavefront, SampleFunction  # noqa: E402
 
 
-def run(grid: int, rad: float, loops: int, vmap: int, steps: dict) -> None:
+def run(grid: int, rad: float, loops: int, vmap: int, steps: dict, key: int | None = None) -> None:
     data, obj, surface, envelope, mask = _optical_problem(grid=grid, surface_rad=rad)
     start = OpticalWavefront(jnp.asarray(envelope * 100, jnp.complex64), WAVELENGTH, OPT_DX)
     flat = SampleFunction(jnp.ones((OPT_N, OPT_N)), OPT_DX)
     weight = envelope**2
+    original = diffuser.reconstruct
+    if key is not None:
+        diffuser.reconstruct = functools.partial(original, key=jr.PRNGKey(key))
     t0 = time.perf_counter()
-    rec, surf = ji.epie_optical(
-        data, start, flat, mask, OPT_Z1, OPT_Z2, 2,
-        vmap_iterations=vmap, num_loops=loops, **steps,
-    )  # fmt: skip
+    try:
+        rec, surf = ji.epie_optical(
+            data, start, flat, mask, OPT_Z1, OPT_Z2, 2,
+            vmap_iterations=vmap, num_loops=loops, **steps,
+        )  # fmt: skip
+    finally:
+        diffuser.reconstruct = original
     rec.field.block_until_ready()
     wall = time.perf_counter() - t0
     errs = [
@@ -55,7 +68,8 @@ def run(grid: int, rad: float, loops: int, vmap: int, steps: dict) -> None:
         _without_phase_ramp_error(obj, rec.field, weight),
     ]
     print(
-        f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, {steps or 'defaults'}): "
+        f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, {steps or 'defaults'}, "
+        f"key {'default' if key is None else key}): "
         f"start {errs[0]:.4f} (ramp-free {errs[1]:.4f}) -> end {errs[2]:.4f} (ramp-free {errs[3]:.4f}); "
         f"{wall:.1f} s"
     )
@@ -67,10 +81,12 @@ if __name__ == "__main__":
     parser.add_argument("--rad", type=float, default=3.0)
     parser.add_argument("--loops", type=int, default=100)
     parser.add_argument("--vmap", type=int, default=0)
+    parser.add_argument("--keys", type=int, nargs="+", default=None)
     for name in ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     args = parser.parse_args()
     names = ("alpha_object", "gamma_object", "alpha_surface", "gamma_surface")
     steps = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     for g in args.grids:
-        run(g, args.rad, args.loops, args.vmap, steps)
+        for key in args.keys or [None]:
+            run(g, args.rad, args.loops, args.vmap, steps, key)
