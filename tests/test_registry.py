@@ -12,6 +12,7 @@ from janssen.scopes import FarFieldMicroscope
 
 CLASSES = {
     "adam": "Gradient",
+    "curvature": "CurvatureSearch",
     "sgd": "Gradient",
     "epie": "EPIE",
     "rpie": "RPIE",
@@ -70,7 +71,7 @@ def test_registry_builds_what_the_names_say():
 
 
 def test_registry_refuses_unknown_and_contradictory_names():
-    with pytest.raises(ValueError, match=r"unknown engine 'fast' \(choose from adam, epie"):
+    with pytest.raises(ValueError, match=r"unknown engine 'fast' \(choose from adam, curvature, epie"):
         jinv.engine_from_name("fast")
     with pytest.raises(ValueError, match=r"unknown RPIE parameter 'alpah' \(allowed: .*alpha"):
         jinv.engine_from_name("rpie", alpah=0.1)

@@ -45,7 +45,10 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--engine",
         choices=ENGINE_CHOICES,
-        help="engine (default auto: rPIE, ePIE with small steps, then batched mPIE, each until converged)",
+        help=(
+            "engine (default auto: rPIE, ePIE with small steps, then batched mPIE, each until converged, "
+            "then the curvature search)"
+        ),
     )
     parser.add_argument(
         "--iterations",

@@ -17,7 +17,8 @@ from ._errors import UsageError
 
 PIE_ENGINES = tuple(name for name in jinv.ENGINE_NAMES if issubclass(jinv.engine_class(name), jinv.AbstractPIE))
 OPTIMIZERS = tuple(sorted(jinv.DEFAULT_LEARNING_RATES))  # the gradient engines, by optimizer
-# "auto": `janssen.invert.default_schedule` (rPIE, ePIE with small steps, batched mPIE; each until converged).
+# "auto": `janssen.invert.default_schedule` (rPIE, ePIE with small steps, batched mPIE, each until
+# converged; then the curvature search).
 AUTO = "auto"
 ENGINE_CHOICES = tuple(sorted([AUTO, *jinv.ENGINE_NAMES]))
 DEFAULT_ITERATIONS = 50

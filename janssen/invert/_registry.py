@@ -14,6 +14,7 @@ from typing import Any
 import optax
 
 from ._engines.base import AbstractEngine
+from ._engines.curvature import CurvatureSearch
 from ._engines.gauss_newton import GaussNewton
 from ._engines.gradient import Gradient
 from ._engines.optimistix import OptimistixLeastSquares, optimistix_engine
@@ -25,8 +26,11 @@ _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 _LEAST_SQUARES = {"gauss-newton": {"initial_damping": 1e-6}, "lm": {}}
 _OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
 
+# The last stage of the default schedule, by name so that a run stopped in it resumes.
+_OTHERS = {"curvature": CurvatureSearch}
+
 #: Every engine name `engine_from_name` builds, sorted.
-ENGINE_NAMES: tuple[str, ...] = tuple(sorted([*_PIE, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX]))
+ENGINE_NAMES: tuple[str, ...] = tuple(sorted([*_PIE, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX, *_OTHERS]))
 #: The learning rate of the gradient engines when none is given. Adam moves a parameter by
 #: about its rate per iteration, so 0.02 suits a unit object; plain gradient descent moves it
 #: by rate x gradient, and 1.0 lowers the amplitude loss steadily on simulated far-field data
@@ -45,6 +49,8 @@ def engine_class(name: str) -> type[AbstractEngine]:
     _check_name(name)
     if name in _PIE:
         return _PIE[name]
+    if name in _OTHERS:
+        return _OTHERS[name]
     if name in _LEAST_SQUARES:
         return GaussNewton
     return OptimistixLeastSquares if name in _OPTIMISTIX else Gradient
@@ -63,7 +69,8 @@ def engine_parameter_names(name: str) -> frozenset[str]:
 def engine_from_name(name: str, **parameters: Any) -> AbstractEngine:
     """The engine called `name` (one of `ENGINE_NAMES`), built with `parameters`.
 
-    - `"epie"`, `"rpie"`, `"mpie"`: `EPIE`, `RPIE`, `MomentumPIE` with `parameters` as fields.
+    - `"epie"`, `"rpie"`, `"mpie"`: `EPIE`, `RPIE`, `MomentumPIE` with `parameters` as fields;
+      `"curvature"`: `CurvatureSearch` likewise.
     - `"lm"`: `GaussNewton(**parameters)`; `"gauss-newton"`: the same with
       `initial_damping=1e-6` unless given (almost undamped).
     - `"optx-gn"`, `"optx-lm"`, `"optx-dogleg"`: `optimistix_engine` with the solver
@@ -87,6 +94,8 @@ def engine_from_name(name: str, **parameters: Any) -> AbstractEngine:
     parameters = _without_record(name, parameters)
     if name in _PIE:
         return _PIE[name](**parameters)
+    if name in _OTHERS:
+        return _OTHERS[name](**parameters)
     if name in _LEAST_SQUARES:
         return GaussNewton(**{**_LEAST_SQUARES[name], **parameters})
     if name in _OPTIMISTIX:
@@ -149,7 +158,7 @@ def engine_name(class_name: str, parameters: Mapping[str, Any] | None = None) ->
     **Raises:** `ValueError` when no name builds that engine.
     """
     parameters = parameters or {}
-    names = {cls.__name__: name for name, cls in _PIE.items()} | {GaussNewton.__name__: "gauss-newton"}
+    names = {cls.__name__: name for name, cls in (_PIE | _OTHERS).items()} | {GaussNewton.__name__: "gauss-newton"}
     if class_name in names:
         return names[class_name]
     solver = parameters.get("solver")
