@@ -9,12 +9,15 @@ so that each figure is the stage's own), then, with `--curvature-steps N`, one m
 `Stage(CurvatureSearch(), N)`. After each
 stage it prints the iterations, how the stage stopped, the object error (DESIGN.md's,
 zero shift) raw and with the best linear phase ramp removed (`benchmarks/run.py`'s
-`ramp_free_error`), and the wall time so far. One JSON line per stage.
+`ramp_free_error`), the wall time so far, and the process's peak resident memory so far
+(`peak_rss_mb`, JAX and XLA included) beside the frames' own size (`frames_mb`). One
+JSON line per stage.
 """
 
 import argparse
 import json
 import pathlib
+import resource
 import sys
 import time
 
@@ -52,6 +55,8 @@ def main(argv=None) -> int:
             "error": round(float(jinv.object_error(truth, obj, illumination, max_shift=0)), 4),
             "error_ramp_removed": round(float(ramp_free_error(truth, obj, illumination)), 4),
             "wall_s": round(time.perf_counter() - clock, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "frames_mb": round(dataset.data.intensities.nbytes / 2**20, 1),
         }
         print(json.dumps(row), flush=True)
     return 0
