@@ -26,7 +26,7 @@ _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 _LEAST_SQUARES = {"gauss-newton": {"initial_damping": 1e-6}, "lm": {}}
 _OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
 
-# The last stage of the default schedule, by name so that a run stopped in it resumes.
+# A stage of the default schedule, by name so that a run stopped in it resumes.
 _OTHERS = {"curvature": CurvatureSearch}
 
 #: Every engine name `engine_from_name` builds, sorted.
