@@ -174,18 +174,17 @@ class _Blocks(eqx.Module):
         floor = AmplitudeResidual.of(data, eps).floor
         return _Blocks(data, index, live, floor, count * jnp.sum(data.valid))
 
-    def _measured(self, ids: Array) -> tuple[Array, Array]:
+    def _terms(self, ids: Array) -> AmplitudeResidual:
+        """The amplitude residual of the frames `ids` (the one definition, `AmplitudeResidual`)."""
         valid = self.data.valid[None].astype(self.data.intensities.dtype)
-        return valid, safe_sqrt(self.data.intensities[ids])
+        return AmplitudeResidual(safe_sqrt(self.data.intensities[ids]), valid, self.floor)
 
     def squares(self, microscope) -> Array:
         """`sum r_exact**2` over every frame and valid pixel."""
 
         def block(inputs):
             ids, alive = inputs
-            valid, amplitude = self._measured(ids)
-            exact = valid * (safe_sqrt(microscope.predict(ids)) - amplitude)
-            return jnp.sum(alive[:, None, None] * exact**2)
+            return jnp.sum(alive * self._terms(ids).frame_sums(microscope.predict(ids)))
 
         return jnp.sum(jax.lax.map(block, (self.index, self.live)))
 
@@ -200,17 +199,16 @@ class _Blocks(eqx.Module):
 
         def block(inputs):
             ids, alive = inputs
-            valid, amplitude = self._measured(ids)
+            terms = self._terms(ids)
 
             def residual(coefficients):
                 predicted = apply(microscope, coefficients).predict(ids)
-                return valid * (jnp.sqrt(jnp.maximum(predicted, 0) + self.floor) - amplitude), predicted
+                return terms.smooth(predicted), predicted
 
             r, jvp, predicted = jax.linearize(residual, zero, has_aux=True)
             columns = (jax.vmap(jvp)(jnp.eye(3, dtype=real)) * alive[None, :, None, None]).reshape(3, -1)
-            exact = valid * (safe_sqrt(predicted) - amplitude)
             weighted = (alive[:, None, None] * r).ravel()
-            return columns @ columns.T, columns @ weighted, jnp.sum(alive[:, None, None] * exact**2)
+            return columns @ columns.T, columns @ weighted, jnp.sum(alive * terms.frame_sums(predicted))
 
         normal, gradient, squares = jax.lax.map(block, (self.index, self.live))
         return jnp.sum(normal, axis=0), jnp.sum(gradient, axis=0), jnp.sum(squares)
