@@ -1,8 +1,11 @@
 """The large preset on the default path: object error and time after each stage.
 
     python benchmarks/large_default.py [--size large] [--curvature-steps 0]
+    python benchmarks/large_default.py --size xlarge --file xlarge.cxi
 
-Simulates `simulate_preset(size, key=PRNGKey(0))`, starts from the data alone
+Simulates `simulate_preset(size, key=PRNGKey(0))` (with `--file`: reads the CXI file, written
+first by `simulate_preset_cxi`, a batch of positions at a time, when it does not exist; its
+ground truth is read from the file's `/ground_truth` group), starts from the data alone
 (`init_far_field_microscope`, what `janssen reconstruct` does without `--probe`), runs
 `default_schedule`'s stages one by one (`run_schedule`, without the final ramp levelling,
 so that each figure is the stage's own), then, with `--curvature-steps N`, one more
@@ -26,7 +29,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="large", choices=("small", "medium", "large"))
+    parser.add_argument("--size", default="large", choices=("small", "medium", "large", "xlarge"))
+    parser.add_argument("--file", type=pathlib.Path, default=None, help="CXI file of the preset (made if missing)")
     parser.add_argument("--curvature-steps", type=int, default=0)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
@@ -37,16 +41,22 @@ def main(argv=None) -> int:
     import janssen.invert as jinv
     import janssen.io as jio
 
-    dataset = jio.simulate_preset(args.size, key=jax.random.PRNGKey(0))
-    truth = np.asarray(dataset.object)
-    illumination = np.asarray(jinv.illumination_map(dataset.microscope()))
+    if args.file is None:
+        dataset = jio.simulate_preset(args.size, key=jax.random.PRNGKey(0))
+        data, truth_scope = dataset.data, dataset.microscope()
+    else:
+        data, truth_scope = _from_file(args.file, args.size)
+    truth = np.asarray(truth_scope.sample.sample)
+    illumination = np.asarray(jinv.illumination_map(truth_scope))
+    del truth_scope
+    print(json.dumps({"loaded_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
     clock = time.perf_counter()
-    current = jinv.init_far_field_microscope(dataset.data)
+    current = jinv.init_far_field_microscope(data)
     stages = list(jinv.default_schedule(current))
     if args.curvature_steps:
         stages.append(jinv.Stage(jinv.CurvatureSearch(), args.curvature_steps, None))
     for stage in stages:
-        run = jinv.run_schedule(current, dataset.data, [stage], level_ramp=False)
+        run = jinv.run_schedule(current, data, [stage], level_ramp=False)
         current = run.microscope
         obj = np.asarray(current.sample.sample)
         row = {
@@ -56,10 +66,43 @@ def main(argv=None) -> int:
             "error_ramp_removed": round(float(ramp_free_error(truth, obj, illumination)), 4),
             "wall_s": round(time.perf_counter() - clock, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "frames_mb": round(dataset.data.intensities.nbytes / 2**20, 1),
+            "frames_mb": round(data.intensities.nbytes / 2**20, 1),
         }
         print(json.dumps(row), flush=True)
     return 0
+
+
+def _from_file(path: pathlib.Path, size: str):
+    """The data (`read_cxi`) and the true microscope (`/ground_truth`) of a preset's CXI file.
+
+    A missing file is simulated first, in a child process so that its memory is not counted
+    here; the time and the child's peak memory are printed.
+    """
+    import subprocess
+
+    import h5py
+    import numpy as np
+
+    import janssen.io as jio
+    from janssen.optics import Probe, SampleFunction
+    from janssen.scopes import FarFieldMicroscope
+
+    if not path.exists():
+        code = (
+            "import resource, sys, time, jax.random as jr, janssen.io as jio\n"
+            "t = time.perf_counter()\n"
+            f"jio.simulate_preset_cxi({str(path)!r}, {size!r}, key=jr.PRNGKey(0))\n"
+            "print(round(time.perf_counter() - t, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+        made = {"simulated": str(path), "simulate_s": float(out[-2]), "simulate_peak_rss_mb": float(out[-1])}
+        print(json.dumps(made))
+    data = jio.read_cxi(path)
+    with h5py.File(path, "r") as handle:
+        obj, probe, positions = (np.asarray(handle[f"ground_truth/{n}"]) for n in ("object", "probe", "positions"))
+    dx = data.object_pixel_size
+    scope = FarFieldMicroscope(Probe(probe, data.wavelength, dx), SampleFunction(obj, dx), positions)
+    return data, scope
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import argparse
 import os
 import pathlib
 import sys
+from collections.abc import Callable
 
 import jax.random as jr
 import numpy as np
@@ -12,7 +13,7 @@ import janssen.io as jio
 
 from ._args import MAX_MODES, path_argument
 
-_SIZES = ("small", "medium", "large")
+_SIZES = ("small", "medium", "large", "xlarge")
 # Mean counts per frame: at least one photon (fewer is an empty detector), at most 1e12 (beyond any
 # detector's range; float32 counts stop being whole photons far below it).
 _PHOTONS = (1.0, 1e12)
@@ -27,8 +28,9 @@ def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
         help="simulate a far-field dataset with known ground truth and write it as CXI",
         description=(
             "Simulate far-field ptychography data (janssen.io.simulate_preset) and write it, with its "
-            "ground truth, to a CXI 1.6 file. Sizes: small = 64x64 frames, 100 positions; "
-            "medium = 128x128, 400; large = 256x256, 1000."
+            "ground truth, to a CXI 1.6 file, a batch of positions at a time. Sizes: small = 64x64 frames, "
+            "100 positions; medium = 128x128, 400; large = 256x256, 1000; xlarge = 512x512, 4000 (4.2 GB of "
+            "frames as float32, about 0.5 GB compressed on disk)."
         ),
     )
     parser.add_argument("--size", required=True, choices=_SIZES, help="preset size")
@@ -56,14 +58,16 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         _check_arguments(args)
         _check_writable(args.out, overwrite=args.overwrite)
-        dataset = jio.simulate_preset(
+        dataset = jio.simulate_preset_cxi(
+            args.out,
             args.size,
             key=jr.PRNGKey(args.seed),
             photons=args.photons,
             modes=args.modes,
             coherence_width=args.coherence_width,
+            overwrite=args.overwrite,
+            progress=_progress_lines(),
         )
-        jio.write_cxi(args.out, dataset.data, ground_truth=dataset)
     except (OSError, ValueError) as error:
         message = " ".join(str(error).split())
         print(f"janssen simulate: error: {message}", file=sys.stderr)
@@ -111,18 +115,30 @@ def _check_writable(path: pathlib.Path, *, overwrite: bool) -> None:
         raise OSError(f"--out: {str(path)!r} already exists; pass --overwrite to replace it or choose another --out")
 
 
-def _summary(args: argparse.Namespace, dataset: "jio.SimulatedDataset") -> str:
-    data = dataset.data
-    height, width = data.frame_shape
-    pixel_nm = float(data.object_pixel_size[0]) * 1e9
+def _progress_lines() -> Callable[[int, int], None]:
+    """A line on stderr for every tenth of a scan of over 1000 positions (the large presets take minutes)."""
+    reported = [0]
+
+    def progress(done: int, total: int) -> None:
+        tenths = (10 * done) // total
+        if total > 1000 and tenths > reported[0]:
+            reported[0] = tenths
+            print(f"janssen simulate: {done}/{total} frames written", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _summary(args: argparse.Namespace, dataset: "jio.SimulatedFile") -> str:
+    height, width = dataset.geometry.frame_shape
+    pixel_nm = float(dataset.geometry.object_pixel_size[0]) * 1e9
     return (
-        f"wrote {args.out}: {data.num_positions} frames of {height}x{width}, {args.photons:.3g} photons/frame, "
+        f"wrote {args.out}: {len(dataset.positions)} frames of {height}x{width}, {args.photons:.3g} photons/frame, "
         f"{_modes_summary(args, dataset)}, object {dataset.object.shape[0]}x{dataset.object.shape[1]} "
         f"pixels of {pixel_nm:.3g} nm, seed {args.seed}"
     )
 
 
-def _modes_summary(args: argparse.Namespace, dataset: "jio.SimulatedDataset") -> str:
+def _modes_summary(args: argparse.Namespace, dataset: "jio.SimulatedFile") -> str:
     count = dataset.probe.shape[0]
     if args.coherence_width is None:
         return f"{count} probe mode(s)"

@@ -30,6 +30,11 @@ from ._simulate import (
     simulate_measurement as simulate_measurement,
     simulate_preset as simulate_preset,
 )
+from ._simulate_file import (
+    SimulatedFile as SimulatedFile,
+    simulate_cxi as simulate_cxi,
+    simulate_preset_cxi as simulate_preset_cxi,
+)
 from ._simulate_near import (
     SimulatedNearFieldDataset as SimulatedNearFieldDataset,
     make_near_field_probe as make_near_field_probe,

@@ -125,17 +125,36 @@ def write_cxi(
     except OSError as error:
         raise OSError(f"cannot create CXI file {str(path)!r}: {_reason(error)}") from error
     with handle:
-        handle.create_dataset("cxi_version", data=np.int64(160))
-        _write_detector(handle, data, axes)
-        _write_source(handle, data)
-        positions = np.asarray(data.positions, dtype=np.float64)
-        translation = np.column_stack([-positions, np.zeros(len(positions))])
-        handle.create_dataset(_TRANSLATION, data=translation)
-        links = handle.require_group(_DATA_GROUP)
-        links["data"] = h5py.SoftLink(f"/{_DETECTOR}/data")
-        links["translation"] = h5py.SoftLink(f"/{_TRANSLATION}")
+        frames = _write_header(handle, data, np.asarray(data.positions, dtype=np.float64), axes)
+        frames[...] = _from_janssen(np.asarray(data.intensities), axes)
         if ground_truth is not None:
             _write_truth(handle, ground_truth)
+
+
+def _write_header(
+    handle: h5py.File,
+    geometry: MicroscopeData,
+    positions: np.ndarray,
+    axes: tuple[str, str],
+    *,
+    compression: str | None = "gzip",
+) -> h5py.Dataset:
+    """Everything of a CXI file but the frames; returns the empty frames dataset, one frame per position.
+
+    `geometry` gives the frame shape, the wavelength, the detector and the mask (its
+    frames are not written); `positions` `(N, 2)` the scan. Frames are stored chunked and
+    gzip-compressed (one chunk per frame) unless `compression` is `None`: then as one
+    contiguous block, which `CXIFrames` memory-maps.
+    """
+    handle.create_dataset("cxi_version", data=np.int64(160))
+    frames = _write_detector(handle, geometry, axes, len(positions), compression)
+    _write_source(handle, geometry)
+    translation = np.column_stack([-positions, np.zeros(len(positions))])
+    handle.create_dataset(_TRANSLATION, data=translation)
+    links = handle.require_group(_DATA_GROUP)
+    links["data"] = h5py.SoftLink(f"/{_DETECTOR}/data")
+    links["translation"] = h5py.SoftLink(f"/{_TRANSLATION}")
+    return frames
 
 
 def _checked_axes(detector_axes: tuple[str, str]) -> tuple[str, str]:
@@ -148,16 +167,24 @@ def _checked_axes(detector_axes: tuple[str, str]) -> tuple[str, str]:
     return axes
 
 
-def _write_detector(handle: h5py.File, data: MicroscopeData, axes: tuple[str, str]) -> None:
+def _write_detector(
+    handle: h5py.File, data: MicroscopeData, axes: tuple[str, str], num_frames: int, compression: str | None
+) -> h5py.Dataset:
     detector = handle.require_group(_DETECTOR)
-    frames = _from_janssen(np.asarray(data.intensities), axes)
-    # Counts compress well (many zeros, integer values); one chunk per frame.
-    detector.create_dataset(
-        "data", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip", compression_opts=4, shuffle=True
-    )
+    height, width = data.frame_shape
+    shape = (num_frames, width, height) if axes[0][1] == "x" else (num_frames, height, width)
+    dtype = np.asarray(data.intensities[:1]).dtype
+    if compression is None:
+        frames = detector.create_dataset("data", shape=shape, dtype=dtype)
+    else:
+        # Counts compress well (many zeros, integer values); one chunk per frame.
+        frames = detector.create_dataset(
+            "data", shape=shape, dtype=dtype, chunks=(1, *shape[1:]), compression=compression,
+            compression_opts=4 if compression == "gzip" else None, shuffle=True,
+        )  # fmt: skip
     distance = float(data.distance)
     slow, fast = _basis_for(axes, np.asarray(data.camera_pixel_size, dtype=np.float64))
-    rows, columns = frames.shape[1:]
+    rows, columns = shape[1:]
     corner = -(rows // 2 + 0.5) * slow - (columns // 2 + 0.5) * fast + np.array([0.0, 0.0, distance])
     detector.create_dataset("distance", data=np.float64(distance))
     detector.create_dataset("x_pixel_size", data=np.float64(np.linalg.norm(fast)))
@@ -165,6 +192,7 @@ def _write_detector(handle: h5py.File, data: MicroscopeData, axes: tuple[str, st
     detector.create_dataset("basis_vectors", data=np.stack([slow, fast]))
     detector.create_dataset("corner_position", data=corner)
     detector.create_dataset("mask", data=_from_janssen(np.asarray(data.bad_pixels), axes).astype(np.uint32))
+    return frames
 
 
 # ---- detector orientation ------------------------------------------------------------------
@@ -336,19 +364,72 @@ def _open(path: pathlib.Path) -> h5py.File:
 
 def _read_data(handle: h5py.File, path: pathlib.Path) -> MicroscopeData:
     frames_at = _first_present(handle, path, ("entry_1/data_1/data", f"{_DETECTOR}/data"), "the diffraction frames")
-    frames = _dataset(handle, path, frames_at)
-    if frames.ndim != 3 or 0 in frames.shape:
+    stored = _dataset(handle, path, frames_at, read=False)
+    if stored.ndim != 3 or 0 in stored.shape:
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{frames_at}' must hold frames of shape (N, H, W), "
-            f"got shape {frames.shape}" + (" (N, H and W must be at least 1)" if frames.ndim == 3 else "")
+            f"got shape {stored.shape}" + (" (N, H and W must be at least 1)" if stored.ndim == 3 else "")
         )
-    _check_counts(path, frames_at, frames)
-    axes, geometry = _geometry(handle, path, frames.shape)
-    return _microscope_data(path, _to_janssen(frames, axes), *geometry)
+    if stored.dtype.kind not in "iuf":
+        _check_counts(path, frames_at, np.empty(0, stored.dtype))
+    axes, geometry = _geometry(handle, path, stored.shape)
+    frames = _read_frames(stored, axes)
+    _check_counts(path, frames_at, frames, unsigned=stored.dtype.kind == "u")
+    return _microscope_data(path, _as_jax(frames), *geometry)
 
 
-def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray) -> None:
-    """Frames of real, finite, non-negative counts, refused naming the dataset otherwise."""
+#: Frames read, converted and re-oriented together (bounds the temporaries of `_read_frames`).
+_READ_BLOCK = 64
+
+
+def _read_frames(stored: h5py.Dataset, axes: tuple[str, str]) -> np.ndarray:
+    """The stored frames as one float32 array in janssen's frame, read a block of frames at a time.
+
+    float64 frames stay float64 when JAX's x64 mode is on (`MicroscopeData` keeps them so).
+
+    The result is the only full-size array made: each block is converted and re-oriented
+    into it (a transposed or flipped detector included), and it is aligned so that JAX
+    can adopt it without a copy (`_as_jax`).
+    """
+    count, rows, columns = stored.shape
+    shape = (count, columns, rows) if axes[0][1] == "x" else (count, rows, columns)
+    import jax
+
+    dtype = np.float64 if stored.dtype == np.float64 and jax.config.jax_enable_x64 else np.float32
+    frames = _aligned_empty(shape, dtype)
+    for first in range(0, count, _READ_BLOCK):
+        block = np.asarray(stored[first : first + _READ_BLOCK])
+        frames[first : first + len(block)] = _to_janssen(block.astype(dtype, copy=False), axes)
+    return frames
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data start on a 64-byte boundary (what XLA's CPU buffers need)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + _ALIGNMENT, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % _ALIGNMENT
+    return raw[offset : offset + size].view(dtype).reshape(shape)
+
+
+_ALIGNMENT = 64
+
+
+def _as_jax(frames: np.ndarray):
+    """`frames` as a JAX array, sharing its memory where the backend allows (the CPU does).
+
+    Only for arrays nothing else holds: a later change to `frames` would show in the
+    result. Under x64 the float32 frames stay float32, as `MicroscopeData` keeps them.
+    """
+    import jax
+
+    return jax.device_put(frames)
+
+
+def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray, *, unsigned: bool = False) -> None:
+    """Frames of real, finite, non-negative counts, refused naming the dataset otherwise.
+
+    `unsigned`: the frames were stored as unsigned integers (no sign to check).
+    """
     if frames.dtype.kind not in "iuf":
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{name}' must hold real counts (integers or floats), "
@@ -361,7 +442,7 @@ def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray) -> None:
                 f"CXI file {str(path)!r}: dataset '/{name}' must hold finite counts, got {bad} NaN or infinite "
                 "value(s); mark such pixels in the detector mask and set them to 0"
             )
-    if frames.dtype.kind != "u" and np.any(frames < 0):
+    if not unsigned and frames.dtype.kind != "u" and np.any(frames < 0):
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{name}' must hold counts >= 0, got {int(np.sum(frames < 0))} "
             f"negative value(s) (the smallest {float(frames.min()):g}); mark them in the detector mask, set them to 0"
@@ -688,7 +769,8 @@ def _first_present(handle: h5py.File, path: pathlib.Path, names: tuple[str, ...]
     raise CXIError(f"CXI file {str(path)!r} lacks {what}: expected a dataset at {tried}, found none")
 
 
-def _dataset(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
+def _dataset(handle: h5py.File, path: pathlib.Path, name: str, *, read: bool = True) -> np.ndarray | h5py.Dataset:
+    """The dataset at `name`, read (default) or as the open `h5py.Dataset`; refused naming it when absent."""
     item = handle.get(name)
     if item is None:
         raise CXIError(
@@ -696,7 +778,7 @@ def _dataset(handle: h5py.File, path: pathlib.Path, name: str) -> np.ndarray:
         )
     if not isinstance(item, h5py.Dataset):
         raise CXIError(f"CXI file {str(path)!r}: '/{name}' must be a dataset, got a {type(item).__name__}")
-    return np.asarray(item[()])
+    return np.asarray(item[()]) if read else item
 
 
 def _scalar(handle: h5py.File, path: pathlib.Path, name: str) -> float:

@@ -2,11 +2,12 @@
 
 The pieces (scan patterns, a test object, a focused probe) are public so that tests
 and examples can assemble their own problems; `simulate` puts them together and
-`simulate_preset` names three standard sizes.
+`simulate_preset` names four standard sizes (`simulate_preset_cxi` writes them to a file lazily).
 """
 
 import functools
 import math
+from collections.abc import Iterator
 
 import equinox as eqx
 import jax
@@ -480,6 +481,41 @@ def simulate_measurement(
 
     A `SimulatedDataset` whose probe carries the applied scaling.
     """
+    microscope, frames, scaled_probe = _measurement(
+        obj, probe, positions, key=key, photons=photons, wavelength=wavelength, distance=distance,
+        camera_pixel_size=camera_pixel_size,
+    )  # fmt: skip
+    counts = jnp.asarray(np.concatenate(list(frames)))
+    data = MicroscopeData(counts, microscope.positions, wavelength, camera_pixel_size, distance)
+    return SimulatedDataset(data, microscope.sample.sample, scaled_probe, microscope.positions)
+
+
+#: Positions whose noiseless frames are computed, drawn and handed on together.
+_BATCH = 256
+
+
+def _measurement(
+    obj: Complex[ArrayLike, "Y X"],
+    probe: Complex[ArrayLike, "*modes y x"],
+    positions: Real[ArrayLike, "npos 2"],
+    *,
+    key: PRNGKeyArray,
+    photons: ScalarLike | None,
+    wavelength: ScalarLike,
+    distance: ScalarLike,
+    camera_pixel_size: PairLike,
+    batch_size: int = _BATCH,
+) -> tuple[FarFieldMicroscope, Iterator[np.ndarray], Complex[Array, "modes y x"]]:
+    """`simulate_measurement`'s work, a batch of positions at a time.
+
+    Returns the true microscope with the probe as given, an iterator over the noisy
+    frames (float32 NumPy arrays of at most `batch_size` frames, in scan order) and the
+    probe `(modes, y, x)` scaled to `photons`. The scale needs every frame's total
+    first: a pass over the noiseless frames computes only those, the iterator computes
+    the frames again, batch by batch, and draws them. The draws come from one NumPy
+    generator in scan order, so the frames do not depend on `batch_size`, and no more
+    than one batch is ever held.
+    """
     probe = complex_array("probe", probe)
     probe = probe[None] if probe.ndim == 2 else probe
     wavelength = real_array("wavelength", wavelength, shape=())
@@ -491,21 +527,38 @@ def simulate_measurement(
     n = jnp.array([frame[1], frame[0]], dtype=camera_pixel_size.dtype)
     dx = wavelength * distance / (n * camera_pixel_size)
     microscope = FarFieldMicroscope(Probe(probe, wavelength, dx), SampleFunction(obj, dx), positions)
-    expected = _expected_intensities(microscope)
+    num = microscope.positions.shape[0]
+    blocks = [microscope.positions[first : first + batch_size] for first in range(0, num, batch_size)]
+    scale = jnp.ones((), dtype=probe.real.dtype)
     if photons is not None:
         photons = real_array("photons", photons, shape=())
         check_positive("photons", photons)
-        scale = photons / jnp.mean(jnp.sum(expected, axis=(1, 2)))
-        expected = expected * scale
-        probe = probe * jnp.sqrt(scale)
-    counts = _poisson(key, expected)
-    data = MicroscopeData(counts, microscope.positions, wavelength, camera_pixel_size, distance)
-    return SimulatedDataset(data, microscope.sample.sample, probe, microscope.positions)
+        totals = jnp.concatenate([_frame_totals(microscope, block) for block in blocks])
+        scale = photons / jnp.mean(totals)
+
+    def frames() -> Iterator[np.ndarray]:
+        # The generator of `_poisson`, seeded the same way; its draws follow the scan order.
+        rng = np.random.default_rng(np.asarray(jr.key_data(key)))
+        for block in blocks:
+            expected = _intensities_at(microscope, block) * scale
+            yield rng.poisson(np.asarray(expected, dtype=np.float64)).astype(expected.dtype)
+
+    return microscope, frames(), probe * jnp.sqrt(scale)
+
+
+@eqx.filter_jit
+def _intensities_at(microscope: FarFieldMicroscope, positions: Float[Array, "n 2"]) -> Float[Array, "n y x"]:
+    # Batches of frames bound the memory of the complex exit waves on large scans.
+    return jax.lax.map(microscope.intensity, positions, batch_size=64)
+
+
+@eqx.filter_jit
+def _frame_totals(microscope: FarFieldMicroscope, positions: Float[Array, "n 2"]) -> Float[Array, " n"]:
+    return jnp.sum(_intensities_at(microscope, positions), axis=(1, 2))
 
 
 @eqx.filter_jit
 def _expected_intensities(microscope: FarFieldMicroscope) -> Float[Array, "npos y x"]:
-    # Batches of frames bound the memory of the complex exit waves on large scans.
     return jax.lax.map(microscope.intensity, microscope.positions, batch_size=64)
 
 
@@ -578,6 +631,34 @@ def simulate(
 
     A `SimulatedDataset`.
     """
+    inputs = _simulation_inputs(
+        frame_shape, num_positions, key=key, photons=photons, modes=modes, coherence_width=coherence_width,
+        overlap=overlap, probe_diameter_px=probe_diameter_px, padding_px=padding_px, subpixel=subpixel,
+        max_phase=max_phase, min_amplitude=min_amplitude, wavelength=wavelength, distance=distance,
+        camera_pixel_size=camera_pixel_size,
+    )  # fmt: skip
+    return simulate_measurement(**inputs)
+
+
+def _simulation_inputs(
+    frame_shape: int | tuple[int, int],
+    num_positions: int,
+    *,
+    key: PRNGKeyArray,
+    photons: ScalarLike = 1e6,
+    modes: int = 1,
+    coherence_width: PairLike | None = None,
+    overlap: ScalarLike = 0.7,
+    probe_diameter_px: ScalarLike | None = None,
+    padding_px: int | None = None,
+    subpixel: bool = False,
+    max_phase: ScalarLike = 2.5,
+    min_amplitude: ScalarLike = 0.4,
+    wavelength: ScalarLike = NOMINAL_WAVELENGTH,
+    distance: ScalarLike = NOMINAL_DISTANCE,
+    camera_pixel_size: PairLike = NOMINAL_CAMERA_PIXEL_SIZE,
+) -> dict:
+    """`simulate`'s object, probe, scan, noise key and geometry: `simulate_measurement`'s arguments."""
     shape = (frame_shape, frame_shape) if isinstance(frame_shape, int) else tuple(frame_shape)
     _check_shape("frame_shape", shape)
     check_positive("photons", real_array("photons", photons, shape=()))
@@ -602,10 +683,10 @@ def simulate(
     k_object, k_noise = jr.split(key)
     obj_shape = object_shape_for(positions, dx, shape, padding)
     obj = make_test_object(obj_shape, key=k_object, max_phase=max_phase, min_amplitude=min_amplitude)
-    return simulate_measurement(
-        obj,
-        probe,
-        positions,
+    return dict(
+        obj=obj,
+        probe=probe,
+        positions=positions,
         key=k_noise,
         photons=photons,
         wavelength=wavelength,
@@ -626,7 +707,12 @@ def _place_positions(
 
 
 #: The standard sizes: (detector side in pixels, number of scan positions).
-PRESETS: dict[str, tuple[int, int]] = {"small": (64, 100), "medium": (128, 400), "large": (256, 1000)}
+PRESETS: dict[str, tuple[int, int]] = {
+    "small": (64, 100),
+    "medium": (128, 400),
+    "large": (256, 1000),
+    "xlarge": (512, 4000),
+}
 
 
 def simulate_preset(
@@ -644,13 +730,17 @@ def simulate_preset(
     | `"small"` | 64 x 64 | 100 | 24 px | 20 nm |
     | `"medium"` | 128 x 128 | 400 | 48 px | 10 nm |
     | `"large"` | 256 x 256 | 1000 | 96 px | 5 nm |
+    | `"xlarge"` | 512 x 512 | 4000 | 192 px | 2.5 nm |
 
     All use `simulate`'s defaults: 70 % linear overlap on a Fermat spiral, whole-pixel
     positions and the nominal X-ray geometry.
 
     **Arguments:**
 
-    - `name`: `"small"`, `"medium"` or `"large"`.
+    - `name`: `"small"`, `"medium"`, `"large"` or `"xlarge"`. The `"xlarge"` frames
+      take 4.2 GB (float32) and the simulation holds them twice while drawing the
+      noise; `simulate_preset_cxi` writes any preset to a CXI file a batch of positions
+      at a time instead.
     - `key`: PRNG key (same key, same dataset).
     - `photons`: mean total counts per frame before noise (default 1e6).
     - `modes`: number of incoherent probe modes (default 1).
