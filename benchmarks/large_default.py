@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="large", choices=("small", "medium", "large", "xlarge"))
     parser.add_argument("--file", type=pathlib.Path, default=None, help="CXI file of the preset (made if missing)")
     parser.add_argument("--curvature-steps", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="a progress line per tenth of each stage on stderr")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import jax
@@ -56,7 +57,8 @@ def main(argv=None) -> int:
     if args.curvature_steps:
         stages.append(jinv.Stage(jinv.CurvatureSearch(), args.curvature_steps, None))
     for stage in stages:
-        run = jinv.run_schedule(current, data, [stage], level_ramp=False)
+        meter = jinv.TextProgressMeter() if args.progress else jinv.NoProgressMeter()
+        run = jinv.run_schedule(current, data, [stage], level_ramp=False, progress_meter=meter)
         current = run.microscope
         obj = np.asarray(current.sample.sample)
         row = {

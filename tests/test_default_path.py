@@ -249,3 +249,29 @@ def test_default_command_on_a_foreign_cxi_file(side, tmp_path, capsys):
     # Measured 0.012-0.014 (in the truth's orientation: a file read in its stored orientation
     # gives the rotated twin, error above 0.9).
     assert jinv.object_error(truth, recon, np.ones(truth.shape)) < 0.066
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_search_on_a_central_patch_of_the_scan_chooses_as_on_all_of_it(janssen_both_sides, side):
+    """`max_positions` scores the candidates on the positions nearest the scan's centre only.
+
+    24 of the 64 positions (a patch of the spiral) pick the same side of focus and size as
+    all 64; the losses of a patch differ, the choice does not.
+    """
+    data = janssen_both_sides[side].data
+    whole = jinv.search_probe(data, max_positions=None)
+    patch = jinv.search_probe(data, max_positions=24)
+    assert (
+        (patch.defocus_sign, patch.diameter_px) == (whole.defocus_sign, whole.diameter_px) == (side, whole.diameter_px)
+    )
+    assert patch.candidates != whole.candidates
+    assert jinv.search_probe(data, max_positions=64).candidates == whole.candidates  # all positions: unchanged
+    positions = np.asarray(data.positions, dtype=np.float64)
+    centre = (positions.max(axis=0) + positions.min(axis=0)) / 2
+    distance = np.hypot(*(positions - centre).T)
+    from janssen.invert._init import _central_positions
+
+    chosen = np.asarray(_central_positions(data, 24).positions, dtype=np.float64)
+    assert len(chosen) == 24 and np.hypot(*(chosen - centre).T).max() <= np.sort(distance)[23] + 1e-15
+    with pytest.raises(ValueError, match="`max_positions`"):
+        jinv.search_probe(data, max_positions=0)

@@ -43,6 +43,7 @@ from ._geometry import (
 )
 from ._init import (
     SEARCH_FACTORS as SEARCH_FACTORS,
+    SEARCH_POSITIONS as SEARCH_POSITIONS,
     ProbeSearch as ProbeSearch,
     fill_bad_pixels as fill_bad_pixels,
     init_far_field_microscope as init_far_field_microscope,

@@ -153,4 +153,3 @@ def simulate_preset_cxi(
     return simulate_cxi(
         path, side, num_positions, key=key, photons=photons, modes=modes, coherence_width=coherence_width, **kwargs
     )
-
