@@ -4,20 +4,20 @@ Run from the repository root:
 
     PYTHONPATH=. python benchmarks/optical.py [--grids 6 10] [--rad 3.0] [--loops 100] [--vmap 0]
         [--gamma-object G] [--alpha-surface A] [--gamma-surface G]   # unset: epie_optical's defaults
-        [--keys 0 1 2]   # position orders: `reconstruct`'s key (epie_optical passes none: PRNGKey(0))
+        [--keys 0 1 2]   # position orders: each run's `reconstruct` key folded with k
 
 Builds `_optical_problem(grid, surface_rad)` from `tests/test_seed_api.py` (32 x 32 fine grid,
 2 x 2 sensor blocks), starts from the envelope and a flat diffuser, and prints the object
 error of `tests/helpers.py` (`object_error`: best integer shift and global complex scale
 removed, over envelope**2 > half its 99th percentile) raw and with the best linear phase
 ramp removed, for the start and the result, with the wall time. `--keys` reruns each grid with
-`reconstruct` given `PRNGKey(k)` (the random order of the positions in each sequential sweep),
-to show the spread over orders; `epie_optical` itself takes no key, so this patches the module's
-`reconstruct` for the benchmark only.
+every `reconstruct` key that `epie_optical` passes (one per run, folded from `PRNGKey(0)`: the
+random order of the positions in each sequential sweep) folded with `k`, to show the spread over
+orders; `epie_optical` itself takes no key, so this patches the module's `reconstruct` for the
+benchmark only.
 """
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -50,7 +50,11 @@ def run(grid: int, rad: float, loops: int, vmap: int, steps: dict, key: int | No
     weight = envelope**2
     original = diffuser.reconstruct
     if key is not None:
-        diffuser.reconstruct = functools.partial(original, key=jr.PRNGKey(key))
+        # Every run's key (epie_optical folds them from PRNGKey(0)) folded with `key`.
+        def reconstruct(*args, **kwargs):
+            return original(*args, **{**kwargs, "key": jr.fold_in(kwargs.get("key", jr.PRNGKey(0)), key)})
+
+        diffuser.reconstruct = reconstruct
     t0 = time.perf_counter()
     try:
         rec, surf = ji.epie_optical(
