@@ -134,6 +134,10 @@ from ._sharding import (
     shard_positions as shard_positions,
 )
 from ._solution import Solution as Solution
+from ._stream import (
+    init_far_field_from_file as init_far_field_from_file,
+    reconstruct_from_file as reconstruct_from_file,
+)
 from ._trainable import trainable_paths as trainable_paths, trainable_spec as trainable_spec
 from ._uncertainty import object_std as object_std
 from ._verdict import (

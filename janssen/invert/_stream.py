@@ -1,0 +1,174 @@
+"""Reconstruction from frames that stay in a file: batches of positions streamed from a CXI file.
+
+For scans whose frames do not fit in memory. Each batch of positions is read from a
+`janssen.io.CXIFrames` file (the next batch is read on a thread while the current one is
+reconstructed) and refined by one iteration of an engine through `reconstruct`, the one
+driver, and the engine's state carries from batch to batch. Memory holds the object, the
+probe and two batches of frames, whatever the scan's size.
+"""
+
+import concurrent.futures
+from collections.abc import Iterator
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import PRNGKeyArray
+
+from .._data import MicroscopeData
+from ..io._lazy import CXIFrames
+from ..optics._sample import SampleFunction
+from ..optics._scan import object_shape_for
+from ..scopes._base import AbstractMicroscope
+from ._engines.base import AbstractEngine
+from ._init import SEARCH_POSITIONS, _default_padding, init_far_field_microscope
+from ._progress import AbstractProgressMeter, NoProgressMeter
+from ._reconstruct import reconstruct
+from ._results import RESULTS
+from ._solution import Solution
+
+
+def init_far_field_from_file(
+    frames: CXIFrames, *, sample_positions: int = SEARCH_POSITIONS, padding: int | None = None
+) -> AbstractMicroscope:
+    """The default path's start (`init_far_field_microscope`) for a scan that stays in its file.
+
+    The probe guess (side of focus, size, bright-field centre) and the detector background
+    come from the `sample_positions` positions nearest the scan's centre, the only frames
+    read; the object is a unit object on the grid of the whole scan, and the positions are
+    the whole scan's, centred as `positions_in_object_frame` centres them.
+
+    **Arguments:**
+
+    - `frames`: an open `CXIFrames` file.
+    - `sample_positions`: frames read for the guess (default `SEARCH_POSITIONS`, 512).
+    - `padding`: object pixels around the scan (default: an eighth of the frame side).
+
+    **Returns:**
+
+    A `FarFieldMicroscope` holding every position of the file.
+    """
+    if isinstance(sample_positions, bool) or int(sample_positions) != sample_positions or sample_positions < 1:
+        raise ValueError(f"`sample_positions` must be an integer >= 1, got {sample_positions!r}")
+    everywhere = frames.positions
+    centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2
+    nearest = np.argsort(np.sum((everywhere - centre) ** 2, axis=1), kind="stable")[: int(sample_positions)]
+    patch = frames.batch(np.sort(nearest))
+    guess = init_far_field_microscope(patch, padding=padding)
+    dx = frames.geometry.object_pixel_size
+    positions = jnp.asarray(everywhere - centre, dtype=guess.positions.dtype)
+    shape = tuple(frames.frame_shape)
+    padding = _default_padding(shape) if padding is None else padding
+    grid = object_shape_for(positions, dx, shape, padding)
+    sample = SampleFunction(jnp.ones(grid, dtype=guess.sample.sample.dtype), guess.sample.dx)
+    return eqx.tree_at(lambda m: (m.sample, m.positions), guess, (sample, positions))
+
+
+def reconstruct_from_file(
+    microscope: AbstractMicroscope,
+    frames: CXIFrames,
+    engine: AbstractEngine,
+    *,
+    epochs: int,
+    batch_size: int = 256,
+    trainable=None,
+    key: PRNGKeyArray | None = None,
+    progress_meter: AbstractProgressMeter = NoProgressMeter(),
+) -> Solution:
+    """Refine `microscope` against a file's frames, streamed a batch of positions at a time.
+
+    Every epoch visits every position once, in batches of `batch_size` in a new random
+    order; each batch is one `reconstruct` iteration of `engine` on those positions, from
+    the previous batch's solution (so the engine's state carries over). With a sequential
+    PIE engine an epoch is a PIE iteration whose positions come in blocks: the default
+    `RPIE()` converges as it does on the frames in memory. Batched engines see one batch
+    per update; use them without loss-based damping (`adapt_alpha=False`, see docs/scale.md).
+
+    Reading overlaps the work: the next batch is read on a thread (h5py decompresses
+    outside the GIL's way of JAX's computation). Memory holds the microscope, the
+    engine's state and two batches of frames.
+
+    **Arguments:**
+
+    - `microscope`: the start, holding every position of the file in the file's order
+      (e.g. `init_far_field_from_file(frames)`).
+    - `frames`: an open `janssen.io.CXIFrames`.
+    - `engine`: any engine `reconstruct` runs.
+    - `epochs`: passes over the scan, >= 1.
+    - `batch_size`: positions per batch, >= 1 (the last batch of an epoch may be
+      smaller: every position is visited).
+    - `trainable`: what to refine, as for `reconstruct`.
+    - `key`: PRNG key for the orders (default `PRNGKey(0)`).
+    - `progress_meter`: advanced once per batch.
+
+    **Returns:**
+
+    A `Solution` whose microscope holds every position again, whose `losses` are one per
+    epoch (the root mean square of its batches' losses, weighted by their sizes) and whose
+    `iteration` counts epochs. A batch that stops abnormally (non-finite, diverged,
+    interrupted) ends the run with that result, keeping what the driver kept.
+    """
+    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"`epochs` must be an integer >= 1, got {epochs!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    count = int(microscope.positions.shape[0])
+    if count != frames.num_positions:
+        raise ValueError(
+            f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
+        )
+    key = jr.PRNGKey(0) if key is None else key
+    everywhere = microscope.positions
+    batches = -(-count // int(batch_size))
+    progress_meter.start(int(epochs) * batches)
+    current: AbstractMicroscope | Solution = microscope
+    losses, result, done = [], None, 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        for epoch in range(int(epochs)):
+            order = np.asarray(jr.permutation(jr.fold_in(key, epoch), count))
+            squares, seen = 0.0, 0
+            for index, batch in _prefetched(reader, frames, order, int(batch_size)):
+                positions = everywhere[index]
+                if isinstance(current, Solution):
+                    current = eqx.tree_at(lambda s: s.microscope.positions, current, positions)
+                else:
+                    current = eqx.tree_at(lambda m: m.positions, current, positions)
+                current = reconstruct(current, batch, engine, trainable=trainable, num_iterations=1, key=key)
+                done += 1
+                progress_meter.update(done, current.final_loss)
+                if current.result in _STOPS:
+                    result = current.result
+                    break
+                squares += float(current.final_loss) ** 2 * len(index)
+                seen += len(index)
+            if result is not None:
+                break
+            losses.append((squares / seen) ** 0.5)
+    progress_meter.close()
+    assert isinstance(current, Solution)  # epochs >= 1 and a file has >= 1 frame
+    return Solution(
+        microscope=eqx.tree_at(lambda m: m.positions, current.microscope, everywhere),
+        state=current.state,
+        losses=jnp.asarray(losses, dtype=current.losses.dtype),
+        iteration=len(losses),
+        result=RESULTS.max_iterations_reached if result is None else result,
+        key=key,
+        trainable=current.trainable,
+    )
+
+
+_STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)
+
+
+def _prefetched(
+    reader: concurrent.futures.ThreadPoolExecutor, frames: CXIFrames, order: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, MicroscopeData]]:
+    """`(index, batch)` for consecutive slices of `order`, each read while the previous one is used."""
+    slices = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+    pending = reader.submit(frames.batch, slices[0])
+    for number, index in enumerate(slices):
+        batch = pending.result()
+        if number + 1 < len(slices):
+            pending = reader.submit(frames.batch, slices[number + 1])
+        yield index, batch
