@@ -86,4 +86,3 @@ def test_refusals_and_nothing_left_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.cxi"]
     jio.simulate_cxi(target, 32, 4, key=jr.PRNGKey(0), overwrite=True)
     assert jio.read_cxi(target).num_positions == 4
-
