@@ -124,28 +124,30 @@ def reconstruct_from_file(
     progress_meter.start(int(epochs) * batches)
     current: AbstractMicroscope | Solution = microscope
     losses, result, done = [], None, 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
-        for epoch in range(int(epochs)):
-            order = np.asarray(jr.permutation(jr.fold_in(key, epoch), count))
-            squares, seen = 0.0, 0
-            for index, batch in _prefetched(reader, frames, order, int(batch_size)):
-                positions = everywhere[index]
-                if isinstance(current, Solution):
-                    current = eqx.tree_at(lambda s: s.microscope.positions, current, positions)
-                else:
-                    current = eqx.tree_at(lambda m: m.positions, current, positions)
-                current = reconstruct(current, batch, engine, trainable=trainable, num_iterations=1, key=key)
-                done += 1
-                progress_meter.update(done, current.final_loss)
-                if current.result in _STOPS:
-                    result = current.result
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+            for epoch in range(int(epochs)):
+                order = np.asarray(jr.permutation(jr.fold_in(key, epoch), count))
+                squares, seen = 0.0, 0
+                for index, batch in _prefetched(reader, frames, order, int(batch_size)):
+                    positions = everywhere[index]
+                    if isinstance(current, Solution):
+                        current = eqx.tree_at(lambda s: s.microscope.positions, current, positions)
+                    else:
+                        current = eqx.tree_at(lambda m: m.positions, current, positions)
+                    current = reconstruct(current, batch, engine, trainable=trainable, num_iterations=1, key=key)
+                    done += 1
+                    progress_meter.update(done, current.final_loss)
+                    if current.result in _STOPS:
+                        result = current.result
+                        break
+                    squares += float(current.final_loss) ** 2 * len(index)
+                    seen += len(index)
+                if result is not None:
                     break
-                squares += float(current.final_loss) ** 2 * len(index)
-                seen += len(index)
-            if result is not None:
-                break
-            losses.append((squares / seen) ** 0.5)
-    progress_meter.close()
+                losses.append((squares / seen) ** 0.5)
+    finally:
+        progress_meter.close()
     assert isinstance(current, Solution)  # epochs >= 1 and a file has >= 1 frame
     return Solution(
         microscope=eqx.tree_at(lambda m: m.positions, current.microscope, everywhere),
