@@ -507,3 +507,18 @@ def test_resume_with_a_modelled_background(cxi_file, tmp_path):
     second = read_result(out)
     assert second["attrs"]["iteration"] == 3
     np.testing.assert_array_equal(second["loss"][:2], first["loss"])
+
+
+def test_frames_larger_than_memory_are_refused_before_reading(cxi_file, tmp_path, monkeypatch, capsys):
+    """A file whose frames (x 1.5 for the reconstruction) exceed the memory available is refused, naming the way out."""
+    import janssen.cli._inputs as inputs
+
+    frames = read_cxi(cxi_file).intensities
+    need = frames.size * 4 * 1.5
+    monkeypatch.setattr(inputs, "available_memory", lambda: need * 0.99)
+    code = main(["reconstruct", str(cxi_file), "--iterations", "1", "--out", str(tmp_path / "x.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "x.h5").exists()
+    assert "more than the" in err and "reconstruct_from_file" in err
+    monkeypatch.setattr(inputs, "available_memory", lambda: need * 1.01)  # just enough: it runs
+    assert main(["reconstruct", str(cxi_file), "--iterations", "1", "--out", str(tmp_path / "y.h5")]) == 0

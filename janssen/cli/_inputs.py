@@ -31,6 +31,7 @@ def load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
             measured = jio.load_siemens_star(path)
             data, probe = measured.data, measured.probe
         else:
+            _check_fits_in_memory(path)
             data, probe = jio.read_cxi(path), None
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise UsageError(f"cannot read data file {str(path)!r}: {error}") from error
@@ -40,6 +41,39 @@ def load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
             "of every frame"
         )
     return data, probe
+
+
+#: Memory a reconstruction needs beside the frames, as a fraction of theirs (the PIE
+#: engines' step peaks at 1.4-1.5 x the frames; docs/scale.md).
+_MEMORY_MARGIN = 0.5
+
+
+def _check_fits_in_memory(path: pathlib.Path) -> None:
+    """Refuse, before reading them, frames that would not fit in the memory available now."""
+    with jio.CXIFrames(path) as frames:
+        count, (height, width) = frames.num_positions, frames.frame_shape
+    need = count * height * width * 4 * (1 + _MEMORY_MARGIN)
+    available = available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"data file {str(path)!r}: its {count} frames of {height}x{width} take "
+            f"{need / (1 + _MEMORY_MARGIN) / 2**30:.1f} GiB as float32 and a reconstruction about "
+            f"{need / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of memory available: stream them "
+            "from the file with janssen.invert.reconstruct_from_file (docs/scale.md, 'Datasets larger than "
+            "memory'), or split them over machines"
+        )
+
+
+def available_memory() -> float | None:
+    """Bytes of memory available to a new allocation (Linux `MemAvailable`), or `None` where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _mean_counts(data: jio.MicroscopeData) -> float:
