@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .._data import MicroscopeData
-from ._cxi import _DETECTOR, CXIError, _first_present, _geometry, _microscope_data, _open, _to_janssen
+from ._cxi import _DETECTOR, CXIError, _damaged, _first_present, _geometry, _microscope_data, _open, _to_janssen
 
 
 class CXIFrames:
@@ -50,18 +50,19 @@ class CXIFrames:
         self.path = pathlib.Path(path)
         self._file = _open(self.path)
         try:
-            self._frames_at = _first_present(
-                self._file, self.path, ("entry_1/data_1/data", f"{_DETECTOR}/data"), "the diffraction frames"
-            )
-            frames = self._file[self._frames_at]
-            if not isinstance(frames, h5py.Dataset) or frames.ndim != 3:
-                raise CXIError(
-                    f"CXI file {str(self.path)!r}: '/{self._frames_at}' must be a dataset of frames of shape "
-                    f"(N, H, W), got {getattr(frames, 'shape', type(frames).__name__)}"
+            with _damaged(self.path):
+                self._frames_at = _first_present(
+                    self._file, self.path, ("entry_1/data_1/data", f"{_DETECTOR}/data"), "the diffraction frames"
                 )
-            self._frames = frames
-            self._geometry = self._read_geometry(frames.shape)
-            self._mapped = self._memory_map(frames) if memory_map else None
+                frames = self._file[self._frames_at]
+                if not isinstance(frames, h5py.Dataset) or frames.ndim != 3:
+                    raise CXIError(
+                        f"CXI file {str(self.path)!r}: '/{self._frames_at}' must be a dataset of frames of shape "
+                        f"(N, H, W), got {getattr(frames, 'shape', type(frames).__name__)}"
+                    )
+                self._frames = frames
+                self._geometry = self._read_geometry(frames.shape)
+                self._mapped = self._memory_map(frames) if memory_map else None
         except BaseException:
             self._file.close()
             raise
@@ -116,7 +117,8 @@ class CXIFrames:
     def read(self, index: np.ndarray | Sequence[int] | slice) -> np.ndarray:
         """The frames at `index` (positions in any order, or a slice), as float32 `(n, H, W)` in janssen's frame."""
         if isinstance(index, slice):
-            return self._in_janssen_frame(self._mapped[index] if self._mapped is not None else self._frames[index])
+            with _damaged(self.path):
+                return self._in_janssen_frame(self._mapped[index] if self._mapped is not None else self._frames[index])
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.num_positions):
             raise ValueError(
@@ -126,7 +128,8 @@ class CXIFrames:
             return self._in_janssen_frame(self._mapped[index])
         # h5py reads increasing, unique indices; read those, then restore the order asked for.
         unique, inverse = np.unique(index, return_inverse=True)
-        return self._in_janssen_frame(self._frames[unique])[inverse]
+        with _damaged(self.path):
+            return self._in_janssen_frame(self._frames[unique])[inverse]
 
     def _in_janssen_frame(self, block: np.ndarray) -> np.ndarray:
         """Stored frames `(n, H, W)` as float32 in janssen's frame (transposed and flipped as `read_cxi` does)."""
