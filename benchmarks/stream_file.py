@@ -6,7 +6,9 @@ Opens the file with `janssen.io.CXIFrames`, builds the default path's start from
 frames nearest the scan's centre (`init_far_field_from_file`), then streams every
 position once per epoch through sequential `RPIE()` (`reconstruct_from_file`), one epoch
 per call so that each can be measured. After each epoch it prints one JSON line: the
-epoch's loss, the wall time so far, the process's peak resident memory so far beside the
+epoch's loss, the wall time so far, the process's peak resident memory during the epoch
+(`epoch_peak_rss_mb`, Linux; the error measures below run after it, and the ramp-free
+one's upsampled FFT takes 4.5 GB on the xlarge object) and over the whole run, beside the
 frames' size as float32 (`frames_mb`, never held here), and, when the file has a
 `/ground_truth` group (`janssen simulate`, `simulate_preset_cxi`), the object error raw
 and with the best linear phase ramp removed (as `large_default.py`). Make the xlarge
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     import h5py
     import numpy as np
-    from run import ramp_free_error
+    from run import _peak_since_reset_mb, _reset_peak, ramp_free_error
 
     import janssen.invert as jinv
     import janssen.io as jio
@@ -61,11 +63,13 @@ def main(argv=None) -> int:
         current = jinv.init_far_field_from_file(frames)
         print(json.dumps({"start_s": round(time.perf_counter() - clock, 1), "peak_rss_mb": peak_mb()}), flush=True)
         for epoch in range(args.epochs):
+            reset = _reset_peak()
             solution = jinv.reconstruct_from_file(
                 current, frames, jinv.RPIE(), epochs=1, batch_size=args.batch_size, key=jinv_key(epoch)
             )
             current = solution.microscope
-            row = {"epoch": epoch + 1, "loss": round(float(solution.losses[-1]), 4)}
+            epoch_peak = round(_peak_since_reset_mb(), 1) if reset else None  # before the error measures
+            row = {"epoch": epoch + 1, "loss": round(float(solution.losses[-1]), 4), "epoch_peak_rss_mb": epoch_peak}
             if truth is not None:
                 recon = np.asarray(current.sample.sample)
                 row["error"] = round(float(jinv.object_error(truth[0], recon, truth[1], max_shift=0)), 4)
