@@ -797,7 +797,8 @@ def run_case(case: Case, folder: pathlib.Path, cxi_file: pathlib.Path, monkeypat
         raise _Accepted
 
     for module, name in ((reconstruct_command, "run_engine"), (reconstruct_command, "refine_geometry"),
-                         (demo_command, "_demo"), (janssen.io, "write_cxi"), (report, "_figures")):  # fmt: skip
+                         (demo_command, "_demo"), (janssen.io, "write_cxi"), (janssen.io, "simulate_preset_cxi"),
+                         (report, "_figures")):  # fmt: skip
         monkeypatch.setattr(module, name, accepted)
     shutil.copy(cxi_file, folder / "data.cxi")
     for name, content in case.files:

@@ -16,7 +16,17 @@ import h5py
 import numpy as np
 
 from .._data import MicroscopeData
-from ._cxi import _DETECTOR, CXIError, _damaged, _first_present, _geometry, _microscope_data, _open, _to_janssen
+from ._cxi import (
+    _DETECTOR,
+    CXIError,
+    _damaged,
+    _dataset,
+    _first_present,
+    _geometry,
+    _microscope_data,
+    _open,
+    _to_janssen,
+)
 
 
 class CXIFrames:
@@ -54,8 +64,8 @@ class CXIFrames:
                 self._frames_at = _first_present(
                     self._file, self.path, ("entry_1/data_1/data", f"{_DETECTOR}/data"), "the diffraction frames"
                 )
-                frames = self._file[self._frames_at]
-                if not isinstance(frames, h5py.Dataset) or frames.ndim != 3:
+                frames = _dataset(self._file, self.path, self._frames_at, read=False)
+                if frames.ndim != 3:
                     raise CXIError(
                         f"CXI file {str(self.path)!r}: '/{self._frames_at}' must be a dataset of frames of shape "
                         f"(N, H, W), got {getattr(frames, 'shape', type(frames).__name__)}"
