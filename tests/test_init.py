@@ -109,3 +109,18 @@ def test_probe_guess_reconstructs_simulated_data():
     solution = reconstruct(microscope, ds.data, RPIE(), num_iterations=30)
     error = object_error(ds.object, solution.microscope.sample.sample, illumination_map(ds.microscope()))
     assert error < 0.25
+
+
+def test_nearest_distances_in_blocks_equal_the_whole_table():
+    """The scan spacing's nearest-neighbour distances, a block of rows at a time (3000 points: 3 blocks).
+
+    Exact against the whole pairwise table, a repeated point (distance 0) included.
+    """
+    from janssen.io._geometry_check import nearest_distances
+
+    points = np.random.default_rng(0).normal(size=(3000, 2))
+    points[5] = points[7]
+    table = np.sqrt(np.sum((points[:, None] - points[None]) ** 2, axis=-1))
+    np.fill_diagonal(table, np.inf)
+    np.testing.assert_array_equal(nearest_distances(points), table.min(axis=1))
+    assert nearest_distances(points)[5] == 0.0

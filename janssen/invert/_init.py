@@ -6,6 +6,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, PRNGKeyArray
 
 from .._data import MicroscopeData
+from ..io._geometry_check import nearest_distances
 from ..optics._fft import ifft2c
 from ..optics._probe import AbstractProbe, Probe
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
@@ -87,9 +88,7 @@ def _scan_spacing_px(data: MicroscopeData) -> float:
     pos = np.asarray(data.positions, dtype=np.float64) / np.asarray(data.object_pixel_size, dtype=np.float64)
     if len(pos) < 2:
         return float(min(data.frame_shape)) / 4
-    gaps = np.sqrt(np.sum((pos[:, None] - pos[None]) ** 2, axis=-1))
-    np.fill_diagonal(gaps, np.inf)
-    return float(np.median(gaps.min(axis=1)))
+    return float(np.median(nearest_distances(pos)))
 
 
 def _bright_field_radius(mean: np.ndarray) -> float:

@@ -173,15 +173,24 @@ def _median_step_px(positions: np.ndarray, pixel: np.ndarray) -> float:
     distinct = np.unique(positions / pixel, axis=0)
     if len(distinct) < 2:
         return float("nan")
-    # Blocks of rows keep the pairwise table near 4 M entries, whatever the scan size.
-    rows = max(1, 2**22 // len(distinct))
-    nearest = np.empty(len(distinct))
-    for start in range(0, len(distinct), rows):
-        block = distinct[start : start + rows]
-        squared = np.sum((block[:, None, :] - distinct[None, :, :]) ** 2, axis=-1)
+    return float(np.median(nearest_distances(distinct)))
+
+
+def nearest_distances(points: np.ndarray) -> np.ndarray:
+    """Each point's distance to its nearest other point, `(n, d)` -> `(n,)` (at least two points).
+
+    Blocks of rows keep the pairwise table near 4 M entries whatever the scan's size (a
+    table of 40 000 positions at once would take 25 GB).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    rows = max(1, 2**22 // len(points))
+    nearest = np.empty(len(points))
+    for start in range(0, len(points), rows):
+        block = points[start : start + rows]
+        squared = np.sum((block[:, None, :] - points[None, :, :]) ** 2, axis=-1)
         squared[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
         nearest[start : start + rows] = np.sqrt(squared.min(axis=1))
-    return float(np.median(nearest))
+    return nearest
 
 
 def _span_hint(span_m: np.ndarray) -> str:

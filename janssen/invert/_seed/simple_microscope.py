@@ -16,6 +16,7 @@ from jaxtyping import Array, Float
 from ..._custom_types import PairLike, ScalarLike
 from ..._data import MicroscopeData
 from ..._validate import check_positive, pair, real_array
+from ...io._geometry_check import nearest_distances
 from ...optics._probe import Probe
 from ...optics._sample import SampleFunction
 from ...optics._wavefront import OpticalWavefront
@@ -243,9 +244,7 @@ def _searched_probe(microscope: SimpleMicroscope, data: MicroscopeData, spacing_
 def _median_spacing(raw_px: np.ndarray, default: float) -> float:
     if len(raw_px) < 2:
         return default
-    gaps = np.sqrt(np.sum((raw_px[:, None] - raw_px[None]) ** 2, axis=-1))
-    np.fill_diagonal(gaps, np.inf)
-    return float(np.median(gaps.min(axis=1)))
+    return float(np.median(nearest_distances(raw_px)))
 
 
 def init_simple_epie(
