@@ -128,3 +128,30 @@ def test_compile_cache_off_and_unusable(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_compile_cache() == str(tmp_path / "xdg" / "janssen" / "jax" / host_tag())
     assert host_tag() == host_tag() and len(host_tag().rsplit("-", 1)[1]) == 12
+
+
+def test_simulate_progress_lines_at_each_tenth_of_a_large_scan(capsys):
+    """`janssen simulate` reports each tenth written for scans over 1000 positions (xlarge: 4000), none below."""
+    from janssen.cli._simulate import _progress_lines
+
+    progress = _progress_lines()
+    for done in [*range(256, 4000, 256), 4000]:
+        progress(done, 4000)
+    lines = capsys.readouterr().err.splitlines()
+    # Batches of 256 cross a tenth (400 frames) at 512, 1024, 1280, 1792, 2048, 2560, 2816, 3328, 3840, 4000.
+    assert [int(line.split()[2].split("/")[0]) for line in lines] == [
+        512,
+        1024,
+        1280,
+        1792,
+        2048,
+        2560,
+        2816,
+        3328,
+        3840,
+        4000,
+    ]
+    small = _progress_lines()
+    for done in (256, 512, 1000):
+        small(done, 1000)
+    assert capsys.readouterr().err == ""
