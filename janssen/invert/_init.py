@@ -186,13 +186,18 @@ SEARCH_FACTORS = (0.5, 0.64, 0.8, 1.0, 1.25, 1.56, 1.95)
 SEARCH_POSITIONS = 512
 
 
+def central_indices(positions: ArrayLike, count: int) -> np.ndarray:
+    """Indices of the `count` positions `(N, 2)` nearest the centre of their bounding box, in scan order."""
+    positions = np.asarray(positions, dtype=np.float64)
+    centre = (positions.max(axis=0) + positions.min(axis=0)) / 2
+    return np.sort(np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[: int(count)])
+
+
 def _central_positions(data: MicroscopeData, count: int | None) -> MicroscopeData:
     """The `count` positions nearest the centre of the scan's bounding box (all if no more), in scan order."""
     if count is None or data.num_positions <= count:
         return data
-    positions = np.asarray(data.positions, dtype=np.float64)
-    centre = (positions.max(axis=0) + positions.min(axis=0)) / 2
-    nearest = np.sort(np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[: int(count)])
+    nearest = central_indices(data.positions, count)
     return eqx.tree_at(
         lambda d: (d.intensities, d.positions), data, (data.intensities[nearest], data.positions[nearest])
     )

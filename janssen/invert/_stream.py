@@ -22,7 +22,7 @@ from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._base import AbstractMicroscope
 from ._engines.base import AbstractEngine
-from ._init import SEARCH_POSITIONS, _default_padding, init_far_field_microscope
+from ._init import SEARCH_POSITIONS, _default_padding, central_indices, init_far_field_microscope
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import reconstruct
 from ._results import RESULTS
@@ -52,11 +52,10 @@ def init_far_field_from_file(
     if isinstance(sample_positions, bool) or int(sample_positions) != sample_positions or sample_positions < 1:
         raise ValueError(f"`sample_positions` must be an integer >= 1, got {sample_positions!r}")
     everywhere = frames.positions
-    centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2
-    nearest = np.argsort(np.sum((everywhere - centre) ** 2, axis=1), kind="stable")[: int(sample_positions)]
-    patch = frames.batch(np.sort(nearest))
+    patch = frames.batch(central_indices(everywhere, sample_positions))
     guess = init_far_field_microscope(patch, padding=padding)
     dx = frames.geometry.object_pixel_size
+    centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2  # as `positions_in_object_frame` centres
     positions = jnp.asarray(everywhere - centre, dtype=guess.positions.dtype)
     shape = tuple(frames.frame_shape)
     padding = _default_padding(shape) if padding is None else padding
