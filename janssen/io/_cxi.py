@@ -35,6 +35,7 @@ import pathlib
 from collections.abc import Iterator
 
 import h5py
+import jax
 import numpy as np
 
 from .._data import MicroscopeData
@@ -370,12 +371,11 @@ def _read_data(handle: h5py.File, path: pathlib.Path) -> MicroscopeData:
             f"CXI file {str(path)!r}: dataset '/{frames_at}' must hold frames of shape (N, H, W), "
             f"got shape {stored.shape}" + (" (N, H and W must be at least 1)" if stored.ndim == 3 else "")
         )
-    if stored.dtype.kind not in "iuf":
-        _check_counts(path, frames_at, np.empty(0, stored.dtype))
+    _check_count_type(path, frames_at, stored.dtype)
     axes, geometry = _geometry(handle, path, stored.shape)
     frames = _read_frames(stored, axes)
-    _check_counts(path, frames_at, frames, unsigned=stored.dtype.kind == "u")
-    return _microscope_data(path, _as_jax(frames), *geometry)
+    _check_counts(path, frames_at, frames, signed=stored.dtype.kind != "u")
+    return _microscope_data(path, jax.device_put(frames), *geometry)
 
 
 #: Frames read, converted and re-oriented together (bounds the temporaries of `_read_frames`).
@@ -389,12 +389,11 @@ def _read_frames(stored: h5py.Dataset, axes: tuple[str, str]) -> np.ndarray:
 
     The result is the only full-size array made: each block is converted and re-oriented
     into it (a transposed or flipped detector included), and it is aligned so that JAX
-    can adopt it without a copy (`_as_jax`).
+    can adopt it without a copy (`jax.device_put` shares it on the CPU; nothing else
+    holds it, so nothing can change it afterwards).
     """
     count, rows, columns = stored.shape
     shape = (count, columns, rows) if axes[0][1] == "x" else (count, rows, columns)
-    import jax
-
     dtype = np.float64 if stored.dtype == np.float64 and jax.config.jax_enable_x64 else np.float32
     frames = _aligned_empty(shape, dtype)
     for first in range(0, count, _READ_BLOCK):
@@ -403,46 +402,38 @@ def _read_frames(stored: h5py.Dataset, axes: tuple[str, str]) -> np.ndarray:
     return frames
 
 
+#: Byte boundary XLA's CPU buffers start on: a NumPy array aligned so is adopted without a copy.
+_ALIGNMENT = 64
+
+
 def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised array whose data start on a 64-byte boundary (what XLA's CPU buffers need)."""
+    """An uninitialised array whose data start on an `_ALIGNMENT`-byte boundary."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = np.empty(size + _ALIGNMENT, dtype=np.uint8)
     offset = (-raw.ctypes.data) % _ALIGNMENT
     return raw[offset : offset + size].view(dtype).reshape(shape)
 
 
-_ALIGNMENT = 64
-
-
-def _as_jax(frames: np.ndarray):
-    """`frames` as a JAX array, sharing its memory where the backend allows (the CPU does).
-
-    Only for arrays nothing else holds: a later change to `frames` would show in the
-    result. Under x64 the float32 frames stay float32, as `MicroscopeData` keeps them.
-    """
-    import jax
-
-    return jax.device_put(frames)
-
-
-def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray, *, unsigned: bool = False) -> None:
-    """Frames of real, finite, non-negative counts, refused naming the dataset otherwise.
-
-    `unsigned`: the frames were stored as unsigned integers (no sign to check).
-    """
-    if frames.dtype.kind not in "iuf":
+def _check_count_type(path: pathlib.Path, name: str, dtype: np.dtype) -> None:
+    """Frames stored as real counts (integers or floats), refused naming the dataset otherwise."""
+    if dtype.kind not in "iuf":
         raise CXIError(
-            f"CXI file {str(path)!r}: dataset '/{name}' must hold real counts (integers or floats), "
-            f"got dtype {frames.dtype}"
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold real counts (integers or floats), got dtype {dtype}"
         )
-    if frames.dtype.kind == "f":
-        bad = int(np.sum(~np.isfinite(frames)))
-        if bad:
-            raise CXIError(
-                f"CXI file {str(path)!r}: dataset '/{name}' must hold finite counts, got {bad} NaN or infinite "
-                "value(s); mark such pixels in the detector mask and set them to 0"
-            )
-    if not unsigned and frames.dtype.kind != "u" and np.any(frames < 0):
+
+
+def _check_counts(path: pathlib.Path, name: str, frames: np.ndarray, *, signed: bool) -> None:
+    """Read frames (floats) of finite, non-negative counts, refused naming the dataset otherwise.
+
+    `signed`: whether the stored type could hold negative values (unsigned integers cannot).
+    """
+    bad = int(np.sum(~np.isfinite(frames)))
+    if bad:
+        raise CXIError(
+            f"CXI file {str(path)!r}: dataset '/{name}' must hold finite counts, got {bad} NaN or infinite "
+            "value(s); mark such pixels in the detector mask and set them to 0"
+        )
+    if signed and np.any(frames < 0):
         raise CXIError(
             f"CXI file {str(path)!r}: dataset '/{name}' must hold counts >= 0, got {int(np.sum(frames < 0))} "
             f"negative value(s) (the smallest {float(frames.min()):g}); mark them in the detector mask, set them to 0"

@@ -68,7 +68,7 @@ class CXIFrames:
                 if frames.ndim != 3:
                     raise CXIError(
                         f"CXI file {str(self.path)!r}: '/{self._frames_at}' must be a dataset of frames of shape "
-                        f"(N, H, W), got {getattr(frames, 'shape', type(frames).__name__)}"
+                        f"(N, H, W), got {frames.shape}"
                     )
                 self._frames = frames
                 self._geometry = self._read_geometry(frames.shape)
