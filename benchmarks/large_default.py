@@ -87,12 +87,7 @@ def _from_file(path: pathlib.Path, size: str):
     """
     import subprocess
 
-    import h5py
-    import numpy as np
-
     import janssen.io as jio
-    from janssen.optics import Probe, SampleFunction
-    from janssen.scopes import FarFieldMicroscope
 
     if not path.exists():
         code = (
@@ -104,12 +99,8 @@ def _from_file(path: pathlib.Path, size: str):
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
         made = {"simulated": str(path), "simulate_s": float(out[-2]), "simulate_peak_rss_mb": float(out[-1])}
         print(json.dumps(made))
-    data = jio.read_cxi(path)
-    with h5py.File(path, "r") as handle:
-        obj, probe, positions = (np.asarray(handle[f"ground_truth/{n}"]) for n in ("object", "probe", "positions"))
-    dx = data.object_pixel_size
-    scope = FarFieldMicroscope(Probe(probe, data.wavelength, dx), SampleFunction(obj, dx), positions)
-    return data, scope
+    truth = jio.read_ground_truth(path)
+    return truth.data, truth.microscope()
 
 
 if __name__ == "__main__":

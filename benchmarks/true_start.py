@@ -14,13 +14,10 @@ import argparse
 import sys
 import time
 
-import h5py
 import numpy as np
 
 import janssen.invert as jinv
 import janssen.io as jio
-from janssen.optics import Probe, SampleFunction
-from janssen.scopes import FarFieldMicroscope
 
 
 def main(argv=None) -> int:
@@ -29,11 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--every", type=int, default=2)
     args = parser.parse_args(argv)
-    data = jio.read_cxi(args.file)
-    with h5py.File(args.file, "r") as handle:
-        obj, probe, positions = (np.asarray(handle[f"ground_truth/{n}"]) for n in ("object", "probe", "positions"))
-    dx = data.object_pixel_size
-    current = FarFieldMicroscope(Probe(probe, data.wavelength, dx), SampleFunction(obj, dx), positions)
+    truth = jio.read_ground_truth(args.file)
+    data, current, obj = truth.data, truth.microscope(), np.asarray(truth.object)
     illumination = np.asarray(jinv.illumination_map(current))
     for done in range(args.every, args.iterations + 1, args.every):
         clock = time.perf_counter()
