@@ -19,6 +19,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._data import MicroscopeData
 from ._cxi import _GROUND_TRUTH, _JANSSEN_AXES, _checked_axes, _from_janssen, _reason, _write_header
+from ._results import temporary_path
 from ._simulate import _BATCH, PRESETS, _measurement, _simulation_inputs
 
 
@@ -101,7 +102,7 @@ def simulate_cxi(
     geometry = MicroscopeData(
         first, positions[:1], inputs["wavelength"], inputs["camera_pixel_size"], inputs["distance"]
     )
-    partial = path.with_name(path.name + ".partial")
+    partial = temporary_path(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(partial)
     try:
