@@ -59,6 +59,11 @@ def pair(name: str, value: Any) -> jax.Array:
     return arr
 
 
+def optional_pair(name: str, value: Any) -> jax.Array | None:
+    """`pair(name, value)`, or `None` where `value` is `None`."""
+    return None if value is None else pair(name, value)
+
+
 def check_positive(name: str, value: Any) -> None:
     """Raise unless every element is finite and > 0 (concrete values only)."""
     if is_concrete(value):

@@ -309,7 +309,7 @@ def test_mixed_state_rpie_beats_single_mode():
     ramp = (jnp.arange(32) - 16.0)[None, :] / 16.0
     second = f0 * ramp * jnp.sqrt(jnp.sum(jnp.abs(f0) ** 2) / jnp.sum(jnp.abs(f0 * ramp) ** 2))
     modes, weights = orthogonalize_modes(jnp.stack([jnp.sqrt(0.9) * f0, jnp.sqrt(0.1) * second]))
-    mixed = MixedStateProbe(CoherentModeSet(modes, weights, data.wavelength, single.probe.dx))
+    mixed = MixedStateProbe(CoherentModeSet(modes, weights, data.wavelength, single.sample.dx))
     two = eqx.tree_at(lambda m: m.probe, single, mixed)
     one_mode = reconstruct(single, data, RPIE(), num_iterations=20)
     two_modes = reconstruct(two, data, RPIE(), num_iterations=20)

@@ -129,7 +129,7 @@ def test_known_object_distance_follows_the_stage_scale(problem):
     data, true, _ = problem
     dx = np.asarray(true.sample.dx)
     start = jittered(true, jax.random.PRNGKey(7), 1.0)
-    start = eqx.tree_at(lambda m: (m.sample.dx, m.probe.dx), start, (true.sample.dx * 1.03, true.probe.dx * 1.03))
+    start = start.with_pixel_size(true.sample.dx * 1.03)
     solution = reconstruct(start, data, GaussNewton(), trainable=["positions", "distance"], num_iterations=10)
     stage_scale = _frame(start.positions)[1] / _frame(true.positions)[1] - 1
     distance_error = float(np.asarray(solution.microscope.sample.dx)[0] / dx[0] - 1)

@@ -68,7 +68,8 @@ def test_dilate_scan_moves_features_with_the_scan(problem):
     moved = np.array([ny // 2, nx // 2]) + scale * (centre - np.array([ny // 2, nx // 2]))
     np.testing.assert_allclose(np.asarray(dilated.sample.sample).real, feature(*moved, 3.0 * scale), atol=1e-3)
     np.testing.assert_allclose(np.asarray(dilated.sample.dx), np.asarray(true.sample.dx) / scale, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(dilated.probe.dx), np.asarray(true.sample.dx) / scale, rtol=1e-6)
+    assert dilated.probe.dx is None  # the pitch is stored once, on the sample
+    np.testing.assert_allclose(np.asarray(dilated.sample_plane_probe().dx), np.asarray(dilated.sample.dx), rtol=0)
     np.testing.assert_array_equal(np.asarray(dilated.positions), np.asarray(true.positions))
     np.testing.assert_array_equal(np.asarray(dilated.probe.fields()), np.asarray(true.probe.fields()))
     pixels = lambda m: np.asarray(m.positions) / np.asarray(m.sample.dx)  # noqa: E731

@@ -199,7 +199,7 @@ def test_extend_modes_keeps_the_given_modes_and_the_power():
 def _with_modes(microscope, modes, share=0.05):
     """`microscope` with a `modes`-mode probe from `extend_modes` (as `janssen reconstruct --modes` starts)."""
     fields, weights = extend_modes(microscope.probe.fields(), modes, share=share)
-    probe = MixedStateProbe(CoherentModeSet(fields, weights, WAVELENGTH, microscope.probe.dx))
+    probe = MixedStateProbe(CoherentModeSet(fields, weights, WAVELENGTH, microscope.sample.dx))
     return eqx.tree_at(lambda m: m.probe, microscope, probe)
 
 

@@ -314,6 +314,28 @@ def test_positions_off_the_object_raise(kind):
         _microscope(kind, jo.SampleFunction(_object_array(), DX), outside)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_microscope_stores_the_pitch_once(kind):
+    """Every microscope keeps its probe without a pitch: the sample's `dx` is the one leaf that
+    holds it (so no step has to keep two copies equal), and `sample_plane_probe` gives it back."""
+    m = _microscope(kind, jo.SampleFunction(_object_array(), DX), POSITIONS)
+    assert m.probe.dx is None
+    pitch_leaves = [leaf for leaf in jax.tree_util.tree_leaves(m) if np.shape(leaf) == (2,) and np.allclose(leaf, DX)]
+    assert len(pitch_leaves) == 1
+    np.testing.assert_array_equal(np.asarray(m.sample_plane_probe().dx), np.asarray(m.sample.dx))
+    finer = m.with_pixel_size(m.sample.dx * 0.5)
+    np.testing.assert_allclose(np.asarray(finer.sample_plane_probe().dx), DX * 0.5, rtol=1e-7)
+
+
+def test_probe_with_another_pitch_raises():
+    probe = jo.Probe(_probe().modes, LAM, DX * 1.01)
+    with pytest.raises(ValueError, match=r"`probe.dx` and `sample.dx` must be equal"):
+        js.FarFieldMicroscope(probe, jo.SampleFunction(_object_array(), DX), POSITIONS)
+    # A probe without a pitch takes the sample's.
+    m = js.FarFieldMicroscope(jo.Probe(_probe().modes, LAM, None), jo.SampleFunction(_object_array(), DX), POSITIONS)
+    np.testing.assert_allclose(np.asarray(m.sample_plane_probe().dx), DX, rtol=1e-7)
+
+
 @pytest.mark.parametrize("shape", [(0, 16), (16, -2)])
 def test_bad_detector_shape_raises(shape):
     with pytest.raises(ValueError, match="`detector_shape`"):

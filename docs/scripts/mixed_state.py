@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 def with_extra_modes(microscope, modes):
     """The microscope with `modes` probe modes: its probe plus `janssen.optics.extend_modes`' new ones."""
     fields, weights = extend_modes(microscope.probe.fields(), modes)
-    mode_set = CoherentModeSet(fields, weights, microscope.probe.wavelength, microscope.probe.dx)
+    mode_set = CoherentModeSet(fields, weights, microscope.probe.wavelength, microscope.sample.dx)
     return eqx.tree_at(lambda m: m.probe, microscope, MixedStateProbe(mode_set))
 
 

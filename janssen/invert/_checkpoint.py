@@ -165,8 +165,9 @@ def load_solution(path: str | pathlib.Path, like: Solution) -> Solution:
         )
     except Exception as error:
         raise ValueError(
-            f"the checkpoint in {str(path)!r} does not fit the template solution (different microscope, "
-            f"shapes or engine?): {error}"
+            f"the checkpoint in {str(path)!r} (written by janssen "
+            f"{content['attrs'].get('janssen_version', 'of unknown version')}) does not fit the template solution "
+            f"(different microscope, shapes or engine, or a checkpoint from an older janssen?): {error}"
         ) from error
     return Solution(
         microscope=microscope,

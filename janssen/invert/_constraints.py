@@ -136,16 +136,14 @@ def constrain_step(new: Any, old: Any, spec: Any, *, ramp: bool = True) -> Any:
 
     With `ramp` (static; `False` for engines that treat it themselves) the far-field phase
     ramp is held (`fix_phase_ramp`); the gauge motions of refined positions (see
-    `scan_gauges`) are undone relative to `old`, and a refined object pixel (`sample.dx`,
-    the FFT far field's distance) is written to the probe too (`with_pixel_size`). Refined detector
-    terms are put back in their domains (`AbstractMicroscope.project_detector`).
+    `scan_gauges`) are undone relative to `old`. Refined detector terms are put back in
+    their domains (`AbstractMicroscope.project_detector`). A refined object pixel
+    (`sample.dx`, the FFT far field's distance) needs nothing: the pitch is stored once.
     """
     if ramp:
         new = fix_phase_ramp(new, old, spec)
     # A refined background stays >= 0, refined frame scales keep a mean of 1 (the microscope's rule).
     new = new.project_detector(spec)
-    if getattr(getattr(spec, "sample", None), "dx", False) is True:
-        new = new.with_pixel_size(new.sample.dx)
     translation, dilation = scan_gauges(spec, old)
     if not (translation or dilation):
         return new

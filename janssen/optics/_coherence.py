@@ -260,7 +260,7 @@ class MixedStateProbe(AbstractProbe):
     modes: Complex[Array, "modes y x"]
     weights: Float[Array, " _modes"]
     wavelength: Float[Array, ""]
-    dx: Float[Array, "2"]
+    dx: Float[Array, "2"] | None
     z_position: Float[Array, ""]
 
     def __init__(self, mode_set: CoherentModeSet):
@@ -275,7 +275,12 @@ class MixedStateProbe(AbstractProbe):
 
     @property
     def mode_set(self) -> CoherentModeSet:
-        """The probe's modes and weights as a `CoherentModeSet`."""
+        """The probe's modes and weights as a `CoherentModeSet` (which needs the probe's pitch)."""
+        if self.dx is None:
+            raise ValueError(
+                "`mode_set` needs the probe's pixel pitch, and this probe has none of its own (a microscope's "
+                "probe takes its sample's): use `microscope.sample_plane_probe().mode_set`"
+            )
         return CoherentModeSet(self.modes, self.weights, self.wavelength, self.dx, self.z_position)
 
     @property

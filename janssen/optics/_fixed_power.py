@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import PairLike, ScalarLike
-from .._validate import check_finite, check_positive, complex_array, pair, real_array
+from .._validate import check_finite, check_positive, complex_array, optional_pair, real_array
 from ._probe import AbstractProbe
 
 
@@ -30,19 +30,20 @@ class FixedPowerProbe(AbstractProbe):
     - `power`: the total power `sum |fields|**2` to hold (counts per frame for a probe
       in counts); default the power of `modes`.
     - `wavelength`: metres, > 0.
-    - `dx`: sample-plane pitch in metres, scalar or `(x, y)`, > 0.
+    - `dx`: sample-plane pitch in metres, scalar or `(x, y)`, > 0; or `None`: the pitch
+      of the plane the probe is placed in (a microscope's sample).
     """
 
     modes: Complex[Array, "modes y x"]
     power: Float[Array, ""]
     wavelength: Float[Array, ""]
-    dx: Float[Array, "2"]
+    dx: Float[Array, "2"] | None
 
     def __init__(
         self,
         modes: Num[ArrayLike, "*modes y x"],
         wavelength: ScalarLike,
-        dx: PairLike,
+        dx: PairLike | None,
         *,
         power: ScalarLike | None = None,
     ):
@@ -51,7 +52,7 @@ class FixedPowerProbe(AbstractProbe):
         own = jnp.sum(self.modes.real**2 + self.modes.imag**2)
         self.power = real_array("power", own if power is None else power, shape=())
         self.wavelength = real_array("wavelength", wavelength, shape=())
-        self.dx = pair("dx", dx)
+        self.dx = optional_pair("dx", dx)
 
     def __check_init__(self):
         if self.modes.ndim != 3:
@@ -59,7 +60,8 @@ class FixedPowerProbe(AbstractProbe):
         check_finite("modes", self.modes)
         check_positive("power", self.power)
         check_positive("wavelength", self.wavelength)
-        check_positive("dx", self.dx)
+        if self.dx is not None:
+            check_positive("dx", self.dx)
 
     def fields(self) -> Complex[Array, "modes y x"]:
         own = jnp.sum(self.modes.real**2 + self.modes.imag**2)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Complex, Float, Num
 
 from .._custom_types import PairLike, ScalarLike
-from .._validate import check_finite, check_positive, complex_array, pair, real_array
+from .._validate import check_finite, check_positive, complex_array, optional_pair, real_array
 
 
 class AbstractProbe(eqx.Module):
@@ -16,10 +16,15 @@ class AbstractProbe(eqx.Module):
     Subclasses say how their parameters produce the mode fields; engines see only
     `fields()` (amplitudes with the mode weights folded in, so that the intensity is
     `sum_m |fields()[m]|**2`) and rebuild the probe with `with_fields`.
+
+    `dx` is the pixel pitch of the probe's grid, or `None` for a probe that takes the
+    pitch of the plane it is placed in. A microscope stores the sample-plane pitch once,
+    on its sample (`microscope.sample.dx`): its constructors check that a given probe's
+    pitch agrees and keep the probe without one (`without_pitch`).
     """
 
     wavelength: eqx.AbstractVar[Float[Array, ""]]
-    dx: eqx.AbstractVar[Float[Array, "2"]]
+    dx: eqx.AbstractVar[Float[Array, "2"] | None]
 
     @abc.abstractmethod
     def fields(self) -> Complex[Array, "modes y x"]:
@@ -28,6 +33,12 @@ class AbstractProbe(eqx.Module):
     @abc.abstractmethod
     def with_fields(self, fields: Complex[Array, "modes y x"]) -> "AbstractProbe":
         """A probe of the same kind whose `fields()` are (as near as the kind allows) `fields`."""
+
+    def without_pitch(self) -> "AbstractProbe":
+        """This probe with `dx = None`: it takes the pitch of the plane it is placed in."""
+        if self.dx is None:
+            return self
+        return eqx.tree_at(lambda p: p.dx, self, None)
 
 
 class Probe(AbstractProbe):
@@ -40,26 +51,28 @@ class Probe(AbstractProbe):
 
     - `modes`: complex array `(y, x)` or `(modes, y, x)`.
     - `wavelength`: metres, > 0.
-    - `dx`: pixel pitch in the sample plane in metres, scalar or `(x, y)`, > 0.
+    - `dx`: pixel pitch in the sample plane in metres, scalar or `(x, y)`, > 0; or
+      `None`: the pitch of the plane the probe is placed in (a microscope's sample).
     """
 
     modes: Complex[Array, "modes y x"]
     wavelength: Float[Array, ""]
-    dx: Float[Array, "2"]
+    dx: Float[Array, "2"] | None
 
-    def __init__(self, modes: Num[ArrayLike, "*modes y x"], wavelength: ScalarLike, dx: PairLike):
+    def __init__(self, modes: Num[ArrayLike, "*modes y x"], wavelength: ScalarLike, dx: PairLike | None):
         modes = complex_array("modes", modes)
         if modes.ndim == 2:
             modes = modes[None]
         self.modes = modes
         self.wavelength = real_array("wavelength", wavelength, shape=())
-        self.dx = pair("dx", dx)
+        self.dx = optional_pair("dx", dx)
 
     def __check_init__(self):
         if self.modes.ndim != 3:
             raise ValueError(f"`modes` must be (y, x) or (modes, y, x), got shape {self.modes.shape}")
         check_positive("wavelength", self.wavelength)
-        check_positive("dx", self.dx)
+        if self.dx is not None:
+            check_positive("dx", self.dx)
         check_finite("modes", self.modes)
 
     @property

@@ -40,6 +40,22 @@ _COMMON_ALIASES: dict[str, str | tuple[str, ...]] = {
 }
 
 
+def probe_on_sample(probe: AbstractProbe, sample: SampleFunction) -> AbstractProbe:
+    """`probe` as a microscope keeps it: without a pitch of its own (the sample's is the one).
+
+    Every microscope's constructor calls this, so the sample-plane pitch is stored once,
+    as `sample.dx`. A probe given with a pitch must agree with the sample's (checked on
+    concrete values; raises `ValueError` naming both).
+    """
+    if probe.dx is not None and is_concrete(probe.dx) and is_concrete(sample.dx):
+        if not np.allclose(np.asarray(probe.dx), np.asarray(sample.dx), rtol=1e-5, atol=0):
+            raise ValueError(
+                f"`probe.dx` and `sample.dx` must be equal (the probe multiplies the sample pixel by pixel), "
+                f"got {np.asarray(probe.dx).tolist()} and {np.asarray(sample.dx).tolist()}"
+            )
+    return probe.without_pitch()
+
+
 class AbstractMicroscope(eqx.Module):
     """A ptychographic microscope: probe, sample, scan positions and the optics after the sample.
 
@@ -302,19 +318,26 @@ class AbstractMicroscope(eqx.Module):
         return eqx.tree_at(lambda m: m.sample.sample, new, sample * root.astype(sample.real.dtype))
 
     def with_pixel_size(self, dx: Float[Array, "2"]) -> "AbstractMicroscope":
-        """This microscope with the sample-plane pixel `dx` (metres, `(x, y)`): the one place it is written.
+        """This microscope with the sample-plane pixel `dx` (metres, `(x, y)`), in the sample's dtype.
 
-        The sample and the probe both carry the pitch (each is also used on its own), and
-        the forward model reads only `sample.dx`; this method sets the two together, in
-        the sample's and the probe's own dtypes, so they never disagree. The driver calls
-        it after a step that refined `sample.dx`, and the geometry moves
-        (`janssen.invert.dilate_object`, `hold_scan_scale`) build on it.
+        The pitch is stored once, as `sample.dx` (the constructors keep the probe without
+        one: `probe_on_sample`). A probe swapped in later with a pitch of its own (e.g. by
+        `eqx.tree_at`) is set too, so that `check_geometry` still finds them equal. The geometry moves
+        (`janssen.invert.dilate_object`, `hold_scan_scale`) build on this.
         """
         dx = jnp.asarray(dx)
         new = eqx.tree_at(lambda m: m.sample.dx, self, dx.astype(self.sample.dx.dtype))
-        if getattr(self.probe, "dx", None) is None:
+        if self.probe.dx is None:
             return new
         return eqx.tree_at(lambda m: m.probe.dx, new, dx.astype(self.probe.dx.dtype))
+
+    def sample_plane_probe(self) -> AbstractProbe:
+        """The probe on its own, with the sample-plane pitch (`sample.dx`) it takes in this microscope.
+
+        Inside a microscope the probe has no pitch of its own (the forward model reads
+        `sample.dx` only); use this to propagate, plot or save it apart from the microscope.
+        """
+        return eqx.tree_at(lambda p: p.dx, self.probe.without_pitch(), self.sample.dx, is_leaf=lambda x: x is None)
 
     def check_detector(self) -> None:
         """Raise `ValueError` unless `detector` fits the camera and the scan (shapes only: safe under jit)."""
@@ -326,15 +349,11 @@ class AbstractMicroscope(eqx.Module):
 
         Runs on concrete values only (constructors call it; inside `jit` it is a no-op).
         """
-        if not (is_concrete(self.positions) and is_concrete(self.sample.dx) and is_concrete(self.probe.dx)):
+        if not (is_concrete(self.positions) and is_concrete(self.sample.dx)):
             return
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
             raise ValueError(f"`positions` must have shape (npos, 2) with columns (x, y), got {self.positions.shape}")
-        if not np.allclose(np.asarray(self.probe.dx), np.asarray(self.sample.dx), rtol=1e-5, atol=0):
-            raise ValueError(
-                f"`probe.dx` and `sample.dx` must be equal (the probe multiplies the sample pixel by pixel), "
-                f"got {np.asarray(self.probe.dx).tolist()} and {np.asarray(self.sample.dx).tolist()}"
-            )
+        probe_on_sample(self.probe, self.sample)  # a probe swapped in with its own pitch must agree
         sy, sx = self.sample.shape
         py, px = self.probe_shape
         if sy < py or sx < px:

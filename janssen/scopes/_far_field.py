@@ -12,6 +12,7 @@ from ..optics._propagator.fourier import FourierTransform
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._train import OpticalTrain
+from ._base import probe_on_sample
 from ._detector import DetectorResponse
 from ._train import AbstractTrainMicroscope
 
@@ -28,7 +29,8 @@ class FarFieldMicroscope(AbstractTrainMicroscope):
     **Arguments:**
 
     - `probe`: an `AbstractProbe` on the sample-plane grid.
-    - `sample`: the `SampleFunction`, with the same pixel pitch as the probe.
+    - `sample`: the `SampleFunction`. Its pitch is the microscope's; a probe given with a
+      pitch must agree with it, and is kept without one (`probe_on_sample`).
     - `positions`: `(npos, 2)` scan positions `(x, y)` in metres, relative to the
       object's centre pixel.
     - `propagator`: `None` (default) for the FFT above, whose geometry is fixed by the
@@ -58,7 +60,7 @@ class FarFieldMicroscope(AbstractTrainMicroscope):
         *,
         detector: DetectorResponse | None = None,
     ):
-        self.probe = probe
+        self.probe = probe_on_sample(probe, sample)
         self.sample = sample
         self.positions = real_array("positions", positions)
         if propagator is not None and not isinstance(propagator, ScaledFraunhofer):

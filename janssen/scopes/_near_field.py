@@ -18,6 +18,7 @@ from ..optics._propagator.fresnel import Fresnel
 from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._train import OpticalTrain
+from ._base import probe_on_sample
 from ._detector import DetectorResponse
 from ._train import AbstractTrainMicroscope
 
@@ -106,7 +107,7 @@ class NearFieldMicroscope(AbstractTrainMicroscope):
         focus_to_sample: ScalarLike | None = None,
         detector: DetectorResponse | None = None,
     ):
-        self.probe = probe
+        self.probe = probe_on_sample(probe, sample)
         self.sample = sample
         self.positions = real_array("positions", positions)
         self.propagator = _build_propagator(propagator, distance)

@@ -17,7 +17,7 @@ from ..optics._propagator.scaled_fraunhofer import ScaledFraunhofer
 from ..optics._sample import SampleFunction
 from ..optics._train import OpticalTrain
 from ..optics._wavefront import OpticalWavefront
-from ._base import AbstractMicroscope
+from ._base import AbstractMicroscope, probe_on_sample
 from ._detector import DetectorResponse
 from ._train import AbstractTrainMicroscope
 
@@ -111,7 +111,7 @@ class SimpleMicroscope(AbstractTrainMicroscope):
         aperture_edge_width: ScalarLike | str | None = "pixel",
         detector: DetectorResponse | None = None,
     ):
-        self.probe = probe
+        self.probe = probe_on_sample(probe, sample)
         self.sample = sample
         self.positions = real_array("positions", positions)
         zoom_factor = real_array("zoom_factor", zoom_factor, shape=())

@@ -15,7 +15,7 @@ from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._train import OpticalTrain
 from ..optics._wavefront import OpticalWavefront
-from ._base import AbstractMicroscope
+from ._base import AbstractMicroscope, probe_on_sample
 from ._detector import DetectorResponse
 
 
@@ -197,7 +197,7 @@ class TrainMicroscope(AbstractTrainMicroscope):
         detector: DetectorResponse | None = None,
         moves_with_object: bool = True,
     ):
-        self.probe = probe
+        self.probe = probe_on_sample(probe, sample)
         self.sample = sample
         self.positions = real_array("positions", positions)
         self.train = train if isinstance(train, OpticalTrain) else OpticalTrain(*train)

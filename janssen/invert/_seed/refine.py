@@ -116,7 +116,7 @@ def _power_held(microscope: SimpleMicroscope, reconstruction: PtychographyRecons
     were (its modes need not have the held power), so that resuming equals one run.
     """
     fields = microscope.probe.fields()
-    held = FixedPowerProbe(fields, microscope.probe.wavelength, microscope.probe.dx)
+    held = FixedPowerProbe(fields, microscope.probe.wavelength, None)
     previous = None if reconstruction.solution is None else reconstruction.solution.microscope.probe
     same_kind = previous is not None and jax.tree_util.tree_structure(previous) == jax.tree_util.tree_structure(held)
     if same_kind and previous.modes.shape == fields.shape and bool(jnp.allclose(previous.fields(), fields)):
