@@ -75,7 +75,7 @@ def run(grid: int, rad: float, loops: int, vmap: int, steps: dict, key: int | No
         f"grid {grid} ({grid * grid} positions), {rad} rad, {loops} loops (vmap {vmap}, {steps or 'defaults'}, "
         f"key {'default' if key is None else key}): "
         f"start {errs[0]:.4f} (ramp-free {errs[1]:.4f}) -> end {errs[2]:.4f} (ramp-free {errs[3]:.4f}); "
-        f"{wall:.1f} s"
+        f"{wall:.1f} s{' (the start kept: runs disagree)' if rec is start else ''}"
     )
 
 

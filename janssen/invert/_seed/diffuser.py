@@ -18,7 +18,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Complex, Float, Int
+import numpy as np
+from jaxtyping import Array, ArrayLike, Complex, Float, Int, Num
 
 from ..._custom_types import PairLike, ScalarLike
 from ..._data import MicroscopeData
@@ -243,6 +244,50 @@ def _refine(microscope, data, steps: dict, batched: int, total: int, key) -> Tra
     return microscope
 
 
+#: Integer shifts (pixels, each way) tried when two objects are compared (`_distance`).
+_MAX_SHIFT = 3
+#: Zero-padding factor of the spectrum in which `_distance` finds the phase ramp (1/8 cycle per grid).
+_RAMP_PAD = 8
+
+
+def _distance(a: Num[ArrayLike, "y x"], b: Num[ArrayLike, "y x"]) -> float:
+    """How far object `b` is from object `a` once the problem's gauges are removed (host-side).
+
+    `b` is aligned to `a` by the best integer shift (up to `_MAX_SHIFT` pixels each way),
+    linear phase ramp (the peak of the zero-padded spectrum of `conj(b) a`) and global
+    complex scale, and the distance is `||a - b|| / ||a||` over the pixels where
+    `|a|**2 + |b|**2` exceeds half of its 99th percentile (as `janssen.invert.object_error`,
+    which this adds the ramp to). Data alone: no truth enters.
+    """
+    a, b = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
+    rows, cols = np.indices(a.shape)
+    size = (a.shape[0] * _RAMP_PAD, a.shape[1] * _RAMP_PAD)
+    best = np.inf
+    for sy in range(-_MAX_SHIFT, _MAX_SHIFT + 1):
+        for sx in range(-_MAX_SHIFT, _MAX_SHIFT + 1):
+            moved = np.roll(b, (sy, sx), (0, 1))
+            peak = np.unravel_index(np.argmax(np.abs(np.fft.fft2(np.conj(moved) * a, size))), size)
+            moved = moved * np.exp(2j * np.pi * (peak[1] * cols / size[1] + peak[0] * rows / size[0]))
+            weight = np.abs(a) ** 2 + np.abs(moved) ** 2
+            mask = weight > 0.5 * np.percentile(weight, 99)
+            x, y = moved[mask], a[mask]
+            scale = np.vdot(x, y) / max(np.vdot(x, x).real, np.finfo(np.float64).tiny)
+            best = min(best, np.linalg.norm(y - scale * x) / max(np.linalg.norm(y), np.finfo(np.float64).tiny))
+    return float(best)
+
+
+def _reproduced(objects: list[Num[ArrayLike, "y x"]], best: int, start: Num[ArrayLike, "y x"]) -> bool:
+    """Whether another run found the best run's object: nearer it than `1/sqrt(2)` of its move from the start.
+
+    Runs that each stop in a minimum of their own are about as far from one another as
+    from the start (independent moves of one length would be `sqrt(2)` times as far);
+    runs that found the same solution are much nearer one another.
+    """
+    moved = _distance(objects[best], start)
+    nearest = min(_distance(objects[best], other) for i, other in enumerate(objects) if i != best)
+    return bool(nearest < moved / np.sqrt(2))
+
+
 def epie_optical(
     microscope_data: MicroscopeData,
     initial_object: OpticalWavefront,
@@ -349,10 +394,20 @@ def epie_optical(
     for i, value in enumerate(residuals):
         if value < residuals[best]:
             best = i
-    microscope = fits[best]
-    at_diffuser = initial_object.replace_field(microscope.sample.sample)
-    recovered = eqx.tree_at(lambda w: w.z_position, to_diffuser.adjoint(at_diffuser), initial_object.z_position)
-    return recovered, SampleFunction(microscope.probe.fields()[0], initial_surface.dx)
+    if best == 0:
+        return initial_object, initial_surface
+    objects = [
+        eqx.tree_at(
+            lambda w: w.z_position,
+            to_diffuser.adjoint(initial_object.replace_field(fit.sample.sample)),
+            initial_object.z_position,
+        )
+        for fit in fits[1:]
+    ]
+    # The best fit counts only if another run reproduces it (data alone decide: see the docstring).
+    if not _reproduced([o.field for o in objects], best - 1, initial_object.field):
+        return initial_object, initial_surface
+    return objects[best - 1], SampleFunction(fits[best].probe.fields()[0], initial_surface.dx)
 
 
 def optical_sensor_images(
