@@ -351,8 +351,8 @@ def epie_optical(
     frequency steps the same runs converge to the truth, from 6 not.
     The seed's steps (0.1, 0.5, 0.1, 0.5), one run, ended at 0.47 (36 positions) and
     0.45 (100 positions). On a weak (1 rad) diffuser with 64 positions the defaults
-    ended at 0.020 (before the reproduction test), where `alpha_surface=0.1,
-    gamma_surface=1.0` (near-Newton for the diffuser) reach 0.0005.
+    end at 0.020 (a reproduced run), where `alpha_surface=0.1, gamma_surface=1.0`
+    (near-Newton for the diffuser) reach 0.0005.
 
     **Arguments:**
 
