@@ -234,6 +234,7 @@ def test_epie_from_the_init_simple_epie_probe_converges(problem, epie_start):
     flat = _without_phase_ramp_error(problem["truth"], out.sample.sample, problem["illum"])
     # Measured after 30 sweeps: 0.279 raw, 0.089 with the phase ramp removed (the original's
     # plane wave through the stop: 0.994 / 0.993; the true probe: 0.232 / 0.055).
+    print(f"init_simple_epie start, 30 sweeps: raw {raw:.4f} ramp-free {flat:.4f}")
     assert flat <= 0.1 and raw < 0.33
 
 
@@ -361,7 +362,8 @@ def test_epie_optical_strong_diffuser_never_ends_worse_with_36_positions():
     disagree with one another (a data-only test, `_reproduced`) and `epie_optical` keeps
     the start. Before that test it returned the best-fitting run: 0.403 from 0.395.
     """
-    _, (start, flat, _), (rec, surf), (before, after) = _strong_diffuser_run(6)
+    with pytest.warns(UserWarning, match="returns the start unchanged: the best-fitting run is not reproduced"):
+        _, (start, flat, _), (rec, surf), (before, after) = _strong_diffuser_run(6)
     assert after <= before  # 0.395 <= 0.395: the start, unchanged
     assert rec is start and surf is flat
 
@@ -404,8 +406,10 @@ def test_epie_optical_keeps_a_reproduced_best_fit_or_the_start():
     # Zero iterations: every run is the start, which wins the tie and comes back unchanged.
     _, (start, flat, _), (rec, surf), _ = _strong_diffuser_run(3, num_loops=0)
     assert rec is start and surf is flat
-    # 9 positions, 5 iterations: the runs fit better than the start but disagree, so the start comes back.
-    _, (start, flat, _), (rec, surf), _ = _strong_diffuser_run(3, num_loops=5)
+    # 9 positions, 5 iterations: the runs fit better than the start but disagree, so the start comes back,
+    # with a warning that says so.
+    with pytest.warns(UserWarning, match="returns the start unchanged"):
+        _, (start, flat, _), (rec, surf), _ = _strong_diffuser_run(3, num_loops=5)
     assert rec is start and surf is flat
     # With 64 positions the runs reproduce one another: see the next test.
 
@@ -461,6 +465,7 @@ def test_optim_holds_the_scale_gauge_and_does_not_drift(problem):
     # 0.028, the residual 0.73 / 0.49 / 0.48 (Poisson floor ~0.5). Without the held power the
     # same errors, but the probe's power x119 at 300 steps. With the default "mse" loss Adam is
     # slower: ramp removed 0.206 / 0.148 / 0.115.
+    print(f"errors {np.round(errors, 4)} ramp-free {np.round(ramp_free, 4)}")
     assert errors[0] > errors[1] > errors[2] and ramp_free[0] > ramp_free[1] > ramp_free[2]
     assert ramp_free[2] <= 0.1 and errors[2] < 0.32
     assert out.losses.shape == (301, 2) and float(out.losses[-1, 1]) < 0.55

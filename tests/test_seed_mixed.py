@@ -220,9 +220,10 @@ def test_reconstruct_matches_the_engine_and_recovers_the_weights():
     engine_error = ji.object_error(ds.object, engine.microscope.sample.sample, illum)
     # Measured: unit start 0.559; seed and engine 0.055 (the gradient loop it replaced:
     # 0.554 after 300 steps, weights stuck at 0.90 / 0.05 / 0.05). Truth 0.571 / 0.286 / 0.143.
+    found = np.asarray(final.probe_modes.weights)
+    print(f"seed {seed_error:.4f} engine {engine_error:.4f} weights {np.round(found / found.sum(), 4)} truth {truth}")
     assert ji.object_error(ds.object, start.sample, illum) > 0.5
     assert seed_error <= 1.2 * engine_error and engine_error < 0.1
-    found = np.asarray(final.probe_modes.weights)
     np.testing.assert_allclose(found / found.sum(), truth, atol=0.02)
 
 

@@ -14,6 +14,8 @@ the object's uncentred spectrum (`fft2u` order), kept as building blocks: `alpha
 regularisation and `gamma` the step.
 """
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -288,6 +290,15 @@ def _reproduced(objects: list[Num[ArrayLike, "y x"]], best: int, start: Num[Arra
     return bool(nearest < moved / np.sqrt(2))
 
 
+def _warn_start(reason: str) -> None:
+    warnings.warn(
+        f"epie_optical returns the start unchanged: {reason}. More positions (a denser or wider scan) "
+        "or a diffuser start nearer the true one help; see epie_optical's docstring",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def epie_optical(
     microscope_data: MicroscopeData,
     initial_object: OpticalWavefront,
@@ -324,7 +335,8 @@ def epie_optical(
     best run moved from the start. Distances are between object-plane fields over their
     bright pixels, after the best integer shift, linear phase ramp and complex scale,
     which the data do not fix, are removed. Otherwise it returns `initial_object` and
-    `initial_surface` themselves (`recovered is initial_object`): runs that each stop in
+    `initial_surface` themselves (`recovered is initial_object`) with a `UserWarning`
+    that says why: runs that each stop in
     a minimum of their own are about as far from one another as from the start
     (independent moves would be `sqrt(2)` times as far), and then the runs found nothing
     the data single out. Only the data and the runs enter this test.
@@ -408,6 +420,8 @@ def epie_optical(
         if value < residuals[best]:
             best = i
     if best == 0:
+        if total > 0:
+            _warn_start("no run fits the data better than the start")
         return initial_object, initial_surface
     objects = [
         eqx.tree_at(
@@ -419,6 +433,7 @@ def epie_optical(
     ]
     # The best fit counts only if another run reproduces it (data alone decide: see the docstring).
     if not _reproduced([o.field for o in objects], best - 1, initial_object.field):
+        _warn_start("the best-fitting run is not reproduced by another: each stopped in a minimum of its own")
         return initial_object, initial_surface
     return objects[best - 1], SampleFunction(fits[best].probe.fields()[0], initial_surface.dx)
 
