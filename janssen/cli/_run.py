@@ -86,7 +86,7 @@ def write_uncertainty(
     print(f"object_std: median {float(np.median(covered)):.3g} over the {covered.size} covered object pixels")
 
 
-def verdict_of(solution: jinv.Solution, data: jio.MicroscopeData) -> jinv.Verdict | None:
+def verdict_of(solution: jinv.Solution, data: jio.MicroscopeData | jio.CXIFrames) -> jinv.Verdict | None:
     """The final microscope's verdict; `None` (with a warning) when it cannot be computed.
 
     Runs after the last checkpoint: whatever goes wrong here, the result file is already saved.

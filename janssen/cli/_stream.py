@@ -158,7 +158,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         f"streamed from {path}: {count} positions in batches of {batch}; no measured-vs-predicted "
         "patterns (they need the frames in memory: `janssen report RESULT --data DATA`)"
     )
-    print(summary(solution, seconds, out, written, verdict))
+    print(summary(solution, seconds, out, written, verdict, unit="epochs"))
     if not interrupted:
         return stopped("reconstruct", solution, out)
     print(

@@ -39,12 +39,14 @@ def summary(
     verdict: jinv.Verdict | None = None,
     *,
     iterations: int | None = None,
+    unit: str = "iterations",
 ) -> str:
-    """What the run did and wrote; `iterations`: the total when it is not the solution's own (a schedule's stages)."""
+    """What the run did and wrote; `iterations`: the total when it is not the solution's own (a schedule's
+    stages); `unit`: what the solution counts (`"epochs"`, passes over a streamed file)."""
     total = solution.iteration if iterations is None else iterations
     name = jinv.result_name(solution.result)
     lines = [
-        f"{total} iterations in total ({name}), final loss {solution.final_loss:.4g}, {seconds:.1f} s"
+        f"{total} {unit} in total ({name}), final loss {solution.final_loss:.4g}, {seconds:.1f} s"
         if solution.losses.size
         else f"0 iterations kept ({name}: the start), {seconds:.1f} s",
         verdict.verdict_line() if verdict is not None else "R: not computed (see the warning above)",
