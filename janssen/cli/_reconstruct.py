@@ -200,6 +200,8 @@ def _reconstruct(settings: ReconstructSettings, out: pathlib.Path, kept: dict[st
 def _prepare(settings: ReconstructSettings):
     """The data, engine, starting point, trainable names, file records and notes of a run."""
     path = settings.data
+    if settings.resume is not None and settings.geometry:
+        raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
     saved = None if settings.resume is None else read_saved(settings.resume)  # refused before the data are read
     data, bundled = load_data(path)
     if settings.modes > data.num_positions:
@@ -221,8 +223,6 @@ def _prepare(settings: ReconstructSettings):
     if settings.near_field and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if settings.resume is not None:
-        if settings.geometry:
-            raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
         engine, start, records = resumed(settings.resume, saved, data, settings)
         return data, engine, start, None, records, []
     start, notes = start_microscope(settings, data, bundled)
