@@ -137,3 +137,32 @@ def test_stream_config_keys_and_refusals(stream_file, tmp_path, capsys):
     code, _, err = run(capsys, siemens, "--stream", "--out", tmp_path / "y.h5")
     assert code == 2 and "--stream reads CXI files" in err
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
+
+
+def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (a real SIGINT to this process) after the second epoch: exit 130, no traceback, a complete
+    result file saying `interrupted` after 2 epochs, with its verdict and figures; no lock or partial file."""
+    import os
+    import signal
+
+    import janssen.cli._stream as stream
+
+    lines = stream._EpochLines.__call__
+
+    def interrupting(self, epoch, loss, microscope):
+        lines(self, epoch, loss, microscope)
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the command's handler raises KeyboardInterrupt here
+
+    monkeypatch.setattr(stream._EpochLines, "__call__", interrupting)
+    path, _ = stream_file
+    out = tmp_path / "c.h5"
+    code, stdout, stderr = run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 50, "--out", out)
+    assert code == 130 and "Traceback" not in stdout + stderr
+    assert "interrupted (Ctrl-C) after 2 of 50 epochs" in stdout and "2 epochs in total (interrupted)" in stdout
+    saved = jio.read_result(out)
+    assert saved["attrs"]["result"] == "interrupted" and saved["attrs"]["iteration"] == 2
+    assert saved["loss"].shape == (2,) and saved["verdict"] is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["c.h5", "c.html"] + [f"c_{kind}.png" for kind in ("object", "probe", "loss", "residual")]
+    )

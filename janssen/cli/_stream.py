@@ -144,25 +144,30 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
             checkpoint_every=1,
         )
         seconds = time.perf_counter() - started
-        interrupted = solution.result == jinv.RESULTS.interrupted or bool(received)
-        stopped_by_signal = solution.result == jinv.RESULTS.interrupted
-        hurry = signal_exit() == EXIT_TERMINATED or len(received) > int(stopped_by_signal)
-        verdict, written = None, []
-        if not (received and hurry):
-            print("janssen: the verdict reads the frames again, a block at a time", file=sys.stderr, flush=True)
-            verdict = verdict_of(solution, frames)
-            if verdict is not None:
-                save_verdict(solution, frames.geometry, engine, out, records, verdict)
-            written = figures(solution, out, verdict)
+        verdict, written = _after_the_run(solution, frames, engine, out, records)
     print(
         f"streamed from {path}: {count} positions in batches of {batch}; no measured-vs-predicted "
         "patterns (they need the frames in memory: `janssen report RESULT --data DATA`)"
     )
     print(summary(solution, seconds, out, written, verdict, unit="epochs"))
-    if not interrupted:
+    if not (solution.result == jinv.RESULTS.interrupted or received):
         return stopped("reconstruct", solution, out)
     print(
         f"interrupted ({signal_name()}) after {solution.iteration} of {epochs} epochs: {out} holds the last "
         "completed batch; a streamed run cannot be resumed (run it again with --stream)"
     )
     return signal_exit()
+
+
+def _after_the_run(solution, frames: jio.CXIFrames, engine, out: pathlib.Path, records) -> tuple[Any, list]:
+    """The verdict, read from the file a block at a time and saved, and the figures; none after a second
+    signal or SIGTERM (as the normal path: the scheduler's kill follows)."""
+    stopped_by_signal = solution.result == jinv.RESULTS.interrupted
+    hurry = signal_exit() == EXIT_TERMINATED or len(received) > int(stopped_by_signal)
+    if received and hurry:
+        return None, []
+    print("janssen: the verdict reads the frames again, a block at a time", file=sys.stderr, flush=True)
+    verdict = verdict_of(solution, frames)
+    if verdict is not None:
+        save_verdict(solution, frames.geometry, engine, out, records, verdict)
+    return verdict, figures(solution, out, verdict)
