@@ -118,7 +118,7 @@ class _Frames(eqx.Module):
     read: Callable[[int, int], object] = eqx.field(static=True)
 
 
-def _frames(data: "MicroscopeData | CXIFrames") -> _Frames:
+def _frames(data: MicroscopeData | CXIFrames) -> _Frames:
     if isinstance(data, CXIFrames):
         return _Frames(data.geometry, data.num_positions, lambda start, stop: data.read(slice(start, stop)))
     if not isinstance(data, MicroscopeData):
