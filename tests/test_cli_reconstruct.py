@@ -519,6 +519,6 @@ def test_frames_larger_than_memory_are_refused_before_reading(cxi_file, tmp_path
     code = main(["reconstruct", str(cxi_file), "--iterations", "1", "--out", str(tmp_path / "x.h5")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and not (tmp_path / "x.h5").exists()
-    assert "more than the" in err and "reconstruct_from_file" in err
+    assert "more than the" in err and "add --stream" in err and "reconstruct_from_file" in err
     monkeypatch.setattr(inputs, "available_memory", lambda: need * 1.01)  # just enough: it runs
     assert main(["reconstruct", str(cxi_file), "--iterations", "1", "--out", str(tmp_path / "y.h5")]) == 0

@@ -271,3 +271,50 @@ def test_reconstruct_from_file_converges_as_in_memory(simulated_file):
     assert streamed_error < 0.066
     assert streamed_error < 1.25 * memory_error
     assert float(streamed.losses[-1]) < 0.3 * float(streamed.losses[0])
+
+
+def test_reconstruct_from_file_reports_checkpoints_and_stops_on_ctrl_c(simulated_file):
+    """`callback` after every epoch, `checkpoint` after every `checkpoint_every` epochs and at the end, and
+    Ctrl-C (here raised by the callback of epoch 2) ends the run with `interrupted`, keeping what was done."""
+    from janssen.invert import RESULTS, init_far_field_from_file, reconstruct_from_file
+
+    path, _ = simulated_file
+    seen, saved = [], []
+
+    def callback(epoch, loss, microscope):
+        seen.append((epoch, loss, microscope.positions.shape))
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with jio.CXIFrames(path) as frames:
+        start = init_far_field_from_file(frames)
+        whole = reconstruct_from_file(start, frames, RPIE(), epochs=3, batch_size=32, checkpoint=saved.append)
+        stopped = reconstruct_from_file(start, frames, RPIE(), epochs=5, batch_size=32, callback=callback)
+        with pytest.raises(ValueError, match="`checkpoint_every`"):
+            reconstruct_from_file(start, frames, RPIE(), epochs=1, checkpoint_every=-1)
+    assert [solution.iteration for solution in saved] == [1, 2, 3, 3]  # every epoch, then the end
+    assert [solution.result for solution in saved[:3]] == [RESULTS.running] * 3
+    assert saved[-1].result == whole.result == RESULTS.max_iterations_reached
+    assert all(solution.microscope.positions.shape == (64, 2) for solution in saved)
+    np.testing.assert_array_equal(np.asarray(saved[1].losses), np.asarray(whole.losses)[:2])
+    assert [(epoch, shape) for epoch, _, shape in seen] == [(1, (64, 2)), (2, (64, 2))]
+    assert stopped.result == RESULTS.interrupted and stopped.iteration == 2 and stopped.losses.shape == (2,)
+    np.testing.assert_array_equal(np.asarray(stopped.losses), np.asarray(whole.losses)[:2])  # same key, same run
+
+
+def test_verdict_and_geometry_check_read_a_file_as_the_data_in_memory(simulated_file):
+    """`compute_verdict` and `check_geometry` on an open `CXIFrames`: the numbers of the frames in memory."""
+    from janssen.invert import compute_verdict, init_far_field_from_file
+
+    path, _ = simulated_file
+    data = jio.read_cxi(path)
+    with jio.CXIFrames(path) as frames:
+        microscope = init_far_field_from_file(frames, sample_positions=64)
+        from_file = compute_verdict(microscope, frames, batch_size=24)  # blocks of 24, 24 and 16 frames
+        grid = jio.check_geometry(frames)
+    in_memory = compute_verdict(microscope, data, batch_size=24)
+    np.testing.assert_allclose(from_file.r, in_memory.r, rtol=1e-6)
+    assert from_file.floor == in_memory.floor  # host float64 work on the same float32 frames
+    np.testing.assert_allclose(from_file.per_frame, in_memory.per_frame, rtol=1e-5)
+    np.testing.assert_allclose(from_file.per_pixel, in_memory.per_pixel, rtol=1e-5)
+    assert grid == jio.check_geometry(data)

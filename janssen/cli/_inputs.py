@@ -58,10 +58,33 @@ def _check_fits_in_memory(path: pathlib.Path) -> None:
         raise UsageError(
             f"data file {str(path)!r}: its {count} frames of {height}x{width} take "
             f"{need / (1 + _MEMORY_MARGIN) / 2**30:.1f} GiB as float32 and a reconstruction about "
-            f"{need / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of memory available: stream them "
-            "from the file with janssen.invert.reconstruct_from_file (docs/scale.md, 'Datasets larger than "
-            "memory'), or split them over machines"
+            f"{need / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of memory available: add --stream "
+            "to read them from the file a batch of positions at a time (janssen.invert.reconstruct_from_file; "
+            "docs/cli.md, 'Frames larger than memory'), or split them over machines"
         )
+
+
+def object_grid(
+    path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames, object_pixel_size: Any = None
+) -> jio.ObjectGrid:
+    """The object grid of `data` (`janssen.io.check_geometry`), refusing unit slips and frames that do not overlap.
+
+    Run before anything large is allocated; `data` may be an open `CXIFrames` (no frame is read).
+    """
+    try:
+        grid = jio.check_geometry(data, object_pixel_size=object_pixel_size)
+    except jio.GeometryError as error:
+        raise UsageError(f"data file {str(path)!r}: {error}") from error
+    frame = max(data.frame_shape)
+    if grid.median_step_px > frame:
+        raise UsageError(
+            f"data file {str(path)!r}: neighbouring scan positions (the translations, "
+            "'/entry_1/sample_1/geometry_1/translation' in a CXI file) are "
+            f"{grid.median_step_px:.3g} object pixels apart (median), expected less than the {frame}-pixel frame so "
+            "that neighbouring frames overlap: translations not in metres (mm?), or a wrong distance, wavelength or "
+            "pixel size"
+        )
+    return grid
 
 
 def available_memory() -> float | None:

@@ -17,12 +17,13 @@ import janssen.io as jio
 from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import load_data, near_field_geometry, start_microscope
+from ._inputs import load_data, near_field_geometry, object_grid, start_microscope
 from ._output import figures, output_lock, output_path
 from ._resume import cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
 from ._settings import DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, PROPAGATORS, ReconstructSettings, read_settings
 from ._signals import command, received, signal_exit, signal_name
+from ._stream import reconstruct_streamed
 from ._summary import data_line, stopped, summary
 
 
@@ -100,6 +101,20 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         "with janssen.invert.refine_geometry, then run the engine from there",
     )
     parser.add_argument(
+        "--stream",
+        action="store_true",
+        default=None,
+        help="far-field CXI file: leave the frames in the file and read them a batch of positions at a time "
+        "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs rPIE (or the PIE engine "
+        "named), --iterations counting epochs (passes over the frames, default 50); no --resume",
+    )
+    parser.add_argument(
+        "--stream-batch",
+        dest="stream_batch",
+        type=int,
+        help="with --stream: positions per batch (default 256; two batches of frames are held in memory)",
+    )
+    parser.add_argument(
         "--out", type=path_argument, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
     )
     parser.add_argument(
@@ -128,6 +143,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(settings: ReconstructSettings, out: pathlib.Path, kept: dict[str, Any]) -> int:
+    if settings.stream:
+        return reconstruct_streamed(settings, out, kept)
     data, engine, start, trainable, records, notes = _prepare(settings)
     if settings.iterations is None and settings.resume is not None:
         # The saved run's engine goes on for the usual count.
@@ -183,38 +200,30 @@ def _reconstruct(settings: ReconstructSettings, out: pathlib.Path, kept: dict[st
 def _prepare(settings: ReconstructSettings):
     """The data, engine, starting point, trainable names, file records and notes of a run."""
     path = settings.data
+    if settings.resume is not None and settings.geometry:
+        raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
+    saved = None if settings.resume is None else read_saved(settings.resume)  # refused before the data are read
     data, bundled = load_data(path)
     if settings.modes > data.num_positions:
         raise UsageError(
             f"--modes {settings.modes} exceeds the {data.num_positions} frames of {str(path)!r}: each mode "
             "has as many unknowns as a frame has pixels, so the data cannot support more modes than frames"
         )
-    try:  # unit sanity before anything large is allocated (near field: the sample pixel, not the far-field one)
-        near_pixel = None
-        if settings.near_field:
-            geometry = near_field_geometry(settings, data)
+    near_pixel = None
+    if settings.near_field:  # the sample pixel, not the far-field one
+        geometry = near_field_geometry(settings, data)
+        try:
             near_pixel = jinv.near_field_pixel_size(
                 data, distance=geometry["distance"], focus_to_sample=geometry["focus_to_sample"]
             )
-        grid = jio.check_geometry(data, object_pixel_size=near_pixel)
-    except jio.GeometryError as error:
-        raise UsageError(f"data file {str(path)!r}: {error}") from error
-    frame = max(data.frame_shape)
-    if grid.median_step_px > frame:
-        raise UsageError(
-            f"data file {str(path)!r}: neighbouring scan positions (the translations, "
-            "'/entry_1/sample_1/geometry_1/translation' in a CXI file) are "
-            f"{grid.median_step_px:.3g} object pixels apart (median), expected less than the {frame}-pixel frame so "
-            "that neighbouring frames overlap: translations not in metres (mm?), or a wrong distance, wavelength or "
-            "pixel size"
-        )
+        except jio.GeometryError as error:
+            raise UsageError(f"data file {str(path)!r}: {error}") from error
+    grid = object_grid(path, data, near_pixel)
     print(data_line(data, grid, settings.near_field), file=sys.stderr, flush=True)
     if settings.near_field and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if settings.resume is not None:
-        if settings.geometry:
-            raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
-        engine, start, records = resumed(settings.resume, read_saved(settings.resume), data, settings)
+        engine, start, records = resumed(settings.resume, saved, data, settings)
         return data, engine, start, None, records, []
     start, notes = start_microscope(settings, data, bundled)
     trainable = trainable_names(settings, settings.engine, start)

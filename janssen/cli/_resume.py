@@ -47,6 +47,11 @@ def read_saved(path: pathlib.Path) -> dict[str, Any]:
     cli = saved["attrs"].get("cli")
     # Files written without the CLI's record: a far-field run with a plain probe.
     saved["cli"] = json.loads(cli) if isinstance(cli, str) else {"modes": 1, "near_field": False}
+    if saved["cli"].get("stream"):
+        raise UsageError(
+            f"--resume: {str(path)!r} was written by a streamed run (--stream), whose checkpoint is not resumable: "
+            "run it again with --stream"
+        )
     return saved
 
 

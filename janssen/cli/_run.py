@@ -17,11 +17,8 @@ from ._signals import received
 CHECKPOINT_EVERY = 10
 
 
-def run_engine(
-    microscope_or_solution, data, engine, iterations, seed, out: pathlib.Path, kept, *, trainable=None, records=None
-) -> tuple[jinv.Solution, float, jinv.AbstractEngine]:
-    """Run one engine, or a schedule's stages (a tuple), checkpointing into `out`; the solution,
-    the seconds it took and the engine that made the solution (a schedule's last stage)."""
+def checkpointer(out: pathlib.Path, data, engine, records, kept):
+    """The driver's `checkpoint`: save into `out` (signals wait for the save, then stop the run)."""
 
     def checkpoint(solution: jinv.Solution, stage_engine: jinv.AbstractEngine = engine) -> None:
         signals = len(received)
@@ -30,6 +27,16 @@ def run_engine(
         if len(received) > signals and solution.result == jinv.RESULTS.running:
             raise KeyboardInterrupt  # the signal that came during the save stops the run now
 
+    return checkpoint
+
+
+def run_engine(
+    microscope_or_solution, data, engine, iterations, seed, out: pathlib.Path, kept, *, trainable=None, records=None
+) -> tuple[jinv.Solution, float, jinv.AbstractEngine]:
+    """Run one engine, or a schedule's stages (a tuple), checkpointing into `out`; the solution,
+    the seconds it took and the engine that made the solution (a schedule's last stage)."""
+
+    checkpoint = checkpointer(out, data, engine, records, kept)
     started = time.perf_counter()
     options = {
         "key": jr.PRNGKey(seed),
@@ -79,7 +86,7 @@ def write_uncertainty(
     print(f"object_std: median {float(np.median(covered)):.3g} over the {covered.size} covered object pixels")
 
 
-def verdict_of(solution: jinv.Solution, data: jio.MicroscopeData) -> jinv.Verdict | None:
+def verdict_of(solution: jinv.Solution, data: jio.MicroscopeData | jio.CXIFrames) -> jinv.Verdict | None:
     """The final microscope's verdict; `None` (with a warning) when it cannot be computed.
 
     Runs after the last checkpoint: whatever goes wrong here, the result file is already saved.

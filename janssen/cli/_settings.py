@@ -36,6 +36,11 @@ ITERATIONS_WHY = (
     f"{MAX_ITERATIONS} passes take days"
 )
 _MODES_WHY = "each mode is a whole probe to refine; a few carry all but a percent of a real beam's power"
+#: `--stream`'s positions per batch when not given (`janssen.invert.reconstruct_from_file`'s default).
+DEFAULT_STREAM_BATCH = 256
+# Two batches of frames are held at once (the one refined and the next one read).
+_STREAM_BATCH_WHY = "two batches of frames are held in memory at once; 100000 is no longer streaming"
+_MAX_STREAM_BATCH = 100_000
 
 # Each config key: its default and the types it must have, with their description in an error message.
 _CONFIG_KEYS: dict[str, tuple[Any, tuple[type, ...], str]] = {
@@ -56,6 +61,8 @@ _CONFIG_KEYS: dict[str, tuple[Any, tuple[type, ...], str]] = {
     "uncertainty": (False, (bool,), "true or false"),
     "noise_std": (None, (int, float), "a number"),
     "geometry": (False, (bool,), "true or false"),
+    "stream": (False, (bool,), "true or false"),
+    "stream_batch": (None, (int,), "an integer"),
 }
 
 
@@ -89,6 +96,8 @@ class ReconstructSettings:
     uncertainty: bool = False
     noise_std: float | None = None
     geometry: bool = False
+    stream: bool = False
+    stream_batch: int | None = None  # positions per batch with `stream` (DEFAULT_STREAM_BATCH unless given)
     engine_parameters: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
 
@@ -109,6 +118,11 @@ def read_settings(args: argparse.Namespace) -> ReconstructSettings:
         values[name] = pathlib.Path(values[name]) if values[name] else None
     for name in ("learning_rate", "distance", "focus_to_sample", "noise_std"):
         values[name] = None if values[name] is None else float(values[name])
+    if values["stream"] and getattr(args, "resume", None) is not None:
+        raise UsageError(
+            "--stream cannot be combined with --resume: a streamed run keeps no resumable checkpoint "
+            "(run again with --stream and more --iterations)"
+        )
     return ReconstructSettings(
         data=args.data,
         config=args.config,
@@ -179,7 +193,7 @@ def _check(settings: dict[str, Any]) -> None:
     engine = settings["engine"]
     if engine not in ENGINE_CHOICES:
         raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(ENGINE_CHOICES)})")
-    if settings["iterations"] is None and engine != AUTO:
+    if settings["iterations"] is None and (engine != AUTO or settings["stream"]):
         settings["iterations"] = DEFAULT_ITERATIONS
     if settings["iterations"] is not None:
         check_count("iterations", settings["iterations"], 0, MAX_ITERATIONS, ITERATIONS_WHY)
@@ -210,6 +224,40 @@ def _check(settings: dict[str, Any]) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
     _check_near_field(settings)
+    _check_stream(settings)
+
+
+def _check_stream(settings: dict[str, Any]) -> None:
+    """`--stream` (and `--stream-batch`): the options a run from the file's frames can honour."""
+    if not settings["stream"]:
+        if settings["stream_batch"] is not None:
+            raise UsageError("--stream-batch needs --stream")
+        return
+    why_all = "needs every frame in memory at once"
+    refused = {
+        "near_field": "--near-field cannot be combined with --stream: the streamed start is the far-field one "
+        "(janssen.invert.init_far_field_from_file)",
+        "geometry": f"--geometry cannot be combined with --stream: refining the scan geometry {why_all}",
+        "uncertainty": f"--uncertainty cannot be combined with --stream: the object's standard error {why_all}",
+        "probe": "--probe cannot be combined with --stream: the streamed start guesses the probe from the frames "
+        "nearest the scan's centre (janssen.invert.init_far_field_from_file)",
+    }
+    for name, message in refused.items():
+        if settings[name]:
+            raise UsageError(message)
+    if settings["modes"] != 1:
+        raise UsageError(
+            f"--modes {settings['modes']} cannot be combined with --stream: it streams a single-mode probe"
+        )
+    if not is_pie(settings["engine"]):
+        raise UsageError(
+            f"--stream runs the PIE engines only (auto, which streams rPIE, or epie, rpie, mpie), not "
+            f"{settings['engine']!r}: their closed-form updates need no step size tuned to the whole scan"
+        )
+    check_count("iterations", settings["iterations"], 1, MAX_ITERATIONS, "with --stream, epochs: " + ITERATIONS_WHY)
+    if settings["stream_batch"] is None:
+        settings["stream_batch"] = DEFAULT_STREAM_BATCH
+    check_count("stream_batch", settings["stream_batch"], 1, _MAX_STREAM_BATCH, _STREAM_BATCH_WHY)
 
 
 def _check_loss(settings: dict[str, Any]) -> None:

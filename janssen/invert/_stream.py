@@ -8,7 +8,7 @@ probe and two batches of frames, whatever the scan's size.
 """
 
 import concurrent.futures
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -74,6 +74,9 @@ def reconstruct_from_file(
     trainable=None,
     key: PRNGKeyArray | None = None,
     progress_meter: AbstractProgressMeter = NoProgressMeter(),
+    callback: Callable[[int, float, AbstractMicroscope], None] | None = None,
+    checkpoint: Callable[[Solution], None] | None = None,
+    checkpoint_every: int = 1,
 ) -> Solution:
     """Refine `microscope` against a file's frames, streamed a batch of positions at a time.
 
@@ -100,6 +103,16 @@ def reconstruct_from_file(
     - `trainable`: what to refine, as for `reconstruct`.
     - `key`: PRNG key for the orders (default `PRNGKey(0)`).
     - `progress_meter`: advanced once per batch.
+    - `callback`: called as `callback(epoch, loss, microscope)` after each epoch (the
+      microscope holding every position).
+    - `checkpoint`, `checkpoint_every`: called with the `Solution` so far every
+      `checkpoint_every` epochs (its `result` then `RESULTS.running`) and once when the
+      run ends, as `reconstruct` calls them (e.g. `janssen.invert.save_solution` with
+      `frames.geometry` as the data).
+
+    Ctrl-C (a `KeyboardInterrupt`, wherever it lands: in a batch, while a batch is read
+    or in a checkpoint) stops the run with `RESULTS.interrupted`, keeping the last
+    completed batch.
 
     **Returns:**
 
@@ -112,6 +125,8 @@ def reconstruct_from_file(
         raise ValueError(f"`epochs` must be an integer >= 1, got {epochs!r}")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    if isinstance(checkpoint_every, bool) or int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
+        raise ValueError(f"`checkpoint_every` must be an integer >= 0 (0: only at the end), got {checkpoint_every!r}")
     count = int(microscope.positions.shape[0])
     if count != frames.num_positions:
         raise ValueError(
@@ -122,7 +137,21 @@ def reconstruct_from_file(
     batches = -(-count // int(batch_size))
     progress_meter.start(int(epochs) * batches)
     current: AbstractMicroscope | Solution = microscope
-    losses, result, done = [], None, 0
+    losses: list[float] = []
+    result, done = None, 0
+
+    def solution(result: RESULTS) -> Solution:
+        assert isinstance(current, Solution)  # a file has >= 1 frame: the first batch ran
+        return Solution(
+            microscope=eqx.tree_at(lambda m: m.positions, current.microscope, everywhere),
+            state=current.state,
+            losses=jnp.asarray(losses, dtype=current.losses.dtype),
+            iteration=len(losses),
+            result=result,
+            key=key,
+            trainable=current.trainable,
+        )
+
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
             for epoch in range(int(epochs)):
@@ -145,18 +174,22 @@ def reconstruct_from_file(
                 if result is not None:
                     break
                 losses.append((squares / seen) ** 0.5)
+                if callback is not None:
+                    callback(len(losses), losses[-1], solution(RESULTS.running).microscope)
+                if checkpoint is not None and checkpoint_every and len(losses) % checkpoint_every == 0:
+                    checkpoint(solution(RESULTS.running))
+    except KeyboardInterrupt:
+        # As `reconstruct`: keep the last completed batch. An interrupt before the first
+        # batch has run leaves nothing to keep.
+        if not isinstance(current, Solution):
+            raise
+        result = RESULTS.interrupted
     finally:
         progress_meter.close()
-    assert isinstance(current, Solution)  # epochs >= 1 and a file has >= 1 frame
-    return Solution(
-        microscope=eqx.tree_at(lambda m: m.positions, current.microscope, everywhere),
-        state=current.state,
-        losses=jnp.asarray(losses, dtype=current.losses.dtype),
-        iteration=len(losses),
-        result=RESULTS.max_iterations_reached if result is None else result,
-        key=key,
-        trainable=current.trainable,
-    )
+    final = solution(RESULTS.max_iterations_reached if result is None else result)
+    if checkpoint is not None:
+        checkpoint(final)
+    return final
 
 
 _STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)

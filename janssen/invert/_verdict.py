@@ -7,6 +7,7 @@ itself would score on these counts, estimated from the counts alone (see `poisso
 """
 
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._data import MicroscopeData
+from ..io._lazy import CXIFrames
 from ..scopes._base import AbstractMicroscope
 from ._residual import report_difference
 
@@ -103,6 +105,27 @@ def _batch_sums(
     return jnp.sum(squared, axis=(1, 2)), counts, jnp.tensordot(weights, squared, axes=1)
 
 
+class _Frames(eqx.Module):
+    """The frames a verdict reads, a block of consecutive positions at a time: from memory or from a file.
+
+    `geometry` holds the mask (`bad_pixels`, `valid`) and the frame shape; `read(start, stop)`
+    returns the frames `start:stop`. A `CXIFrames` file is read in its own order, a block
+    at a time (three passes: the prior, the floor and the residual), never whole.
+    """
+
+    geometry: MicroscopeData
+    num_positions: int = eqx.field(static=True)
+    read: Callable[[int, int], object] = eqx.field(static=True)
+
+
+def _frames(data: MicroscopeData | CXIFrames) -> _Frames:
+    if isinstance(data, CXIFrames):
+        return _Frames(data.geometry, data.num_positions, lambda start, stop: data.read(slice(start, stop)))
+    if not isinstance(data, MicroscopeData):
+        raise ValueError(f"`data` must be a MicroscopeData or a CXIFrames, got {type(data).__name__}")
+    return _Frames(data, data.num_positions, lambda start, stop: data.intensities[start:stop])
+
+
 def _batches(npos: int, batch_size: int) -> list[tuple[int, int]]:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
@@ -110,7 +133,7 @@ def _batches(npos: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def _residual_sums(
-    microscope: AbstractMicroscope, data: MicroscopeData, batch_size: int
+    microscope: AbstractMicroscope, data: _Frames, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame residual sums, per-frame counts and per-pixel residual sums (float64, host)."""
     if microscope.num_positions != data.num_positions:
@@ -118,28 +141,28 @@ def _residual_sums(
             f"the microscope has {microscope.num_positions} scan positions but the data have "
             f"{data.num_positions} frames"
         )
-    if tuple(microscope.detector_shape) != tuple(data.frame_shape):
+    frame_shape = tuple(data.geometry.frame_shape)
+    if tuple(microscope.detector_shape) != frame_shape:
         raise ValueError(
-            f"the microscope predicts {tuple(microscope.detector_shape)} frames but the data's are "
-            f"{tuple(data.frame_shape)}"
+            f"the microscope predicts {tuple(microscope.detector_shape)} frames but the data's are {frame_shape}"
         )
     npos = data.num_positions
     size = min(batch_size, npos)
     frame_sums, frame_counts = np.zeros(npos), np.zeros(npos)
-    pixel_sums = np.zeros(data.frame_shape)
+    pixel_sums = np.zeros(frame_shape)
     for start, stop in _batches(npos, size):
         pad = size - (stop - start)
         indices = jnp.minimum(jnp.arange(start, start + size), stop - 1)
-        intensities = jnp.pad(data.intensities[start:stop], ((0, pad), (0, 0), (0, 0)))
+        intensities = jnp.pad(jnp.asarray(data.read(start, stop)), ((0, pad), (0, 0), (0, 0)))
         weights = (jnp.arange(size) < stop - start).astype(intensities.dtype)
-        sums, counts, pixels = _batch_sums(microscope, indices, intensities, weights, data.valid)
+        sums, counts, pixels = _batch_sums(microscope, indices, intensities, weights, data.geometry.valid)
         frame_sums[start:stop] = np.asarray(sums)[: stop - start]
         frame_counts[start:stop] = np.asarray(counts)[: stop - start]
         pixel_sums += np.asarray(pixels, dtype=np.float64)
     return frame_sums, frame_counts, pixel_sums
 
 
-def r_factor(microscope: AbstractMicroscope, data: MicroscopeData, *, batch_size: int = 64) -> float:
+def r_factor(microscope: AbstractMicroscope, data: MicroscopeData | CXIFrames, *, batch_size: int = 64) -> float:
     """The R-factor `sum (|Psi| - sqrt(I))**2 / sum I` over all frames and valid pixels.
 
     `|Psi|**2` is the microscope's predicted intensity, `I` the measured counts; bad pixels
@@ -150,7 +173,7 @@ def r_factor(microscope: AbstractMicroscope, data: MicroscopeData, *, batch_size
     **Arguments:**
 
     - `microscope`: the model, with one scan position per frame of `data`.
-    - `data`: the measurements.
+    - `data`: the measurements, or an open `janssen.io.CXIFrames` (read a block at a time).
     - `batch_size`: scan positions predicted at once.
 
     **Returns:**
@@ -161,7 +184,7 @@ def r_factor(microscope: AbstractMicroscope, data: MicroscopeData, *, batch_size
 
     `ValueError` when the microscope's positions or detector shape do not match the data.
     """
-    frame_sums, frame_counts, _ = _residual_sums(microscope, data, batch_size)
+    frame_sums, frame_counts, _ = _residual_sums(microscope, _frames(data), batch_size)
     return float(frame_sums.sum() / frame_counts.sum())
 
 
@@ -193,14 +216,14 @@ def _posterior_residual(counts: np.ndarray, shape: np.ndarray, rate: np.ndarray)
     return (np.sqrt(counts) - np.sqrt(mean)) ** 2 + 2.0 * np.sqrt(counts) * gap
 
 
-def _host_frames(data: MicroscopeData, start: int, stop: int) -> np.ndarray:
-    return np.clip(np.asarray(data.intensities[start:stop], dtype=np.float64), 0.0, None)
+def _host_frames(data: _Frames, start: int, stop: int) -> np.ndarray:
+    return np.clip(np.asarray(data.read(start, stop), dtype=np.float64), 0.0, None)
 
 
-def _gamma_prior(data: MicroscopeData, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gamma_prior(data: _Frames, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per detector pixel: the mean count and a Gamma prior (shape, rate) of the mean intensity."""
-    npos = data.num_positions
-    total, squares = np.zeros(data.frame_shape), np.zeros(data.frame_shape)
+    npos, frame_shape = data.num_positions, tuple(data.geometry.frame_shape)
+    total, squares = np.zeros(frame_shape), np.zeros(frame_shape)
     for start, stop in _batches(npos, batch_size):
         frames = _host_frames(data, start, stop)
         total += frames.sum(axis=0)
@@ -217,7 +240,7 @@ def _gamma_prior(data: MicroscopeData, batch_size: int) -> tuple[np.ndarray, np.
     return mean, np.where(lit, mean**2 / spread, 1.0), np.where(lit, mean / spread, 1.0)
 
 
-def poisson_floor(data: MicroscopeData, *, batch_size: int = 64) -> float:
+def poisson_floor(data: MicroscopeData | CXIFrames, *, batch_size: int = 64) -> float:
     """The Poisson floor of R: the R-factor the true model would score on these counts.
 
     For a pixel with mean intensity `lam` and Poisson count `n`, the true model's term
@@ -242,15 +265,20 @@ def poisson_floor(data: MicroscopeData, *, batch_size: int = 64) -> float:
 
     **Arguments:**
 
-    - `data`: the measurements (counts).
+    - `data`: the measurements (counts), or an open `janssen.io.CXIFrames` (read a block
+      at a time, twice).
     - `batch_size`: frames handled at once (the work is on the host, in float64).
 
     **Returns:**
 
     The floor as a Python float.
     """
+    return _floor(_frames(data), batch_size)
+
+
+def _floor(data: _Frames, batch_size: int) -> float:
     mean, shape, rate = _gamma_prior(data, batch_size)
-    valid = np.asarray(data.valid, dtype=np.float64) * (mean > 0)
+    valid = np.asarray(data.geometry.valid, dtype=np.float64) * (mean > 0)
     expected, counts = 0.0, 0.0
     for start, stop in _batches(data.num_positions, batch_size):
         frames = _host_frames(data, start, stop)
@@ -265,7 +293,9 @@ def poisson_floor(data: MicroscopeData, *, batch_size: int = 64) -> float:
     return expected / counts if counts > 0 else math.nan
 
 
-def compute_verdict(microscope: AbstractMicroscope, data: MicroscopeData, *, batch_size: int = 64) -> Verdict:
+def compute_verdict(
+    microscope: AbstractMicroscope, data: MicroscopeData | CXIFrames, *, batch_size: int = 64
+) -> Verdict:
     """R, its Poisson floor and the residual per frame and per detector pixel, as a `Verdict`.
 
     See `r_factor` and `poisson_floor`; `Verdict.verdict_line()` is the one-line summary
@@ -274,7 +304,9 @@ def compute_verdict(microscope: AbstractMicroscope, data: MicroscopeData, *, bat
     **Arguments:**
 
     - `microscope`: the refined model, one scan position per frame of `data`.
-    - `data`: the measurements.
+    - `data`: the measurements, or an open `janssen.io.CXIFrames`: its frames are then
+      read `batch_size` consecutive positions at a time, three times over (the floor's
+      prior, the floor, the residual), and never held whole (`janssen reconstruct --stream`).
     - `batch_size`: scan positions predicted at once (memory stays bounded).
 
     **Returns:**
@@ -285,13 +317,14 @@ def compute_verdict(microscope: AbstractMicroscope, data: MicroscopeData, *, bat
 
     `ValueError` when the microscope's positions or detector shape do not match the data.
     """
-    frame_sums, frame_counts, pixel_sums = _residual_sums(microscope, data, batch_size)
+    frames = _frames(data)
+    frame_sums, frame_counts, pixel_sums = _residual_sums(microscope, frames, batch_size)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_frame = np.where(frame_counts > 0, frame_sums / frame_counts, np.nan)
-    per_pixel = np.where(np.asarray(data.bad_pixels), np.nan, pixel_sums / data.num_positions)
+    per_pixel = np.where(np.asarray(frames.geometry.bad_pixels), np.nan, pixel_sums / frames.num_positions)
     return Verdict(
         r=float(frame_sums.sum() / frame_counts.sum()),
-        floor=poisson_floor(data, batch_size=batch_size),
+        floor=_floor(frames, batch_size),
         per_frame=per_frame,
         per_pixel=per_pixel,
     )

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._custom_types import PairLike
 from .._data import MicroscopeData
+from ._lazy import CXIFrames
 
 # Bounds outside which no ptychography measurement lies in SI units (see docs/own-data.md).
 _MIN_WAVELENGTH = 1e-13  # m: 0.1 pm, below 300 keV electrons (1.97 pm)
@@ -58,7 +59,7 @@ class ObjectGrid(eqx.Module):
 
 
 def check_geometry(
-    data: MicroscopeData,
+    data: MicroscopeData | CXIFrames,
     *,
     object_pixel_size: PairLike | None = None,
     probe_shape: tuple[int, int] | None = None,
@@ -86,7 +87,8 @@ def check_geometry(
 
     **Arguments:**
 
-    - `data`: the dataset.
+    - `data`: the dataset, or an open `CXIFrames` (its geometry and positions only: no
+      frame is read).
     - `object_pixel_size`: object pixel in m, scalar or `(x, y)` (default: the far-field
       pixel above).
     - `probe_shape`: `(H, W)` of the probe window (default: the frame shape).
@@ -104,13 +106,14 @@ def check_geometry(
     `GeometryError` (a `ValueError`), one line naming the field, the value received and
     the expected range.
     """
+    positions = np.asarray(data.positions, dtype=np.float64)
+    data = data.geometry if isinstance(data, CXIFrames) else data  # the scan's wavelength, pixel, distance
     wavelength, distance = float(data.wavelength), float(data.distance)
     camera = np.asarray(data.camera_pixel_size, dtype=np.float64)
     _check_inputs(wavelength, camera, distance)
     probe_shape = tuple(data.frame_shape) if probe_shape is None else tuple(probe_shape)
     padding_px = min(probe_shape) // 8 if padding_px is None else padding_px
     pixel = _object_pixel(data, object_pixel_size, wavelength, camera, distance)
-    positions = np.asarray(data.positions, dtype=np.float64)
     span_m = np.ptp(positions, axis=0)
     span_px = span_m / pixel
     shape = tuple(int(s) + int(s) % 2 for s in np.ceil(span_px[::-1]) + np.array(probe_shape) + 2 * padding_px + 2)

@@ -66,9 +66,15 @@ def _cli_record(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_path(result_path: pathlib.Path, result: dict[str, Any], data_path: Any) -> pathlib.Path | None:
-    """The data file given, else the one the result file records (`data` in its `cli` record), if present."""
+    """The data file given, else the one the result file records (`data` in its `cli` record), if present.
+
+    Not the recorded file of a streamed run (`janssen reconstruct --stream`): its frames may
+    not fit in memory, and the report would read them all.
+    """
     if data_path is not None:
         return pathlib.Path(data_path)
+    if _cli_record(result).get("stream"):
+        return None
     recorded = _cli_record(result).get("data") or result["attrs"].get("data")
     if not isinstance(recorded, str):
         return None
@@ -496,6 +502,12 @@ def write_report(
     elif data is None:
         data = truth.data
     notes: list[str] = []
+    if data is None and _cli_record(result).get("stream"):
+        notes.append(
+            "The frames were streamed from the data file (janssen reconstruct --stream) and are not read here: no "
+            "measured-vs-predicted patterns and no comparison with a ground truth. `janssen report RESULT --data "
+            "FILE` draws them, reading every frame into memory."
+        )
     numbers: dict[str, float] = {}
     figures = _figures(result, data, truth, notes, numbers)
     parts = {"verdict": _verdict(result), "notes": notes, "numbers": numbers, "figures": figures}

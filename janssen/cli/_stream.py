@@ -1,0 +1,173 @@
+"""`janssen reconstruct --stream`: the frames stay in the CXI file and are read a batch of positions at a time.
+
+Public calls only: `janssen.io.CXIFrames` opens the file, `janssen.invert.init_far_field_from_file`
+builds the default path's start from the frames nearest the scan's centre, and
+`janssen.invert.reconstruct_from_file` runs the PIE engine an epoch (a pass over every
+position) at a time, checkpointing into the result file after each. The verdict reads the
+frames again, a block at a time (`janssen.invert.compute_verdict` on the open file).
+"""
+
+import contextlib
+import pathlib
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax.random as jr
+
+import janssen.invert as jinv
+import janssen.io as jio
+
+from ._engines import make_engine, trainable_names
+from ._errors import EXIT_TERMINATED, UsageError
+from ._inputs import object_grid
+from ._output import figures
+from ._resume import cli_record
+from ._run import checkpointer, save_verdict, verdict_of
+from ._settings import AUTO, ReconstructSettings
+from ._signals import received, signal_exit, signal_name
+from ._summary import data_line, stopped, summary
+
+#: The engine `--stream` runs when none is named: the default schedule's first stage,
+#: which converges streamed as it does on the frames in memory (docs/scale.md).
+STREAM_DEFAULT_ENGINE = "rpie"
+# Each batch is one iteration of the engine (docs/scale.md): a loss that rises from one
+# batch to the next is no sign of divergence and must not raise rPIE's damping (with it,
+# on the small preset in batches of 8, 10 epochs reach object error 0.23; without, 0.056,
+# as 10 rPIE iterations on the frames in memory); batched engines' heavy momentum
+# carries one batch's change into the next batch's region.
+_STREAM_DEFAULTS = {"adapt_alpha": False}
+_BATCHED_DEFAULTS = {"momentum": 0.3}
+
+
+@contextlib.contextmanager
+def open_frames(path: pathlib.Path) -> Iterator[jio.CXIFrames]:
+    """The data file as `CXIFrames` (open while the run lasts); `UsageError` when it cannot be."""
+    if path.is_dir():
+        raise UsageError(f"data file {str(path)!r} is a folder: expected a CXI file")
+    if not path.is_file():
+        raise UsageError(f"data file {str(path)!r} does not exist")
+    if path.name.endswith((".npz.bz2", ".npz")):
+        raise UsageError(
+            f"--stream reads CXI files; {str(path)!r} is the Siemens-star archive, which fits in memory: "
+            "leave out --stream"
+        )
+    try:
+        frames = jio.CXIFrames(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise UsageError(f"cannot read data file {str(path)!r}: {error}") from error
+    with frames:
+        yield frames
+
+
+def stream_engine(settings: ReconstructSettings, start) -> tuple[str, jinv.AbstractEngine, dict[str, Any], list[str]]:
+    """The engine's name, the engine, its record and the trainable names.
+
+    rPIE for `auto`; `_STREAM_DEFAULTS` (and `_BATCHED_DEFAULTS` for a batched engine)
+    where the engine has them and its `[engine]` table does not say otherwise.
+    """
+    name, params = settings.engine, dict(settings.engine_parameters)
+    if name == AUTO:
+        if params:
+            raise UsageError(
+                f"with --stream the default engine is {STREAM_DEFAULT_ENGINE} (the default schedule's first stage): "
+                f"name it (engine = {STREAM_DEFAULT_ENGINE!r}) to give it [engine] parameters, got {sorted(params)}"
+            )
+        name = STREAM_DEFAULT_ENGINE
+    defaults = _STREAM_DEFAULTS | (_BATCHED_DEFAULTS if settings.batched or params.get("mode") == "batched" else {})
+    allowed = set(jinv.engine_parameter_names(name))
+    params = {key: value for key, value in defaults.items() if key in allowed} | params
+    trainable = trainable_names(settings, name, start)
+    try:
+        paths = jinv.trainable_paths(start, trainable)
+    except ValueError as error:
+        raise UsageError(f"--refine: {error}") from error
+    engine, record = make_engine(name, params, settings, start, paths)
+    return name, engine, record, trainable
+
+
+class _EpochLines:
+    """The per-epoch progress line on stderr: epoch, loss, seconds it took and time left.
+
+    The first epoch compiles the step (once per batch size: the last batch may be
+    smaller), so the time left is measured over the epochs after it.
+    """
+
+    def __init__(self, epochs: int):
+        self.epochs, self.last, self.first = epochs, time.perf_counter(), None
+
+    def __call__(self, epoch: int, loss: float, microscope: Any) -> None:
+        del microscope
+        now = time.perf_counter()
+        took, self.last = now - self.last, now
+        if self.first is None:
+            self.first = now
+        eta = "--"
+        if epoch > 1:
+            left = round((now - self.first) / (epoch - 1) * (self.epochs - epoch))
+            eta = f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
+        print(f"epoch {epoch}/{self.epochs}  loss {loss:.4g}  {took:.1f} s  ETA {eta}", file=sys.stderr, flush=True)
+
+
+def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept: dict[str, Any]) -> int:
+    """The streamed run: like `janssen reconstruct`, without ever holding all the frames."""
+    path = settings.data
+    epochs, batch = settings.iterations, settings.stream_batch
+    assert epochs is not None and batch is not None  # `read_settings` sets both with --stream
+    with open_frames(path) as frames:
+        count = frames.num_positions
+        grid = object_grid(path, frames)
+        print(data_line(frames, grid, False, stream_batch=batch), file=sys.stderr, flush=True)
+        start = jinv.init_far_field_from_file(frames)
+        name, engine, record, trainable = stream_engine(settings, start)
+        cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
+        cli["stream"] = {"batch_size": batch, "epochs": epochs}  # `--resume` refuses it, the report leaves the data
+        records = (record, cli)
+        print(
+            f"janssen: streaming {count} positions in batches of {batch}: {epochs} epochs of "
+            f"{type(engine).__name__}, saved into {out} after each",
+            file=sys.stderr,
+            flush=True,
+        )
+        started = time.perf_counter()
+        solution = jinv.reconstruct_from_file(
+            start,
+            frames,
+            engine,
+            epochs=epochs,
+            batch_size=batch,
+            trainable=trainable,
+            key=jr.PRNGKey(settings.seed),
+            callback=_EpochLines(epochs),
+            checkpoint=checkpointer(out, frames.geometry, engine, records, kept),
+            checkpoint_every=1,
+        )
+        seconds = time.perf_counter() - started
+        verdict, written = _after_the_run(solution, frames, engine, out, records)
+    print(
+        f"streamed from {path}: {count} positions in batches of {batch}; no measured-vs-predicted "
+        "patterns (they need the frames in memory: `janssen report RESULT --data DATA`)"
+    )
+    print(summary(solution, seconds, out, written, verdict, unit="epochs"))
+    if not (solution.result == jinv.RESULTS.interrupted or received):
+        return stopped("reconstruct", solution, out)
+    print(
+        f"interrupted ({signal_name()}) after {solution.iteration} of {epochs} epochs: {out} holds the last "
+        "completed batch; a streamed run cannot be resumed (run it again with --stream)"
+    )
+    return signal_exit()
+
+
+def _after_the_run(solution, frames: jio.CXIFrames, engine, out: pathlib.Path, records) -> tuple[Any, list]:
+    """The verdict, read from the file a block at a time and saved, and the figures; none after a second
+    signal or SIGTERM (as the normal path: the scheduler's kill follows)."""
+    stopped_by_signal = solution.result == jinv.RESULTS.interrupted
+    hurry = signal_exit() == EXIT_TERMINATED or len(received) > int(stopped_by_signal)
+    if received and hurry:
+        return None, []
+    print("janssen: the verdict reads the frames again, a block at a time", file=sys.stderr, flush=True)
+    verdict = verdict_of(solution, frames)
+    if verdict is not None:
+        save_verdict(solution, frames.geometry, engine, out, records, verdict)
+    return verdict, figures(solution, out, verdict)
