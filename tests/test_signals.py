@@ -108,3 +108,26 @@ def test_each_subpackage_imports_first(name):
     """With `janssen/__init__.py` lazy, any subpackage may be the first one imported (no import cycle)."""
     done = subprocess.run([sys.executable, "-c", f"import janssen.{name}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_signal_inside_a_finaliser_still_stops_the_command(capsys):
+    """A Ctrl-C that lands while a finaliser runs (there Python ignores the KeyboardInterrupt,
+    prints "Exception ignored" and carries on: a run under load once went on to its timeout) is
+    raised again outside it, counted once, with nothing printed."""
+    from janssen.cli._signals import _signals_handled, received
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the finaliser
+            sum(range(1000))
+
+    stopped_after = None
+    with _signals_handled():
+        with pytest.raises(KeyboardInterrupt):
+            Finalised()
+            for step in range(2000):  # the interrupt comes back 5 ms later
+                stopped_after = step
+                time.sleep(0.001)
+        assert received == [signal.SIGINT]
+    assert stopped_after is None or stopped_after < 1000
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Signals and failures while a command runs: Ctrl-C and SIGTERM stop the run, every failure is one line."""
 
+import _thread
 import contextlib
 import signal
 import sys
@@ -21,12 +22,39 @@ from ._errors import (
 # Signals received while a command runs, and whether a save is in progress (they then wait for it).
 received: list[int] = []
 _deferring = [False]
+# Whether a command's handlers are installed, and how soon a swallowed signal is delivered again.
+_handling = [False]
+_REDELIVER_S = 0.005
 
 
 def _on_signal(number: int, frame: Any) -> None:
     received.append(number)
     if not _deferring[0]:
         raise KeyboardInterrupt
+
+
+def _raise_again(unraisable: Any, hook: Callable[[Any], None]) -> None:
+    """`sys.unraisablehook` while a command runs: a stop that Python swallowed is raised again.
+
+    A signal that arrives while a finaliser or a weak-reference callback runs raises
+    `KeyboardInterrupt` there, and Python ignores it ("Exception ignored in ...", with a
+    traceback) and carries on: the run would not stop. The signal is delivered again to
+    the main thread a moment later, from a timer thread (`_thread.interrupt_main`): the
+    handler then runs once the callback has returned (should it land in another, this
+    happens again). Its first record is taken back, so it still counts once.
+    """
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        hook(unraisable)
+        return
+    number = received.pop() if received else signal.SIGINT
+
+    def deliver() -> None:
+        if _handling[0]:  # not once the command has ended
+            _thread.interrupt_main(number)
+
+    timer = threading.Timer(_REDELIVER_S, deliver)
+    timer.daemon = True
+    timer.start()
 
 
 @contextlib.contextmanager
@@ -37,9 +65,14 @@ def _signals_handled() -> Iterator[None]:
         yield
         return
     previous = {number: signal.signal(number, _on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: _raise_again(unraisable, hook)
+    _handling[0] = True
     try:
         yield
     finally:
+        _handling[0] = False
+        sys.unraisablehook = hook
         for number, handler in previous.items():
             signal.signal(number, handler)
 
