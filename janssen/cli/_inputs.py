@@ -20,12 +20,17 @@ from ._settings import ReconstructSettings
 _EXTRA_MODE_POWER = 0.05
 
 
-def load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
-    """The data and, for the Siemens star, the probe that comes with it."""
+def check_data_path(path: pathlib.Path, expected: str) -> None:
+    """Refuse a data path that is a folder or no file (`expected`: what it should be, for the message)."""
     if path.is_dir():
-        raise UsageError(f"data file {str(path)!r} is a folder: expected a CXI file or the Siemens-star .npz.bz2")
+        raise UsageError(f"data file {str(path)!r} is a folder: expected {expected}")
     if not path.is_file():
         raise UsageError(f"data file {str(path)!r} does not exist")
+
+
+def load_data(path: pathlib.Path) -> tuple[jio.MicroscopeData, Any]:
+    """The data and, for the Siemens star, the probe that comes with it."""
+    check_data_path(path, "a CXI file or the Siemens-star .npz.bz2")
     try:
         if path.name.endswith((".npz.bz2", ".npz")):
             measured = jio.load_siemens_star(path)

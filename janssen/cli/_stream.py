@@ -21,7 +21,7 @@ import janssen.io as jio
 
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import object_grid
+from ._inputs import check_data_path, object_grid
 from ._output import figures
 from ._resume import cli_record
 from ._run import checkpointer, save_verdict, verdict_of
@@ -44,10 +44,7 @@ _BATCHED_DEFAULTS = {"momentum": 0.3}
 @contextlib.contextmanager
 def open_frames(path: pathlib.Path) -> Iterator[jio.CXIFrames]:
     """The data file as `CXIFrames` (open while the run lasts); `UsageError` when it cannot be."""
-    if path.is_dir():
-        raise UsageError(f"data file {str(path)!r} is a folder: expected a CXI file")
-    if not path.is_file():
-        raise UsageError(f"data file {str(path)!r} does not exist")
+    check_data_path(path, "a CXI file")
     if path.name.endswith((".npz.bz2", ".npz")):
         raise UsageError(
             f"--stream reads CXI files; {str(path)!r} is the Siemens-star archive, which fits in memory: "
