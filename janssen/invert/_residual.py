@@ -99,7 +99,7 @@ class AmplitudeResidual(eqx.Module):
         return self.amplitude.shape[0] * jnp.sum(self.valid)
 
 
-def residual_function(static: Any, like: Any, data: MicroscopeData, eps: ScalarLike):
+def residual_function(static: Any, like: Any, data: MicroscopeData, eps: ScalarLike, *, on_grid: bool = False):
     """The smooth amplitude residual as a function of the trainable leaves in real pairs.
 
     **Arguments:**
@@ -108,6 +108,7 @@ def residual_function(static: Any, like: Any, data: MicroscopeData, eps: ScalarL
       gives the complex leaves their dtypes back (`janssen.invert._realify.from_real`).
     - `data`: the measurements.
     - `eps`: the floor under the square root, relative to the mean measured intensity.
+    - `on_grid`: predict with `on_grid=True` (see `janssen.invert._trainable.fixed_on_grid`).
 
     **Returns:**
 
@@ -117,7 +118,7 @@ def residual_function(static: Any, like: Any, data: MicroscopeData, eps: ScalarL
     terms = AmplitudeResidual.of(data, eps)
 
     def fn(real_params):
-        predicted = eqx.combine(from_real(real_params, like), static)()
+        predicted = eqx.combine(from_real(real_params, like), static)(on_grid=on_grid)
         return terms.smooth(predicted), predicted
 
     return fn

@@ -102,6 +102,20 @@ def trainable_spec(model: Any, trainable: Any) -> Any:
     return spec
 
 
+def fixed_on_grid(model: Any, spec: Any, tolerance: float = 1e-3) -> bool:
+    """Whether `model`'s positions lie on its sample's pixel grid and `spec` keeps them there.
+
+    True when no selected leaf moves a position against the grid (neither `positions` nor
+    a `sample` leaf other than the object itself, such as the pixel `sample.dx`) and every
+    position is within `tolerance` pixels of the grid (`AbstractMicroscope.on_grid`). Then
+    an engine may predict with `on_grid=True` for its whole run: one FFT per position
+    fewer. Decided on the host, once, like the PIE engines' sub-pixel switch.
+    """
+    paths = selected_paths(spec, spec)
+    moving = [p for p in paths if p == "positions" or (p.startswith("sample.") and p != "sample.sample")]
+    return not moving and model.on_grid(tolerance)
+
+
 def selected_paths(model: Any, spec: Any) -> list[str]:
     """Dotted paths of the selected leaves (for messages and result files)."""
     leaves = jtu.tree_leaves_with_path(spec)

@@ -139,7 +139,11 @@ class AbstractMicroscope(eqx.Module):
         return corners, self.split_shift(subpixel)[1]
 
     def exit_waves(
-        self, position: Float[Array, "2"], probe_spectrum: Complex[Array, "modes y x"] | None = None
+        self,
+        position: Float[Array, "2"],
+        probe_spectrum: Complex[Array, "modes y x"] | None = None,
+        *,
+        on_grid: bool = False,
     ) -> Complex[Array, "modes y x"]:
         """Probe modes, moved by the sub-pixel remainder, times the whole-pixel object patch.
 
@@ -147,11 +151,12 @@ class AbstractMicroscope(eqx.Module):
         the remainder (`split_shift`). `probe_spectrum`, when given, is
         `fft2u(probe.fields())`, transformed once by a caller that needs many positions
         (`__call__`, `predict`): the move then costs one FFT per position instead of two.
+        `on_grid=True` (see `on_grid`) leaves the probe where it is: no FFT at all.
         """
         corner, subpixel = self.locate(position)
         probe_shift, sample_shift = self.split_shift(subpixel)
         patch = take_window(self.sample.sample, corner, sample_shift, self.probe_shape)
-        if sample_shift is not None:
+        if sample_shift is not None or on_grid:
             return self.probe.fields() * patch[None]
         if probe_spectrum is None:
             return shift_probe(self.probe.fields(), probe_shift) * patch[None]
@@ -162,39 +167,71 @@ class AbstractMicroscope(eqx.Module):
         position: Float[Array, "2"],
         index: Int[Array, ""] | None = None,
         probe_spectrum: Complex[Array, "modes y x"] | None = None,
+        *,
+        on_grid: bool = False,
     ) -> Float[Array, "dety detx"]:
         """Predicted detector intensity at one scan position: the one forward model.
 
         The incoherent sum over modes `sum_m |Psi_m|**2`, then the `detector` response
         (`s_index * ... + background`) when the microscope has one. `index` is the frame's
         number in the scan, needed only by per-frame scales (`detector.frame_scale`);
-        `probe_spectrum` as for `exit_waves`.
+        `probe_spectrum` and `on_grid` as for `exit_waves`.
         """
         _, subpixel = self.locate(position)
-        fields = self.propagate(self.exit_waves(position, probe_spectrum), self.split_shift(subpixel)[0])
+        probe_shift = self.split_shift(subpixel)[0]
+        if on_grid:
+            probe_shift = jnp.zeros_like(probe_shift)
+        fields = self.propagate(self.exit_waves(position, probe_spectrum, on_grid=on_grid), probe_shift)
         coherent = jnp.sum(fields.real**2 + fields.imag**2, axis=0)
         if self.detector is None:
             return coherent
         return self.detector(coherent, index)
 
-    def predict(self, indices: Int[Array, " batch"] | None = None) -> Float[Array, "batch dety detx"]:
-        """Predicted intensities of the frames `indices` (every frame for `None`), `(batch, H, W)`."""
+    def predict(
+        self, indices: Int[Array, " batch"] | None = None, *, on_grid: bool = False
+    ) -> Float[Array, "batch dety detx"]:
+        """Predicted intensities of the frames `indices` (every frame for `None`), `(batch, H, W)`.
+
+        `on_grid` as for `__call__`.
+        """
         if indices is None:
-            return self()
-        return self._frames(self.positions[indices], indices)
+            return self(on_grid=on_grid)
+        return self._frames(self.positions[indices], indices, on_grid)
 
-    def __call__(self) -> Float[Array, "npos dety detx"]:
-        """Predicted intensities at every scan position, `(npos, H, W)`."""
-        return self._frames(self.positions, jnp.arange(self.num_positions))
+    def __call__(self, *, on_grid: bool = False) -> Float[Array, "npos dety detx"]:
+        """Predicted intensities at every scan position, `(npos, H, W)`.
 
-    def _frames(self, positions: Float[Array, "batch 2"], indices: Int[Array, " batch"]) -> Float[Array, "batch y x"]:
+        `on_grid=True` skips the sub-pixel move of the probe (one FFT per position): only
+        for a caller that has checked, on the host, that every position lies on the
+        sample's pixel grid and stays there (`on_grid`; the engines check it once, when
+        neither the positions nor the object pixel are refined). Otherwise the prediction
+        is the same.
+        """
+        return self._frames(self.positions, jnp.arange(self.num_positions), on_grid)
+
+    def on_grid(self, tolerance: float = 1e-3) -> bool:
+        """Whether every position lies within `tolerance` pixels of the sample's grid (on the host).
+
+        Then the sub-pixel moves of the probe are below `tolerance` pixels, and a caller
+        may skip them (`__call__(on_grid=True)`), as the PIE engines do. A `periodic`
+        sample takes the remainder itself and is never on the grid in this sense, nor is
+        a microscope whose positions are traced.
+        """
+        if self.sample.periodic or not (is_concrete(self.positions) and is_concrete(self.sample.dx)):
+            return False  # Traced (e.g. under `eval_shape`): nothing to decide on.
+        subpixel = jax.jit(lambda m: jnp.max(jnp.abs(jax.vmap(m.locate)(m.positions)[1]), initial=0.0))(self)
+        return bool(float(subpixel) <= tolerance)
+
+    def _frames(
+        self, positions: Float[Array, "batch 2"], indices: Int[Array, " batch"], on_grid: bool = False
+    ) -> Float[Array, "batch y x"]:
         """`intensity` at each of `positions` (frame numbers `indices`), the probe transformed once.
 
         On a CPU the frames go in blocks of `_CPU_BLOCK` (a loop over blocks, each block
         vectorised), elsewhere all at once: see `_CPU_BLOCK`.
         """
-        spectrum = fft2u(self.probe.fields())
-        one = lambda position, index: self.intensity(position, index, spectrum)  # noqa: E731
+        spectrum = None if on_grid else fft2u(self.probe.fields())
+        one = lambda position, index: self.intensity(position, index, spectrum, on_grid=on_grid)  # noqa: E731
         if jax.default_backend() == "cpu" and positions.shape[0] > _CPU_BLOCK:
             return jax.lax.map(lambda pair: one(*pair), (positions, indices), batch_size=_CPU_BLOCK)
         return jax.vmap(one)(positions, indices)

@@ -29,7 +29,7 @@ from ..._data import MicroscopeData
 from ...scopes._base import AbstractMicroscope
 from .._complex import descent_gradient
 from .._losses import AbstractLoss, AmplitudeLoss, as_loss
-from .._trainable import _expand, _get
+from .._trainable import _expand, _get, fixed_on_grid
 from .base import AbstractFixedLengthEngine
 
 # Adam moves every parameter by about the learning rate per iteration, whatever the
@@ -39,9 +39,15 @@ _DEFAULT_LABEL = "__default__"
 
 
 class GradientState(eqx.Module):
-    """State of the `Gradient` engine: the optimizer's state over the trainable leaves."""
+    """State of the `Gradient` engine: the optimizer's state over the trainable leaves.
+
+    `on_grid`: whether the positions stay on the sample's pixel grid for the whole run, so
+    that the predictions skip the probe's sub-pixel moves (decided in `init`, on the host:
+    `janssen.invert._trainable.fixed_on_grid`).
+    """
 
     opt_state: Any
+    on_grid: bool = eqx.field(default=False, static=True)
 
 
 def _path_of(key_path) -> str:
@@ -144,7 +150,7 @@ class Gradient(AbstractFixedLengthEngine[GradientState]):
                 f"`batch_size` must be at most the number of positions ({data.num_positions}), got {self.batch_size}"
             )
         params = eqx.filter(microscope, trainable)
-        return GradientState(self._transform(params, microscope).init(params))
+        return GradientState(self._transform(params, microscope).init(params), fixed_on_grid(microscope, trainable))
 
     def step(self, microscope, state, data, trainable, key):
         params, static = eqx.partition(microscope, trainable)
@@ -154,7 +160,7 @@ class Gradient(AbstractFixedLengthEngine[GradientState]):
             measured = data.intensities if index is None else data.intensities[index]
 
             def objective(p):
-                predicted = eqx.combine(p, static).predict(index)
+                predicted = eqx.combine(p, static).predict(index, on_grid=state.on_grid)
                 residual = AmplitudeLoss()(jax.lax.stop_gradient(predicted), measured, data.valid)
                 return self.loss(predicted, measured, data.valid), residual
 
@@ -177,4 +183,4 @@ class Gradient(AbstractFixedLengthEngine[GradientState]):
         else:
             index = self._minibatch(key, microscope.num_positions)
             params, opt_state, residual = update(params, state.opt_state, index)
-        return eqx.combine(params, static), GradientState(opt_state), jnp.sqrt(residual)
+        return eqx.combine(params, static), GradientState(opt_state, state.on_grid), jnp.sqrt(residual)

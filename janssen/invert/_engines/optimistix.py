@@ -42,6 +42,7 @@ from ...scopes._base import AbstractMicroscope
 from .._losses import AmplitudeLoss
 from .._realify import from_real, to_real
 from .._residual import residual_function
+from .._trainable import fixed_on_grid
 from .base import AbstractEngine
 
 _NO_TAGS: frozenset = frozenset()
@@ -79,10 +80,14 @@ class OptimistixState(eqx.Module):
       of its non-array parts, which each step rebuilds).
     - `converged`: whether the solver's own termination test (its `rtol`, `atol`) passed
       at the last step (0-d bool).
+    - `on_grid`: whether the positions stay on the sample's pixel grid for the whole run,
+      so that the predictions skip the probe's sub-pixel moves (decided in `init`, on the
+      host: `janssen.invert._trainable.fixed_on_grid`).
     """
 
     solver_state: Any
     converged: Bool[Array, ""]
+    on_grid: bool = eqx.field(default=False, static=True)
 
 
 def _as_solver(solver: Any) -> Any:
@@ -147,7 +152,7 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
         if not (np.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"`eps` must be finite and > 0, got {self.eps}")
 
-    def _problem(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any):
+    def _problem(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any, on_grid: bool):
         """The residual function `fn(y, args) -> (r, None)` over real `y`, its `args`, and `y` now."""
         params, static = eqx.partition(microscope, trainable)
         # Weakly typed leaves (`jnp.asarray(1.0)`) trace `init` and `step` differently: made strong.
@@ -161,7 +166,7 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
         def fn(y, args):
             like, fixed, frames = args
             # The residuals (and their `eps`) are GaussNewton's: one definition (`_residual`).
-            residual_fn = residual_function(eqx.combine(fixed, rest), like, frames, eps)
+            residual_fn = residual_function(eqx.combine(fixed, rest), like, frames, eps, on_grid=on_grid)
             return residual_fn(y)[0], None
 
         return fn, (params, arrays, data), to_real(params), params, static
@@ -171,11 +176,11 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
         return self.solver.init(fn, y, args, {}, f_struct, aux_struct, _NO_TAGS)
 
     def init(self, microscope, data, trainable):
-        return _initial_state(self, microscope, data, trainable)
+        return _initial_state(self, microscope, data, trainable, fixed_on_grid(microscope, trainable))
 
     def step(self, microscope, state, data, trainable, key):
         del key
-        fn, args, y, params, static = self._problem(microscope, data, trainable)
+        fn, args, y, params, static = self._problem(microscope, data, trainable, state.on_grid)
         # A fresh skeleton supplies the non-array parts. Kept out of the state, the
         # jaxprs (compared by identity) cannot force a retrace, and a `Solution` holds
         # plain arrays that serialise and compare like any other engine's.
@@ -194,8 +199,9 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
         y, solver_state, _ = self.solver.step(fn, y, args, {}, solver_state, _NO_TAGS)
         converged, _ = self.solver.terminate(fn, y, args, {}, solver_state, _NO_TAGS)
         new = eqx.combine(from_real(y, params), static)
-        loss = AmplitudeLoss()(new(), data.intensities, data.valid[None])
-        return new, OptimistixState(eqx.filter(solver_state, eqx.is_array), converged), jnp.sqrt(loss)
+        loss = AmplitudeLoss()(new(on_grid=state.on_grid), data.intensities, data.valid[None])
+        state = OptimistixState(eqx.filter(solver_state, eqx.is_array), converged, state.on_grid)
+        return new, state, jnp.sqrt(loss)
 
     def terminate(self, state, losses):
         del losses
@@ -207,11 +213,11 @@ class OptimistixLeastSquares(AbstractEngine[OptimistixState]):
 
 
 @eqx.filter_jit
-def _initial_state(engine: OptimistixLeastSquares, microscope, data, trainable) -> OptimistixState:
+def _initial_state(engine: OptimistixLeastSquares, microscope, data, trainable, on_grid: bool) -> OptimistixState:
     # Traced like `step`, so that the array leaves have exactly the structure `step` expects.
-    fn, args, y, _, _ = engine._problem(microscope, data, trainable)
+    fn, args, y, _, _ = engine._problem(microscope, data, trainable, on_grid)
     solver_state = eqx.filter(engine._solver_init(fn, y, args), eqx.is_array)
-    return OptimistixState(solver_state, jnp.array(False))
+    return OptimistixState(solver_state, jnp.array(False), on_grid)
 
 
 _SOLVERS = {

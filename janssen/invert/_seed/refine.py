@@ -96,7 +96,9 @@ def _start(reconstruction: PtychographyReconstruction, microscope, engine, data,
     if previous is None:
         return microscope
     spec = trainable_spec(microscope, trainable)
-    fresh = eqx.filter_eval_shape(engine.init, microscope, data, spec)
+    # Called, not traced: an engine's state may hold what `init` decides on the host
+    # (`GaussNewton`'s `on_grid`), which a traced call cannot decide.
+    fresh = engine.init(microscope, data, spec)
     same_state = jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(previous.state)
     same_spec = jax.tree_util.tree_structure(previous.trainable) == jax.tree_util.tree_structure(spec) and (
         jax.tree_util.tree_leaves(previous.trainable) == jax.tree_util.tree_leaves(spec)
