@@ -203,8 +203,13 @@ def test_adam_recovers_a_background(scan):
 
     Measured (150 Adam iterations, Poisson loss, from the unit object and a probe with 0.3 rad
     of phase error): background -0.5 %; object error 0.0111, against 0.0110 with the true
-    background known and fixed, and 0.0085 on the same scan without a background (its counts'
+    background known and fixed, and 0.0070 on the same scan without a background (its counts'
     noise hides the dark field, which no model recovers; refining the level costs 1 %).
+
+    The run without a background is the loosest reference: full-batch Adam's path moves
+    with rounding. Predicting without the probe's sub-pixel FFT (`on_grid`, exact here:
+    every position is on the grid) took it from 0.0085 to 0.0070 while the two runs with a
+    background stayed at 0.0111 and 0.0110; hence the wider factor on that comparison.
     """
     data, start, b = scan["bg"], scan["start"], scan["b"]
     engine = _adam({"background": 30.0})
@@ -217,7 +222,7 @@ def test_adam_recovers_a_background(scan):
     print(level / b - 1, error, error_known, error_clean)
     assert abs(level / b - 1) < 0.10, level / b
     assert error < 1.10 * error_known, (error, error_known)
-    assert error < 1.5 * error_clean, (error, error_clean)
+    assert error < 1.75 * error_clean, (error, error_clean)
 
 
 def _cropped_error(scan, microscope):
@@ -272,7 +277,7 @@ def test_adam_recovers_frame_scales_and_a_background_map(scan):
     """Per-frame scales of +-10 % with a (H, W) background map.
 
     Measured (150 iterations): scales 1.8 % RMS, 4.9 % at most off; the map's mean -0.1 %, each
-    pixel 6.5 % RMS off; object error 0.0194 (0.0085 without either term).
+    pixel 6.5 % RMS off; object error 0.0194 (0.0070 without either term).
     """
     data, start, b, scales = scan["both"], scan["start"], scan["b"], scan["scales"]
     guess = with_detector(
