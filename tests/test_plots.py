@@ -367,3 +367,143 @@ def test_save_figures_with_data_and_truth(tiny_run, tmp_path):
     paths = save_figures(solution, tmp_path, "run", verdict=verdict, data=truth.data, truth=truth)
     assert sorted(paths) == ["loss", "object", "patterns", "probe", "residual", "truth"]
     assert _png_size(paths["patterns"]) == (1180, 1000) and _png_size(paths["truth"]) == (1300, 800)
+
+
+# ---- objects larger than the display limit -------------------------------------------------
+
+
+def _drawn(monkeypatch, draw):
+    """The figure a `plot_*` call draws (its file is not written): `(images' arrays, suptitle)`."""
+    import janssen.plots._figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
+    draw()
+    (figure,) = drawn
+    arrays = [np.ma.getdata(axes.images[0].get_array()) for axes in figure.axes if axes.images]
+    title = figure._suptitle.get_text() if figure._suptitle is not None else ""
+    return arrays, title
+
+
+def _block_object(side=4100, ramp=(0.0, 0.0)):
+    """A `side` x `side` complex64 unit object holding a block of phase 0.7 rad at rows 999-2001, columns
+    1500-2601, times the linear phase `exp(i (gx x + gy y))`; built from 1-D factors (one full-size array)."""
+    gx, gy = ramp
+    along_y = np.exp(1j * gy * np.arange(side)).astype(np.complex64)
+    along_x = np.exp(1j * gx * np.arange(side)).astype(np.complex64)
+    obj = along_y[:, None] * along_x[None, :]
+    obj[999:2001, 1500:2601] *= np.complex64(np.exp(0.7j))
+    return obj
+
+
+def test_display_factor_is_the_smallest_that_fits_the_limit():
+    from janssen.plots import DISPLAY_LIMIT, display_factor
+
+    assert DISPLAY_LIMIT == 2048
+    cases = {(4936, 4932): 3, (4100, 4100): 3, (2048, 2048): 1, (2049, 10): 2, (3, 6144): 3, (2, 6145): 4}
+    for shape, factor in cases.items():
+        assert display_factor(shape) == factor
+        assert max(shape) / factor <= DISPLAY_LIMIT < max(shape) / max(factor - 1, 1e-9)
+    with pytest.raises(ValueError, match="`limit` must be an integer >= 1 pixel, got 0"):
+        display_factor((10, 10), 0)
+
+
+def test_decimate_takes_block_means_without_a_full_size_copy():
+    """Block means equal the reshape-and-mean definition (to float32 rounding); the rows and columns
+    left over are dropped; decimating a 4100 x 4100 complex64 image (134 MB) allocates at most a
+    third of its size (measured: 0.22 with a ramp removed, 0.11 without; a full-size complex64
+    copy would be 1, a complex128 one 2)."""
+    import tracemalloc
+
+    from janssen.plots import decimate
+
+    rng = np.random.default_rng(1)
+    small = (rng.normal(size=(2, 31, 20)) + 1j * rng.normal(size=(2, 31, 20))).astype(np.complex64)
+    expected = small[:, :30, :18].astype(np.complex128).reshape(2, 10, 3, 6, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(decimate(small, 3), expected, rtol=1e-6)
+    assert decimate(small, 3).dtype == np.complex64 and decimate(small, 1) is small
+    assert decimate(np.arange(16).reshape(4, 4), 2).tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    with pytest.raises(ValueError, match="`factor` must be an integer >= 1, got 0"):
+        decimate(small, 0)
+
+    big = _block_object()
+    for ramp in ((0.0, 0.0), (0.5, 0.3)):
+        tracemalloc.start()
+        decimate(big, 3, ramp=ramp)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < big.nbytes / 3, (ramp, peak / big.nbytes)
+
+
+def test_a_large_object_is_drawn_decimated_with_its_pattern_and_the_factor_named(monkeypatch, tmp_path):
+    """A 4100 x 4100 object is drawn 1366 x 1366 (factor 3, <= DISPLAY_LIMIT); a block of phase 0.7 rad
+    keeps it in the decimated phase image (measured: exactly 0.7 inside, 0 outside, amplitude 1 to
+    6e-8), and with a steep linear ramp (0.5 and 0.3 rad per pixel) removed before the blocks are
+    averaged: amplitude 1 to 3e-7 (averaged with the ramp on, the blocks drop to 0.89), the block
+    0.69996 rad above its surroundings, flat to 2e-5 rad."""
+    from janssen.plots import DISPLAY_LIMIT
+
+    inside, outside = (slice(340, 660), slice(510, 860)), (slice(0, 300), slice(0, 400))  # of the 1366^2 image
+    obj = _block_object()
+    (amplitude, phase), title = _drawn(monkeypatch, lambda: plot_object(obj, tmp_path / "o.png"))
+    assert amplitude.shape == phase.shape == (1366, 1366) and max(phase.shape) <= DISPLAY_LIMIT
+    np.testing.assert_allclose(phase[inside], 0.7, atol=1e-5)
+    np.testing.assert_allclose(phase[outside], 0.0, atol=1e-5)
+    np.testing.assert_allclose(amplitude, 1.0, atol=1e-5)
+    assert title == (
+        "decimated 3x for display: means of 3 x 3 pixel blocks of the 4100 x 4100 object;\n"
+        "the saved arrays keep full resolution"
+    )
+
+    tilted = _block_object(ramp=(0.5, 0.3))
+    (amplitude, phase), _ = _drawn(
+        monkeypatch, lambda: plot_object(tilted, tmp_path / "t.png", remove_ramp=True, pixel_size=[1e-8, 1e-8])
+    )
+    np.testing.assert_allclose(amplitude[inside], 1.0, atol=1e-4)
+    np.testing.assert_allclose(amplitude[outside], 1.0, atol=1e-4)
+    step = np.median(phase[inside]) - np.median(phase[outside])
+    assert abs(step - 0.7) < 1e-3 and np.ptp(phase[inside]) < 1e-3 and np.ptp(phase[outside]) < 1e-3
+
+
+def test_objects_within_the_limit_are_drawn_pixel_for_pixel(monkeypatch, tmp_path):
+    """At or below DISPLAY_LIMIT nothing changes: the drawn arrays are exactly |O| and the phase of
+    `remove_linear_phase(O)` (no decimation, no note in the title)."""
+    from janssen.invert import remove_linear_phase
+
+    rng = np.random.default_rng(2)
+    for shape in ((300, 200), (2048, 40)):
+        obj = (np.exp(1j * rng.uniform(-1, 1, shape)) * rng.uniform(0.5, 1, shape)).astype(np.complex64)
+        (amplitude, phase), title = _drawn(monkeypatch, lambda: plot_object(obj, tmp_path / "o.png", remove_ramp=True))
+        flat = remove_linear_phase(obj)
+        np.testing.assert_array_equal(amplitude, np.abs(flat))
+        np.testing.assert_array_equal(phase, np.angle(flat))
+        assert title == ""
+        (amplitude, phase), _ = _drawn(monkeypatch, lambda: plot_object(obj, tmp_path / "o.png"))
+        np.testing.assert_array_equal(amplitude, np.abs(obj))
+        np.testing.assert_array_equal(phase, np.angle(obj))
+
+
+def test_the_report_names_the_factor_of_a_decimated_object(tmp_path):
+    """The report's object caption says the image is decimated 3x (a 4100 x 4100 object); the probe's
+    (64 x 64) says nothing; the result file keeps the object at full size."""
+    import janssen.io as jio
+    from janssen.plots import write_report
+
+    obj = _block_object()
+    probe = np.ones((1, 64, 64), dtype=np.complex64)
+    positions = np.stack(np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 4)), -1).reshape(-1, 2) * 1.5e-5
+    jio.write_result(
+        tmp_path / "big.h5",
+        object=obj,
+        probe=probe,
+        positions=positions.astype(np.float32),
+        loss=np.array([1.0, 0.5]),
+        wavelength=1e-10,
+        distance=1.0,
+        object_pixel_size=np.array([1e-8, 1e-8]),
+        attrs={"engine": "RPIE"},
+    )
+    page = write_report(tmp_path / "big.h5").read_text(encoding="utf-8")
+    note = "decimated 3x for display: means of 3 x 3 pixel blocks of the 4100 x 4100 object"
+    assert page.count(note) == 1 and "of the 64 x 64 probe" not in page
+    assert jio.read_result(tmp_path / "big.h5")["object"].shape == (4100, 4100)

@@ -149,6 +149,10 @@ REFUSALS = (
     Refusal("`--probe` of the wrong shape", (*_R, *_OUT, "--probe", "{dir}/probe.npy"), 2,
             "probe '{dir}/probe.npy' must be (y, x) or (modes, y, x) with frames (32, 32)",
             "the probe lives on the detector grid", files=(("probe.npy", "npy-8x8"),)),
+    Refusal("`--probe` of the wrong shape, streamed (`--stream`)",
+            (*_R, *_OUT, "--stream", "--probe", "{dir}/probe.npy"), 2,
+            "probe '{dir}/probe.npy' must be (y, x) or (modes, y, x) with frames (32, 32)",
+            "the same check as in memory, before any frame is read", files=(("probe.npy", "npy-8x8"),)),
     # ---- the other commands
     Refusal("`demo --iterations -1`", ("demo", "--out", "{dir}/demo", "--iterations", "-1"), 2,
             "--iterations must be an integer from 0 to 100000", "refused before its folder is made"),

@@ -104,12 +104,25 @@ def available_memory() -> float | None:
     return None
 
 
-def _mean_counts(data: jio.MicroscopeData) -> float:
-    return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
+#: Frames summed at a time for the mean counts of an open file (`_mean_counts`).
+_COUNT_BLOCK = 64
 
 
-def load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
-    """A `.npy` probe of the data's frame shape, scaled to the measured counts."""
+def _mean_counts(data: jio.MicroscopeData | jio.CXIFrames) -> float:
+    """Mean counts per frame: over every frame in memory; for an open file, over the frames the streamed
+    start reads (`init_far_field_from_file`: the `SEARCH_POSITIONS` nearest the scan's centre), a block at a time."""
+    if isinstance(data, jio.MicroscopeData):
+        return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
+    index = jinv.central_indices(data.positions, jinv.SEARCH_POSITIONS)
+    blocks = (index[first : first + _COUNT_BLOCK] for first in range(0, len(index), _COUNT_BLOCK))
+    return sum(float(np.sum(data.read(block), dtype=np.float64)) for block in blocks) / len(index)
+
+
+def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> np.ndarray:
+    """A `.npy` probe of the data's frame shape, scaled to the measured counts (`_mean_counts`).
+
+    Checked before any frame is read, so a bad file is refused at once, in memory or streamed.
+    """
     try:
         probe = np.load(path)
     except (OSError, ValueError) as error:
@@ -118,9 +131,10 @@ def load_probe(path: pathlib.Path, data: jio.MicroscopeData) -> np.ndarray:
     if not isinstance(probe, np.ndarray) or probe.dtype.kind not in "iufc":
         kind = type(probe).__name__ if not isinstance(probe, np.ndarray) else f"dtype {probe.dtype}"
         raise UsageError(f"--probe {str(path)!r} must hold complex or real numbers, got {kind}")
-    if probe.shape[-2:] != tuple(data.frame_shape) or probe.ndim not in (2, 3):
+    frame_shape = tuple(data.frame_shape)
+    if probe.shape[-2:] != frame_shape or probe.ndim not in (2, 3):
         raise UsageError(
-            f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {data.frame_shape}, got {probe.shape}"
+            f"probe {str(path)!r} must be (y, x) or (modes, y, x) with frames {frame_shape}, got {probe.shape}"
         )
     if not np.all(np.isfinite(probe)):
         raise UsageError(

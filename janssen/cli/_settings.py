@@ -239,8 +239,6 @@ def _check_stream(settings: dict[str, Any]) -> None:
         "(janssen.invert.init_far_field_from_file)",
         "geometry": f"--geometry cannot be combined with --stream: refining the scan geometry {why_all}",
         "uncertainty": f"--uncertainty cannot be combined with --stream: the object's standard error {why_all}",
-        "probe": "--probe cannot be combined with --stream: the streamed start guesses the probe from the frames "
-        "nearest the scan's centre (janssen.invert.init_far_field_from_file)",
     }
     for name, message in refused.items():
         if settings[name]:

@@ -1,7 +1,8 @@
 """`janssen reconstruct --stream`: the frames stay in the CXI file and are read a batch of positions at a time.
 
 Public calls only: `janssen.io.CXIFrames` opens the file, `janssen.invert.init_far_field_from_file`
-builds the default path's start from the frames nearest the scan's centre, and
+builds the default path's start from the frames nearest the scan's centre (from `--probe`, loaded
+as the in-memory path loads it, when given), and
 `janssen.invert.reconstruct_from_file` runs the PIE engine an epoch (a pass over every
 position) at a time, checkpointing into the result file after each. The verdict reads the
 frames again, a block at a time (`janssen.invert.compute_verdict` on the open file).
@@ -21,7 +22,7 @@ import janssen.io as jio
 
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import check_data_path, object_grid
+from ._inputs import check_data_path, load_probe, object_grid
 from ._output import figures
 from ._resume import cli_record
 from ._run import checkpointer, save_verdict, verdict_of
@@ -116,7 +117,10 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         count = frames.num_positions
         grid = object_grid(path, frames)
         print(data_line(frames, grid, False, stream_batch=batch), file=sys.stderr, flush=True)
-        start = jinv.init_far_field_from_file(frames)
+        # `--probe` as the in-memory path loads it (checked before any frame is read; scaled to the
+        # counts of the frames the start reads), centred by the start on their bright field.
+        probe = None if settings.probe is None else load_probe(settings.probe, frames)
+        start = jinv.init_far_field_from_file(frames, probe=probe)
         name, engine, record, trainable = stream_engine(settings, start)
         cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
         cli["stream"] = {"batch_size": batch, "epochs": epochs}  # `--resume` refuses it, the report leaves the data

@@ -45,6 +45,7 @@ from ._init import (
     SEARCH_FACTORS as SEARCH_FACTORS,
     SEARCH_POSITIONS as SEARCH_POSITIONS,
     ProbeSearch as ProbeSearch,
+    central_indices as central_indices,
     fill_bad_pixels as fill_bad_pixels,
     init_far_field_microscope as init_far_field_microscope,
     init_object as init_object,

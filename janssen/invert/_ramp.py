@@ -119,6 +119,36 @@ def align_to_pattern(
     return fields * phase_ramp((h, w), drift / jnp.array([w, h], dtype=drift.dtype))[None]
 
 
+#: Rows of the object multiplied at a time by `linear_phase_steps` (temporaries of this many rows only).
+_STEP_ROWS = 512
+
+
+def linear_phase_steps(obj: Complex[ArrayLike, "y x"]) -> tuple[np.floating, np.floating]:
+    """The object's mean phase step between neighbouring pixels `(along x, along y)`, in radians.
+
+    The angle of the sum of `O[y, x + 1] * conj(O[y, x])` (and of the same along y): the
+    steps weighted by amplitude, no unwrapping needed (`remove_linear_phase` removes the
+    ramp they make). Host-side NumPy, a block of rows at a time, so that a large object
+    needs no full-size temporary; in the object's precision (an object of at most 512 rows
+    is one block).
+
+    **Arguments:**
+
+    - `obj`: `(y, x)` complex object.
+
+    **Returns:**
+
+    `(gx, gy)` in radians per pixel.
+    """
+    values = np.asarray(obj)
+    along_x, along_y = [], []
+    for top in range(0, max(values.shape[0], 1), _STEP_ROWS):
+        block = values[top : top + _STEP_ROWS + 1]  # one row more for the steps along y
+        along_x.append(np.sum(block[:_STEP_ROWS, 1:] * np.conj(block[:_STEP_ROWS, :-1])))
+        along_y.append(np.sum(block[1:, :] * np.conj(block[:-1, :])))
+    return np.angle(np.sum(np.asarray(along_x))), np.angle(np.sum(np.asarray(along_y)))
+
+
 def remove_linear_phase(obj: Complex[ArrayLike, "y x"]) -> np.ndarray:
     """The object without its mean linear phase ramp and mean phase (host-side, NumPy).
 
@@ -135,8 +165,7 @@ def remove_linear_phase(obj: Complex[ArrayLike, "y x"]) -> np.ndarray:
     A complex NumPy array of the same shape.
     """
     values = np.asarray(obj)
-    gx = np.angle(np.sum(values[:, 1:] * np.conj(values[:, :-1])))
-    gy = np.angle(np.sum(values[1:, :] * np.conj(values[:-1, :])))
+    gx, gy = linear_phase_steps(values)
     rows, cols = np.indices(values.shape)
     flat = values * np.exp(-1j * (gx * cols + gy * rows))
     return flat * np.exp(-1j * np.angle(np.sum(flat)))

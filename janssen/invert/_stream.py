@@ -14,10 +14,11 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import PRNGKeyArray
+from jaxtyping import ArrayLike, Num, PRNGKeyArray
 
 from .._data import MicroscopeData
 from ..io._lazy import CXIFrames
+from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._base import AbstractMicroscope
@@ -30,20 +31,32 @@ from ._solution import Solution
 
 
 def init_far_field_from_file(
-    frames: CXIFrames, *, sample_positions: int = SEARCH_POSITIONS, padding: int | None = None
+    frames: CXIFrames,
+    *,
+    probe: AbstractProbe | Num[ArrayLike, "*modes y x"] | None = None,
+    sample_positions: int = SEARCH_POSITIONS,
+    padding: int | None = None,
+    align: bool = True,
 ) -> AbstractMicroscope:
     """The default path's start (`init_far_field_microscope`) for a scan that stays in its file.
 
-    The probe guess (side of focus, size, bright-field centre) and the detector background
-    come from the `sample_positions` positions nearest the scan's centre, the only frames
-    read; the object is a unit object on the grid of the whole scan, and the positions are
-    the whole scan's, centred as `positions_in_object_frame` centres them.
+    `init_far_field_microscope` runs on the `sample_positions` positions nearest the
+    scan's centre, the only frames read: they give the probe guess (side of focus, size,
+    bright-field centre), or centre a given `probe` on their bright field, and the
+    detector background. The object is a unit object on the grid of the whole scan, and
+    the positions are the whole scan's, centred as `positions_in_object_frame` centres them.
 
     **Arguments:**
 
     - `frames`: an open `CXIFrames` file.
+    - `probe`: the starting probe, in any form `init_far_field_microscope` takes (an
+      `AbstractProbe`, or a `(y, x)` / `(modes, y, x)` complex array on the detector's
+      grid), checked and used as it uses it. Default: the guess `search_probe` chooses
+      from the central frames.
     - `sample_positions`: frames read for the guess (default `SEARCH_POSITIONS`, 512).
     - `padding`: object pixels around the scan (default: an eighth of the frame side).
+    - `align`: centre a given `probe`'s far field on the central frames' bright field
+      (see `init_far_field_microscope`); `False` uses it as given.
 
     **Returns:**
 
@@ -53,7 +66,7 @@ def init_far_field_from_file(
         raise ValueError(f"`sample_positions` must be an integer >= 1, got {sample_positions!r}")
     everywhere = frames.positions
     patch = frames.batch(central_indices(everywhere, sample_positions))
-    guess = init_far_field_microscope(patch, padding=padding)
+    guess = init_far_field_microscope(patch, probe, padding=padding, align=align)
     dx = frames.geometry.object_pixel_size
     centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2  # as `positions_in_object_frame` centres
     positions = jnp.asarray(everywhere - centre, dtype=guess.positions.dtype)

@@ -2,9 +2,13 @@
 
 from ._comparison import align_to_truth as align_to_truth, plot_truth_comparison as plot_truth_comparison
 from ._figures import (
+    DISPLAY_LIMIT as DISPLAY_LIMIT,
     LOSS_LABEL as LOSS_LABEL,
     PHASE_PERCENTILES as PHASE_PERCENTILES,
     beam_region as beam_region,
+    decimate as decimate,
+    decimation_note as decimation_note,
+    display_factor as display_factor,
     illuminated_region as illuminated_region,
     loss_floor as loss_floor,
     phase_limits as phase_limits,

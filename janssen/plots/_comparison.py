@@ -5,7 +5,17 @@ from typing import Any
 
 import numpy as np
 
-from ._figures import _figure, _image, _phase_image, _save, _scale_bar, illuminated_region
+from ._figures import (
+    _figure,
+    _image,
+    _phase_image,
+    _save,
+    _scale_bar,
+    decimate,
+    decimation_note,
+    display_factor,
+    illuminated_region,
+)
 
 # DESIGN.md's object error counts the pixels lit by more than half of the illumination's 99th percentile.
 _WELL_LIT = 0.5
@@ -65,7 +75,8 @@ def plot_truth_comparison(
     complex scale, the gauge ptychography cannot fix). Columns: truth, aligned result,
     difference (`|T - gamma R|`; the phase of `gamma R / T`). Outside the scanned region
     (`illuminated_region`) the pixels are grey. Objects of different sizes are compared on
-    their common centred window.
+    their common centred window. The error is the full-resolution one; a window longer
+    than `DISPLAY_LIMIT` pixels is drawn decimated (`decimate`), as the title says.
 
     **Arguments:**
 
@@ -84,6 +95,10 @@ def plot_truth_comparison(
     shape = tuple(min(a, b) for a, b in zip(truth.shape, result.shape))
     truth, result, illumination = (centre_crop(x, shape) for x in (truth, result, illumination))
     aligned, error = align_to_truth(truth, result, illumination)
+    factor = display_factor(shape)  # the error above is the full-resolution one; the images are for the eye
+    if factor > 1:
+        truth, aligned, illumination = (decimate(x, factor) for x in (truth, aligned, illumination))
+        pixel_size = None if pixel_size is None else np.asarray(pixel_size, dtype=np.float64) * factor
     region = illuminated_region(illumination)
     figure = _figure(13, 8)
     axes = np.asarray(figure.subplots(2, 3))
@@ -99,8 +114,10 @@ def plot_truth_comparison(
         _phase_image(figure, axes[1, 2], aligned / truth, "phase difference (rad)", region)
     if pixel_size is not None:
         for panel in axes.ravel():
-            _scale_bar(panel, pixel_size, shape[1])
-    figure.suptitle(f"object error {error:.4f} (aligned by shift and global complex scale; grey: not scanned)")
+            _scale_bar(panel, pixel_size, truth.shape[1])
+    title = f"object error {error:.4f} (aligned by shift and global complex scale; grey: not scanned)"
+    note = "" if factor == 1 else "\n" + decimation_note(factor, shape, "objects").replace("; ", ";\n")
+    figure.suptitle(title + note)
     return _save(figure, path), error
 
 

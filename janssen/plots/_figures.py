@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..invert._ramp import remove_linear_phase
+from ..invert._ramp import linear_phase_steps, remove_linear_phase
 from ..invert._verdict import Verdict
 
 # Phase colour limits: these percentiles of the phase over the region that matters.
@@ -40,6 +40,76 @@ _LENGTH_UNITS = ((1.0, "m"), (1e-3, "mm"), (1e-6, "µm"), (1e-9, "nm"), (1e-12, 
 _LOG_SPAN = 10.0
 # The loss every engine reports (see `janssen.invert.AbstractEngine.step`).
 LOSS_LABEL = "RMS amplitude residual (√counts)"
+#: Images are drawn at most this many pixels on their longer side; larger ones are
+#: block-averaged by an integer factor first (`display_factor`, `decimate`), and the
+#: figure says so. A figure is 1000 pixels wide: more pixels add no detail, only memory
+#: (docs/scale.md: the 4936 x 4932 object drawn at full size took 2.3 GB).
+DISPLAY_LIMIT = 2048
+
+
+def display_factor(shape: tuple[int, ...], limit: int = DISPLAY_LIMIT) -> int:
+    """The smallest integer factor that brings an image of `shape` to at most `limit` pixels on its longer side.
+
+    **Arguments:**
+
+    - `shape`: the image's shape, `(..., y, x)`.
+    - `limit`: the longest side drawn, in pixels (>= 1; default `DISPLAY_LIMIT`).
+
+    **Returns:**
+
+    `1` for an image that fits, else `ceil(max(y, x) / limit)`.
+    """
+    if isinstance(limit, bool) or int(limit) != limit or limit < 1:
+        raise ValueError(f"`limit` must be an integer >= 1 pixel, got {limit!r}")
+    return max(1, -(-max(shape[-2:]) // int(limit)))
+
+
+def decimate(image: Any, factor: int, *, ramp: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The means of `factor x factor` blocks of `image`, for display.
+
+    The last rows and columns that do not fill a block (fewer than `factor`) are left out.
+    Summed from the `factor**2` strided views of `image` in its precision, so no
+    full-size copy is made: the temporaries and the result have the decimated size. With `ramp = (gx, gy)` the linear
+    phase `exp(i (gx x + gy y))` is removed from every pixel before the blocks are averaged
+    (a ramp steeper than a fraction of a radian per block would otherwise darken them).
+
+    **Arguments:**
+
+    - `image`: `(..., Y, X)` real or complex array.
+    - `factor`: block side in pixels (>= 1; 1 returns `image` unchanged).
+    - `ramp`: the phase step per pixel `(along x, along y)` in radians to remove (complex images).
+
+    **Returns:**
+
+    `(..., Y // factor, X // factor)` array of `image`'s dtype (float32 or complex64 for integers).
+    """
+    image = np.asarray(image)
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"`factor` must be an integer >= 1, got {factor!r}")
+    factor = int(factor)
+    if factor == 1:
+        return image
+    height, width = image.shape[-2] // factor, image.shape[-1] // factor
+    if height < 1 or width < 1:
+        raise ValueError(f"`image` must be at least {factor} x {factor} pixels, got shape {image.shape}")
+    gx, gy = (float(g) for g in ramp)
+    tilted = gx != 0 or gy != 0
+    # Summed in the image's precision (float32 and complex64 stay so: 9 terms lose nothing visible).
+    dtype = image.dtype if image.dtype.kind in "fc" else np.result_type(image.dtype, np.float32)
+    dtype = np.result_type(dtype, np.complex64) if tilted else dtype
+    total = np.zeros((*image.shape[:-2], height, width), dtype=dtype)
+    term = np.empty_like(total) if tilted else None
+    for row in range(factor):
+        for col in range(factor):
+            view = image[..., row : height * factor : factor, col : width * factor : factor]
+            if term is None:
+                total += view
+                continue
+            np.multiply(view, np.exp(-1j * gy * (row + factor * np.arange(height)))[:, None].astype(dtype), out=term)
+            term *= np.exp(-1j * gx * (col + factor * np.arange(width))).astype(dtype)
+            total += term
+    total /= factor**2
+    return total
 
 
 def _figure(width: float | int, height: float | int):
@@ -232,7 +302,10 @@ def plot_object(
     The phase colour scale spans the 1st to 99th percentile of the phase over the
     illuminated region (see `phase_limits`), not +-pi; with an illumination map, the
     amplitude's scale too, and the unscanned pixels (outside `illuminated_region`) are
-    grey on both panels.
+    grey on both panels. An object longer than `DISPLAY_LIMIT` pixels on a side is drawn
+    decimated: means of `display_factor` x `display_factor` pixel blocks (`decimate`; the
+    ramp, with `remove_ramp`, estimated on every pixel and taken off before averaging),
+    and the figure's title names the factor.
 
     **Arguments:**
 
@@ -252,14 +325,37 @@ def plot_object(
     The path written.
     """
     values = np.asarray(getattr(obj, "sample", obj))
-    title = "phase (rad)"
-    if remove_ramp:
-        values = remove_linear_phase(values)
-        title = "phase (rad), ramp removed"
+    factor = display_factor(values.shape)
+    title = "phase (rad)" + (", ramp removed" if remove_ramp else "")
+    if factor == 1:
+        values = remove_linear_phase(values) if remove_ramp else values
+    else:  # block means, the ramp taken off first (estimated on every pixel), then the mean phase
+        full = values.shape
+        ramp = tuple(float(step) for step in linear_phase_steps(values)) if remove_ramp else (0.0, 0.0)
+        values = decimate(values, factor, ramp=ramp)
+        values = values * np.exp(-1j * np.angle(np.sum(values))) if remove_ramp else values
+        illumination = None if illumination is None else decimate(illumination, factor)
+        pixel_size = None if pixel_size is None else np.asarray(pixel_size, dtype=np.float64) * factor
     region = _object_region(values, illumination)
     figure = _figure(10, 4.5)
     _draw_object(figure, figure.subplots(1, 2), values, title, region, pixel_size)
+    if factor > 1:
+        _note_title(figure, decimation_note(factor, full, "object"))
     return _save(figure, path)
+
+
+def decimation_note(factor: int, shape: tuple[int, ...], what: str) -> str:
+    """What a figure drawn at `1 / factor` scale says about it (a caption; `_note_title` splits it for a title)."""
+    height, width = shape[-2:]
+    return (
+        f"decimated {factor}x for display: means of {factor} x {factor} pixel blocks of the {height} x {width} "
+        f"{what}; the saved arrays keep full resolution"
+    )
+
+
+def _note_title(figure, note: str) -> None:
+    """`note` as the figure's title, on two lines (one is wider than a figure)."""
+    figure.suptitle(note.replace("; ", ";\n"), fontsize="medium")
 
 
 def beam_region(mode: Any) -> np.ndarray:
@@ -284,7 +380,8 @@ def plot_probe(
 
     Each mode's title gives its share of the total power. The phase is drawn where the
     beam is (`beam_region`: `|P|` above 5 % of the mode's maximum), on percentile
-    limits; elsewhere it is grey.
+    limits; elsewhere it is grey. Modes longer than `DISPLAY_LIMIT` pixels on a side are
+    drawn decimated (`decimate`), as `plot_object` draws objects.
 
     **Arguments:**
 
@@ -302,6 +399,10 @@ def plot_probe(
     values = values[None] if values.ndim == 2 else values
     power = np.sum(np.abs(values) ** 2, axis=(1, 2))
     share = power / max(float(power.sum()), np.finfo(np.float64).tiny)
+    factor, full = display_factor(values.shape), values.shape
+    if factor > 1:
+        values = decimate(values, factor)
+        pixel_size = None if pixel_size is None else np.asarray(pixel_size, dtype=np.float64) * factor
     rows, columns = (2 if phase else 1), len(values)
     figure = _figure(4 * columns + 1, 3.6 * rows)
     axes = np.asarray(figure.subplots(rows, columns, squeeze=False))
@@ -312,6 +413,8 @@ def plot_probe(
     if pixel_size is not None:
         for panel in axes.ravel():
             _scale_bar(panel, pixel_size, values.shape[-1])
+    if factor > 1:
+        _note_title(figure, decimation_note(factor, full, "probe"))
     return _save(figure, path)
 
 

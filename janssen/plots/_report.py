@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ._figures import decimation_note, display_factor
+
 # Shown under "software": the packages a result depends on.
 _PACKAGES = ("janssen", "jax", "jaxlib", "equinox", "optax", "lineax", "optimistix", "numpy", "h5py", "matplotlib")
 # A rebuilt model whose R on the shown frames is off by more than this from the run's is flagged.
@@ -178,14 +180,16 @@ def _figures(
         (
             "object",
             "Object amplitude and phase (linear phase ramp removed). Colour limits: 1st-99th percentile over "
-            "the scanned region; grey: not scanned (still the starting guess).",
+            "the scanned region; grey: not scanned (still the starting guess)."
+            + _decimated(result["object"].shape, "object"),
             _png(
                 lambda p: plot_object(result["object"], p, remove_ramp=True, illumination=illumination, pixel_size=dx)
             ),
         ),
         (
             "probe",
-            "Probe modes: amplitude, and phase where the beam is (|P| above 5 % of its maximum; grey elsewhere).",
+            "Probe modes: amplitude, and phase where the beam is (|P| above 5 % of its maximum; grey elsewhere)."
+            + _decimated(result["probe"].shape, "probe"),
             _png(lambda p: plot_probe(result["probe"], p, phase=True, pixel_size=dx)),
         ),
         (
@@ -209,6 +213,12 @@ def _figures(
     if truth is not None:
         figures += _truth_figure(result, truth, numbers)
     return figures
+
+
+def _decimated(shape: tuple[int, ...], what: str) -> str:
+    """The caption's sentence on a figure drawn decimated (`plot_object`, `plot_probe`); empty when it is not."""
+    factor = display_factor(shape)
+    return "" if factor == 1 else f" Image {decimation_note(factor, shape, what)}."
 
 
 def _pattern_figure(result, data, verdict, notes: list[str]) -> list[tuple[str, str, bytes]]:
