@@ -13,11 +13,17 @@ Times, in this process and after compilation (medians of `--repeats`, `block_unt
   between 11 and 1 products in a `fori_loop`;
 - `step`: one `GaussNewton()` step (linearisation, scaling, conjugate gradients, the trial).
 
+`forward`, `linearize` and `JtJ` are timed twice: as the engine predicts on this preset
+(`on_grid`, when `fixed_on_grid` says the positions are on the pixel grid: no sub-pixel
+move of the probe) and with the move (`*_shifted`, as on a scan off the grid). `step` is
+the engine as it runs here, and `step_shifted` with its state's `on_grid` turned off.
+
 Start: `benchmarks/pie.py`'s fair start (unit object, blurred and shifted true probe);
 object and probe refined. Prints one JSON line.
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -50,7 +56,7 @@ def profile(size: str, repeats: int) -> dict:
     from janssen.invert import GaussNewton
     from janssen.invert._realify import to_real
     from janssen.invert._residual import residual_function
-    from janssen.invert._trainable import trainable_spec
+    from janssen.invert._trainable import fixed_on_grid, trainable_spec
     from janssen.io import simulate_preset
 
     dataset = simulate_preset(size, key=jax.random.PRNGKey(0))
@@ -59,37 +65,42 @@ def profile(size: str, repeats: int) -> dict:
     spec = trainable_spec(start, ["object", "probe"])
     params, static = eqx.partition(start, spec)
     x = to_real(params)
-    residual_fn = residual_function(static, params, data, 1e-6)
-
-    @eqx.filter_jit
-    def forward(x):
-        return residual_fn(x)[0]
-
-    @eqx.filter_jit
-    def linearize(x):
-        return jax.linearize(residual_fn, x, has_aux=True)[0]
-
-    @eqx.filter_jit
-    def products(x, v, count):
-        _, jvp, _ = jax.linearize(residual_fn, x, has_aux=True)
-        transpose = jax.linear_transpose(jvp, x)
-        return jax.lax.fori_loop(0, count, lambda _, u: transpose(jvp(u))[0], v)
-
+    on_grid = fixed_on_grid(start, spec)
     engine = GaussNewton()
     state = engine.init(start, data, spec)
     step = eqx.filter_jit(engine.step)
     key = jax.random.PRNGKey(0)
-    one = _median_time(products, x, x, 1, repeats=repeats)
-    eleven = _median_time(products, x, x, 11, repeats=repeats)
-    times = {
-        "forward": _median_time(forward, x, repeats=repeats),
-        "linearize": _median_time(linearize, x, repeats=repeats),
-        "JtJ": (eleven - one) / 10,
-        "step": _median_time(lambda: step(start, state, data, spec, key), repeats=max(1, repeats // 2)),
-    }
+    times = {}
+    for suffix, flag in (("", on_grid), ("_shifted", False)):
+        residual_fn = residual_function(static, params, data, 1e-6, on_grid=flag)
+
+        @eqx.filter_jit
+        def forward(x, fn=residual_fn):
+            return fn(x)[0]
+
+        @eqx.filter_jit
+        def linearize(x, fn=residual_fn):
+            return jax.linearize(fn, x, has_aux=True)[0]
+
+        @eqx.filter_jit
+        def products(x, v, count, fn=residual_fn):
+            _, jvp, _ = jax.linearize(fn, x, has_aux=True)
+            transpose = jax.linear_transpose(jvp, x)
+            return jax.lax.fori_loop(0, count, lambda _, u: transpose(jvp(u))[0], v)
+
+        one = _median_time(products, x, x, 1, repeats=repeats)
+        eleven = _median_time(products, x, x, 11, repeats=repeats)
+        times[f"forward{suffix}"] = _median_time(forward, x, repeats=repeats)
+        times[f"linearize{suffix}"] = _median_time(linearize, x, repeats=repeats)
+        times[f"JtJ{suffix}"] = (eleven - one) / 10
+        run_state = state if suffix == "" else dataclasses.replace(state, on_grid=False)
+        times[f"step{suffix}"] = _median_time(
+            lambda s=run_state: step(start, s, data, spec, key), repeats=max(1, repeats // 2)
+        )
     return {
         "size": size,
         "parameters": int(sum(leaf.size for leaf in jtu.tree_leaves(x))),
+        "on_grid": on_grid,
         "floor_s": fft_floor,
         **{f"{name}_s": round(value, 5) for name, value in times.items()},
         **{f"{name}_x_floor": round(value / fft_floor, 2) for name, value in times.items()},
