@@ -17,6 +17,9 @@ Times, in this process and after compilation (medians of `--repeats`, `block_unt
 (`on_grid`, when `fixed_on_grid` says the positions are on the pixel grid: no sub-pixel
 move of the probe) and with the move (`*_shifted`, as on a scan off the grid). `step` is
 the engine as it runs here, and `step_shifted` with its state's `on_grid` turned off.
+`forward_minimal` and `JtJ_minimal` time a hand-written twin of the on-grid residual
+(patch times probe, one FFT, amplitude minus measured amplitude, the same frame blocks):
+the cost of the transforms themselves, without janssen's model code.
 
 Start: `benchmarks/pie.py`'s fair start (unit object, blurred and shifted true probe);
 object and probe refined. Prints one JSON line.
@@ -43,6 +46,40 @@ def _median_time(fn, *args, repeats: int) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _minimal(start, data, x, repeats: int) -> dict:
+    """The on-grid amplitude residual written out by hand: its forward and `J^T J` times."""
+    import jax
+    import jax.numpy as jnp
+
+    corners = jax.vmap(start.locate)(start.positions)[0]
+    amplitude = jnp.sqrt(data.intensities)
+    shape = tuple(start.probe_shape)
+
+    def residual(y):
+        obj = jax.lax.complex(y.sample.sample[..., 0], y.sample.sample[..., 1])
+        probe = jax.lax.complex(y.probe.modes[0, ..., 0], y.probe.modes[0, ..., 1])
+
+        def one(corner):
+            far = jnp.fft.fft2(probe * jax.lax.dynamic_slice(obj, (corner[1], corner[0]), shape))
+            return jnp.sqrt(far.real**2 + far.imag**2 + 1e-6)
+
+        return jax.lax.map(one, corners, batch_size=16) - amplitude
+
+    @jax.jit
+    def forward(y):
+        return residual(y)
+
+    @jax.jit
+    def products(y, v, count):
+        _, jvp = jax.linearize(residual, y)
+        transpose = jax.linear_transpose(jvp, y)
+        return jax.lax.fori_loop(0, count, lambda _, u: transpose(jvp(u))[0], v)
+
+    one = _median_time(products, x, x, 1, repeats=repeats)
+    eleven = _median_time(products, x, x, 11, repeats=repeats)
+    return {"forward_minimal": _median_time(forward, x, repeats=repeats), "JtJ_minimal": (eleven - one) / 10}
 
 
 def profile(size: str, repeats: int) -> dict:
@@ -97,6 +134,7 @@ def profile(size: str, repeats: int) -> dict:
         times[f"step{suffix}"] = _median_time(
             lambda s=run_state: step(start, s, data, spec, key), repeats=max(1, repeats // 2)
         )
+    times.update(_minimal(start, data, x, repeats))
     return {
         "size": size,
         "parameters": int(sum(leaf.size for leaf in jtu.tree_leaves(x))),
