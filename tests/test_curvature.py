@@ -92,7 +92,7 @@ def test_blocked_normal_equations_equal_the_whole_jacobian(small):
     dataset, true = small
     bent = jinv.CurvatureSearch.apply(true, COEFFICIENTS)
     terms = AmplitudeResidual.of(dataset.data, 1e-6)
-    blocks = _Blocks.of(dataset.data, 1e-6)
+    blocks = _Blocks.of(dataset.data, 1e-6, False)
     normal, gradient, squares = jax.jit(lambda m: blocks.normal_equations(jinv.CurvatureSearch.apply, m))(bent)
     trial_squares = jax.jit(lambda m: blocks.squares(m))(bent)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 from helpers import tiny_far_field_problem
 
-from janssen.invert import GaussNewton, Gradient, OptimistixLeastSquares, reconstruct, trainable_spec
+from janssen.invert import CurvatureSearch, GaussNewton, Gradient, OptimistixLeastSquares, reconstruct, trainable_spec
 from janssen.invert._realify import from_real, to_real
 from janssen.invert._residual import residual_function
 from janssen.invert._trainable import fixed_on_grid
@@ -130,3 +130,19 @@ def test_a_gauss_newton_step_is_the_same_step(on_grid_problem):
     assert float(jnp.linalg.norm(moved)) > 0.1 * float(jnp.linalg.norm(start.sample.sample)) ** 0  # a real step
     assert _relative(fast.sample.sample - start.sample.sample, moved) < 2e-3
     assert abs(float(fast_loss) - float(slow_loss)) < 1e-4 * float(slow_loss)
+
+
+def test_the_curvature_search_decides_the_same_way(on_grid_problem, subpixel_problem):
+    data, _, start = on_grid_problem
+    engine = CurvatureSearch()
+    state = engine.init(start, data, trainable_spec(start, ["object", "probe"]))
+    assert state.on_grid
+    sub_data, _, sub_start = subpixel_problem
+    assert not engine.init(sub_start, sub_data, trainable_spec(sub_start, ["object", "probe"])).on_grid
+    # One step both ways: the same 3 x 3 fit, so the same loss to rounding.
+    step = eqx.filter_jit(engine.step)
+    spec = trainable_spec(start, ["object", "probe"])
+    key = jax.random.PRNGKey(0)
+    _, _, fast = step(start, state, data, spec, key)
+    _, _, slow = step(start, dataclasses.replace(state, on_grid=False), data, spec, key)
+    assert abs(float(fast) - float(slow)) < 1e-5 * float(slow)

@@ -30,7 +30,7 @@ from jaxtyping import Array, Bool, Float
 
 from ..._data import MicroscopeData
 from .._residual import AmplitudeResidual, safe_sqrt
-from .._trainable import refines
+from .._trainable import fixed_on_grid, refines
 from .base import AbstractEngine
 
 _MIN_DAMPING, _MAX_DAMPING = 1e-10, 1e10
@@ -44,10 +44,14 @@ class CurvatureState(eqx.Module):
 
     - `damping`: the current relative Levenberg-Marquardt damping (0-d).
     - `rejected`: how many trial steps in a row have been rejected (0-d int).
+    - `on_grid`: whether the positions stay on the sample's pixel grid, so that the
+      predictions skip the probe's sub-pixel moves (decided in `init`, on the host:
+      `janssen.invert._trainable.fixed_on_grid`).
     """
 
     damping: Float[Array, ""]
     rejected: Array
+    on_grid: bool = eqx.field(default=False, static=True)
 
 
 def _centred_pixels(shape: tuple[int, int], dtype) -> tuple[Array, Array]:
@@ -101,7 +105,7 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
                 "select both (e.g. `trainable=['object', 'probe']`)"
             )
         damping = jnp.asarray(self.initial_damping, dtype=data.intensities.dtype)
-        return CurvatureState(damping, jnp.array(0, jnp.int32))
+        return CurvatureState(damping, jnp.array(0, jnp.int32), fixed_on_grid(microscope, trainable))
 
     @staticmethod
     def apply(microscope, coefficients: Float[Array, "3"]):
@@ -119,7 +123,7 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
 
     def step(self, microscope, state, data, trainable, key):
         del trainable, key
-        blocks = _Blocks.of(data, self.eps)
+        blocks = _Blocks.of(data, self.eps, state.on_grid)
         normal, gradient, squares = blocks.normal_equations(self.apply, microscope)
         diagonal = jnp.maximum(jnp.diag(normal), jnp.finfo(normal.dtype).tiny)
         delta = -jnp.linalg.solve(normal + state.damping * jnp.diag(diagonal), gradient)
@@ -132,7 +136,7 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
         rejected = jnp.where(accept, 0, state.rejected + 1).astype(jnp.int32)
         return (
             new,
-            CurvatureState(damping.astype(state.damping.dtype), rejected),
+            CurvatureState(damping.astype(state.damping.dtype), rejected, state.on_grid),
             jnp.sqrt(jnp.where(accept, trial_loss, loss)),
         )
 
@@ -163,16 +167,17 @@ class _Blocks(eqx.Module):
     live: Array  # ... with weight 0
     floor: Array  # under the square root of the smooth residual (`AmplitudeResidual.of`)
     count: Array  # valid pixels over all frames
+    on_grid: bool = eqx.field(static=True)  # predict without the probe's sub-pixel moves
 
     @staticmethod
-    def of(data: MicroscopeData, eps: float) -> "_Blocks":
+    def of(data: MicroscopeData, eps: float, on_grid: bool) -> "_Blocks":
         count = data.num_positions
         blocks = -(-count // _BLOCK)
         slots = jnp.arange(blocks * _BLOCK)
         index = (slots % count).reshape(blocks, _BLOCK)
         live = (slots < count).astype(data.intensities.dtype).reshape(blocks, _BLOCK)
         floor = AmplitudeResidual.of(data, eps).floor
-        return _Blocks(data, index, live, floor, count * jnp.sum(data.valid))
+        return _Blocks(data, index, live, floor, count * jnp.sum(data.valid), on_grid)
 
     def _terms(self, ids: Array) -> AmplitudeResidual:
         """The amplitude residual of the frames `ids` (the one definition, `AmplitudeResidual`)."""
@@ -184,7 +189,7 @@ class _Blocks(eqx.Module):
 
         def block(inputs):
             ids, alive = inputs
-            return jnp.sum(alive * self._terms(ids).frame_sums(microscope.predict(ids)))
+            return jnp.sum(alive * self._terms(ids).frame_sums(microscope.predict(ids, on_grid=self.on_grid)))
 
         return jnp.sum(jax.lax.map(block, (self.index, self.live)))
 
@@ -202,7 +207,7 @@ class _Blocks(eqx.Module):
             terms = self._terms(ids)
 
             def residual(coefficients):
-                predicted = apply(microscope, coefficients).predict(ids)
+                predicted = apply(microscope, coefficients).predict(ids, on_grid=self.on_grid)
                 return terms.smooth(predicted), predicted
 
             r, jvp, predicted = jax.linearize(residual, zero, has_aux=True)
