@@ -92,6 +92,13 @@ class MicroscopeData(eqx.Module):
         """1.0 on pixels that count, 0.0 on bad pixels."""
         return (~self.bad_pixels).astype(self.intensities.dtype)
 
+    def batch(self, index: np.ndarray | list[int]) -> "MicroscopeData":
+        """The positions at `index` as a `MicroscopeData` (as `janssen.io.CXIFrames.batch` reads them from a file)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        return eqx.tree_at(
+            lambda d: (d.intensities, d.positions), self, (self.intensities[index], self.positions[index])
+        )
+
     @property
     def object_pixel_size(self) -> Float[Array, "2"]:
         """Far-field object pixel `(x, y)`: `wavelength * distance / (N * camera_pixel_size)`."""

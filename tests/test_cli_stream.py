@@ -2,6 +2,7 @@
 
 import json
 
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from helpers import illumination_map, object_error
 
 import janssen.io as jio
 from janssen.cli import main
-from janssen.optics import Probe, SampleFunction
+from janssen.optics import Probe, SampleFunction, orthogonalize_modes
+from janssen.plots import select_frames
 from janssen.scopes import FarFieldMicroscope
 
 EPOCHS = 8
@@ -38,10 +40,19 @@ def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, t
     """
     import janssen.cli._inputs as inputs
     import janssen.invert as jinv
+    import janssen.plots._save as save
 
     path, written = stream_file
     # No memory to spare: the in-memory path would refuse the file, the streamed one never asks.
     monkeypatch.setattr(inputs, "available_memory", lambda: 1.0)
+    drawn = []  # what the patterns figure is drawn from (the figure is still written)
+    plot_patterns = save.plot_patterns
+
+    def recording(measured, predicted, figure, **options):
+        drawn.append((measured, predicted, options["frames"]))
+        return plot_patterns(measured, predicted, figure, **options)
+
+    monkeypatch.setattr(save, "plot_patterns", recording)
     refused = run(capsys, path, "--out", tmp_path / "refused.h5")
     assert refused[0] == 2 and "add --stream" in refused[2] and "Traceback" not in refused[2]
     out = tmp_path / "s.h5"
@@ -86,11 +97,20 @@ def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, t
     np.testing.assert_allclose(verdict["floor"], expected.floor, rtol=1e-9)
     assert verdict["floor"] < verdict["r"] < 2 * verdict["floor"]
 
-    # The figures that need no frames, and the report, which does not read them either.
-    for kind in ("object", "probe", "loss", "residual"):
+    # The figures, the patterns one too, and the report, which reads no frame.
+    for kind in ("object", "probe", "loss", "residual", "patterns"):
         assert (tmp_path / f"s_{kind}.png").stat().st_size > 1000
-    assert not (tmp_path / "s_patterns.png").exists()
     assert "streamed from the data file" in (tmp_path / "s.html").read_text()
+    # The patterns figure shows the best, median and worst frame by the saved verdict's R: their
+    # frames as the file holds them (bit for bit: read as `read_cxi` reads them) and the saved
+    # result's prediction of them (float32 rounding: rtol 1e-5 of the brightest pixel).
+    ((measured, predicted, shown),) = drawn
+    assert shown == select_frames(verdict["per_frame"])
+    indices = np.asarray([index for _, index in shown])
+    assert len(indices) == 3
+    np.testing.assert_array_equal(measured, np.asarray(data.intensities)[indices])
+    expected_frames = np.asarray(rebuilt.predict(jnp.asarray(indices, dtype=jnp.int32)))
+    np.testing.assert_allclose(predicted, expected_frames, rtol=0, atol=1e-5 * expected_frames.max())
 
     # A streamed result is not resumable: refused before the data are read.
     code, _, err = run(capsys, path, "--resume", out, "--iterations", 1)
@@ -161,6 +181,88 @@ def test_stream_refuses_a_bad_probe_file_as_the_in_memory_run_does(stream_file, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.npy"]
 
 
+@pytest.fixture(scope="module")
+def two_mode_file(tmp_path_factory):
+    """64 positions of 48 x 48 lit by two Gaussian-Schell modes (powers 0.759 / 0.241)."""
+    path = tmp_path_factory.mktemp("cli_stream_modes") / "modes.cxi"
+    key = jr.PRNGKey(5)
+    written = jio.simulate_cxi(path, 48, 64, key=key, photons=1e6, batch_size=20, modes=2, coherence_width=180e-9)
+    return path, written
+
+
+def _mode_powers(probe) -> np.ndarray:
+    """The probe's orthogonal modes' fractions of its power, strongest first."""
+    _, powers = orthogonalize_modes(jnp.asarray(probe))
+    powers = np.sort(np.asarray(powers, dtype=np.float64))[::-1]
+    return powers / powers.sum()
+
+
+def test_stream_two_modes_recovers_their_powers(two_mode_file, tmp_path, capsys):
+    """`--stream --modes 2` (30 epochs in batches of 16) against `--modes 2` in memory (30 rPIE
+    iterations), on a two-mode file; both start from powers 0.95 / 0.05.
+
+    Measured: streamed powers 0.794 / 0.206, in memory 0.823 / 0.177, true 0.759 / 0.241
+    (tolerance 0.05); object error streamed 0.035, in memory 0.043 (the unit object: 0.52).
+    """
+    path, written = two_mode_file
+    epochs = 30
+    streamed, memory = tmp_path / "s.h5", tmp_path / "m.h5"
+    argv = (path, "--modes", 2, "--iterations", epochs)
+    code, _, err = run(capsys, *argv, "--stream", "--stream-batch", 16, "--out", streamed)
+    assert code == 0, err
+    code, _, err = run(capsys, *argv, "--engine", "rpie", "--out", memory)
+    assert code == 0, err
+
+    truth = jio.read_ground_truth(path)
+    true_powers = _mode_powers(truth.probe)
+    saved, in_memory = jio.read_result(streamed), jio.read_result(memory)
+    assert saved["probe"].shape == in_memory["probe"].shape == (2, 48, 48)
+    assert json.loads(saved["attrs"]["cli"])["modes"] == 2
+    powers = _mode_powers(saved["probe"])
+    weight = np.asarray(illumination_map(truth.microscope()))
+    streamed_error = object_error(written.object, saved["object"], weight)
+    memory_error = object_error(written.object, in_memory["object"], weight)
+    print(f"powers {powers} (in memory {_mode_powers(in_memory['probe'])}, true {true_powers})")
+    print(f"object error streamed {streamed_error:.4f}, in memory {memory_error:.4f}")
+    np.testing.assert_allclose(powers, true_powers, atol=0.05)
+    assert streamed_error < 0.05
+    assert streamed_error < 1.15 * memory_error
+
+
+@pytest.fixture(scope="module")
+def sixteen_frames(tmp_path_factory):
+    """16 positions of 32 x 32 (as the refusals' data) and a three-mode probe file for them."""
+    folder = tmp_path_factory.mktemp("cli_stream_small")
+    path = folder / "data.cxi"
+    jio.simulate_cxi(path, 32, 16, key=jr.PRNGKey(0))
+    probe = folder / "three.npy"
+    np.save(probe, np.ones((3, 32, 32), dtype=np.complex64))
+    return path, probe
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--modes", "20"], "--modes 20 exceeds the 16 frames of"),
+        (["--modes", "2", "--probe", "{probe}"], "the starting probe has 3 modes, more than --modes 2"),
+    ],
+)
+def test_stream_refuses_bad_modes_as_the_in_memory_run_does(sixteen_frames, tmp_path, capsys, flags, message):
+    """The same one-line error, streamed or not; nothing written."""
+    path, probe = sixteen_frames
+    flags = [flag.format(probe=probe) for flag in flags]
+    errors = []
+    for stream in ([], ["--stream"]):
+        code, _, err = run(capsys, path, "--out", tmp_path / "x.h5", *stream, *flags)
+        assert code == 2 and message in err, err
+        # One error line (after the data line where the frames are looked at first), no traceback.
+        assert [line for line in err.splitlines() if "error" in line] == [err.strip().splitlines()[-1]]
+        assert "Traceback" not in err
+        errors.append(err.strip().splitlines()[-1])
+    assert errors[0] == errors[1]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -172,7 +274,6 @@ def test_stream_refuses_a_bad_probe_file_as_the_in_memory_run_does(stream_file, 
         (["--stream", "--near-field"], "--near-field cannot be combined with --stream"),
         (["--stream", "--geometry"], "--geometry cannot be combined with --stream"),
         (["--stream", "--uncertainty"], "--uncertainty cannot be combined with --stream"),
-        (["--stream", "--modes", "2"], "--modes 2 cannot be combined with --stream"),
         (["--stream", "--resume", "r.h5"], "--stream cannot be combined with --resume"),
     ],
 )
@@ -205,7 +306,8 @@ def test_stream_config_keys_and_refusals(stream_file, tmp_path, capsys):
 
 def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatch, capsys):
     """Ctrl-C (a real SIGINT to this process) after the second epoch: exit 130, no traceback, a complete
-    result file saying `interrupted` after 2 epochs, with its verdict and figures; no lock or partial file."""
+    result file saying `interrupted` after 2 epochs, with its verdict and figures (the patterns one too); no lock
+    or partial file."""
     import os
     import signal
 
@@ -228,5 +330,5 @@ def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatc
     assert saved["attrs"]["result"] == "interrupted" and saved["attrs"]["iteration"] == 2
     assert saved["loss"].shape == (2,) and saved["verdict"] is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["c.h5", "c.html"] + [f"c_{kind}.png" for kind in ("object", "probe", "loss", "residual")]
+        ["c.h5", "c.html"] + [f"c_{kind}.png" for kind in ("object", "probe", "loss", "residual", "patterns")]
     )

@@ -94,6 +94,8 @@ REFUSALS = (
             "each mode is a whole probe to refine: 500 runs for hours and cannot be determined"),
     Refusal("`--modes 20` on 16 frames", (*_R, *_OUT, "--modes", "20"), 2, "--modes 20 exceeds the 16 frames",
             "each mode has as many unknowns as a frame has pixels"),
+    Refusal("`--modes 20` on 16 frames, streamed (`--stream`)", (*_R, *_OUT, "--stream", "--modes", "20"), 2,
+            "--modes 20 exceeds the 16 frames", "the same check as in memory, on the open file's frame count"),
     Refusal("`--iterations -1`", (*_R, *_OUT, "--iterations", "-1"), 2, "--iterations must be an integer from 0",
             "a count of iterations"),
     Refusal("`--iterations 1000000`", (*_R, *_OUT, "--iterations", "1000000"), 2,

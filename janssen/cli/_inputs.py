@@ -15,9 +15,9 @@ from janssen.scopes import AbstractMicroscope
 from ._errors import UsageError
 from ._settings import ReconstructSettings
 
-# Extra probe modes start with this fraction of the total power each (capped so that the
+#: Extra probe modes start with this fraction of the total power each (capped so that the
 # first mode keeps at least half of it).
-_EXTRA_MODE_POWER = 0.05
+EXTRA_MODE_POWER = 0.05
 
 
 def check_data_path(path: pathlib.Path, expected: str) -> None:
@@ -146,15 +146,29 @@ def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> 
     return probe * np.sqrt(_mean_counts(data) / np.sum(np.abs(probe) ** 2))
 
 
+def check_modes(modes: int, count: int, path: pathlib.Path) -> None:
+    """Refuse `--modes` above the data's `count` frames (in memory, or in the open file with --stream)."""
+    if modes > count:
+        raise UsageError(
+            f"--modes {modes} exceeds the {count} frames of {str(path)!r}: each mode "
+            "has as many unknowns as a frame has pixels, so the data cannot support more modes than frames"
+        )
+
+
+def check_probe_modes(fields: np.ndarray, modes: int) -> None:
+    """Refuse a starting probe with more modes than `--modes` (above 1: it then adds modes to it)."""
+    if modes > 1 and fields.ndim == 3 and fields.shape[0] > modes:
+        raise UsageError(f"the starting probe has {fields.shape[0]} modes, more than --modes {modes}")
+
+
 def extra_modes(fields: np.ndarray, modes: int) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal modes and powers: `fields`' modes plus new ones, the total power unchanged.
 
     `janssen.optics.extend_modes`: the new modes are the strongest mode times low-order
-    polynomials of the position, each with `_EXTRA_MODE_POWER` of the total power.
+    polynomials of the position, each with `EXTRA_MODE_POWER` of the total power.
     """
-    if fields.shape[0] > modes:
-        raise UsageError(f"the starting probe has {fields.shape[0]} modes, more than --modes {modes}")
-    basis, weights = extend_modes(fields, modes, share=_EXTRA_MODE_POWER)
+    check_probe_modes(fields, modes)
+    basis, weights = extend_modes(fields, modes, share=EXTRA_MODE_POWER)
     return np.asarray(basis), np.asarray(weights)
 
 

@@ -161,14 +161,20 @@ def figures(
     data: jio.MicroscopeData | None = None,
     truth: Any = None,
     data_path: pathlib.Path | None = None,
+    streamed: jio.CXIFrames | None = None,
 ) -> list[pathlib.Path]:
-    """The figures and the HTML report beside the result (`out`'s stem, `_FIGURES` and `.html`)."""
+    """The figures and the HTML report beside the result (`out`'s stem, `_FIGURES` and `.html`).
+
+    `streamed`: the open file of a streamed run, from which the patterns figure reads the
+    few frames it shows (the report reads none).
+    """
     try:
         from janssen.plots import ReportError, save_figures, write_report
     except ImportError:  # pragma: no cover - matplotlib is optional
         return []
     try:
-        paths = list(save_figures(solution, out.parent, out.stem, verdict=verdict, data=data, truth=truth).values())
+        shown = data if streamed is None else streamed
+        paths = list(save_figures(solution, out.parent, out.stem, verdict=verdict, data=shown, truth=truth).values())
         try:
             paths.append(write_report(out, data_path=data_path, data=None if data_path else data, truth=truth))
         except (ReportError, OSError) as error:  # a view of the saved result: never fail the run for it

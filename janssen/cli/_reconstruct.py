@@ -17,7 +17,7 @@ import janssen.io as jio
 from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import load_data, near_field_geometry, object_grid, start_microscope
+from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
 from ._output import figures, output_lock, output_path
 from ._resume import cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
@@ -204,11 +204,7 @@ def _prepare(settings: ReconstructSettings):
         raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
     saved = None if settings.resume is None else read_saved(settings.resume)  # refused before the data are read
     data, bundled = load_data(path)
-    if settings.modes > data.num_positions:
-        raise UsageError(
-            f"--modes {settings.modes} exceeds the {data.num_positions} frames of {str(path)!r}: each mode "
-            "has as many unknowns as a frame has pixels, so the data cannot support more modes than frames"
-        )
+    check_modes(settings.modes, data.num_positions, path)
     near_pixel = None
     if settings.near_field:  # the sample pixel, not the far-field one
         geometry = near_field_geometry(settings, data)

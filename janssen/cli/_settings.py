@@ -243,10 +243,6 @@ def _check_stream(settings: dict[str, Any]) -> None:
     for name, message in refused.items():
         if settings[name]:
             raise UsageError(message)
-    if settings["modes"] != 1:
-        raise UsageError(
-            f"--modes {settings['modes']} cannot be combined with --stream: it streams a single-mode probe"
-        )
     if not is_pie(settings["engine"]):
         raise UsageError(
             f"--stream runs the PIE engines only (auto, which streams rPIE, or epie, rpie, mpie), not "

@@ -5,7 +5,8 @@ builds the default path's start from the frames nearest the scan's centre (from 
 as the in-memory path loads it, when given), and
 `janssen.invert.reconstruct_from_file` runs the PIE engine an epoch (a pass over every
 position) at a time, checkpointing into the result file after each. The verdict reads the
-frames again, a block at a time (`janssen.invert.compute_verdict` on the open file).
+frames again, a block at a time (`janssen.invert.compute_verdict` on the open file), and the
+measured-vs-predicted patterns figure reads the three frames it shows.
 """
 
 import contextlib
@@ -22,7 +23,7 @@ import janssen.io as jio
 
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
-from ._inputs import check_data_path, load_probe, object_grid
+from ._inputs import EXTRA_MODE_POWER, check_data_path, check_modes, check_probe_modes, load_probe, object_grid
 from ._output import figures
 from ._resume import cli_record
 from ._run import checkpointer, save_verdict, verdict_of
@@ -115,12 +116,16 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
     assert epochs is not None and batch is not None  # `read_settings` sets both with --stream
     with open_frames(path) as frames:
         count = frames.num_positions
+        check_modes(settings.modes, count, path)
         grid = object_grid(path, frames)
         print(data_line(frames, grid, False, stream_batch=batch), file=sys.stderr, flush=True)
         # `--probe` as the in-memory path loads it (checked before any frame is read; scaled to the
         # counts of the frames the start reads), centred by the start on their bright field.
         probe = None if settings.probe is None else load_probe(settings.probe, frames)
-        start = jinv.init_far_field_from_file(frames, probe=probe)
+        if probe is not None:
+            check_probe_modes(probe, settings.modes)
+        # `--modes` adds modes to the centred start as the in-memory path does (`extend_modes`, same share).
+        start = jinv.init_far_field_from_file(frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER)
         name, engine, record, trainable = stream_engine(settings, start)
         cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
         cli["stream"] = {"batch_size": batch, "epochs": epochs}  # `--resume` refuses it, the report leaves the data
@@ -146,10 +151,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         )
         seconds = time.perf_counter() - started
         verdict, written = _after_the_run(solution, frames, engine, out, records)
-    print(
-        f"streamed from {path}: {count} positions in batches of {batch}; no measured-vs-predicted "
-        "patterns (they need the frames in memory: `janssen report RESULT --data DATA`)"
-    )
+    print(f"streamed from {path}: {count} positions in batches of {batch}")
     print(summary(solution, seconds, out, written, verdict, unit="epochs"))
     if not (solution.result == jinv.RESULTS.interrupted or received):
         return stopped("reconstruct", solution, out)
@@ -171,4 +173,5 @@ def _after_the_run(solution, frames: jio.CXIFrames, engine, out: pathlib.Path, r
     verdict = verdict_of(solution, frames)
     if verdict is not None:
         save_verdict(solution, frames.geometry, engine, out, records, verdict)
-    return verdict, figures(solution, out, verdict)
+    # The patterns figure reads only the frames it shows from the open file.
+    return verdict, figures(solution, out, verdict, streamed=frames)

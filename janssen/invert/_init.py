@@ -197,10 +197,7 @@ def _central_positions(data: MicroscopeData, count: int | None) -> MicroscopeDat
     """The `count` positions nearest the centre of the scan's bounding box (all if no more), in scan order."""
     if count is None or data.num_positions <= count:
         return data
-    nearest = central_indices(data.positions, count)
-    return eqx.tree_at(
-        lambda d: (d.intensities, d.positions), data, (data.intensities[nearest], data.positions[nearest])
-    )
+    return data.batch(central_indices(data.positions, count))
 
 
 def search_probe(

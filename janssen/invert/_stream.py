@@ -18,6 +18,7 @@ from jaxtyping import ArrayLike, Num, PRNGKeyArray
 
 from .._data import MicroscopeData
 from ..io._lazy import CXIFrames
+from ..optics._coherence import CoherentModeSet, MixedStateProbe, extend_modes
 from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
@@ -34,6 +35,8 @@ def init_far_field_from_file(
     frames: CXIFrames,
     *,
     probe: AbstractProbe | Num[ArrayLike, "*modes y x"] | None = None,
+    modes: int = 1,
+    mode_share: float = 0.05,
     sample_positions: int = SEARCH_POSITIONS,
     padding: int | None = None,
     align: bool = True,
@@ -53,6 +56,13 @@ def init_far_field_from_file(
       `AbstractProbe`, or a `(y, x)` / `(modes, y, x)` complex array on the detector's
       grid), checked and used as it uses it. Default: the guess `search_probe` chooses
       from the central frames.
+    - `modes`: probe modes of the start (default 1). Above 1 (and above the modes of a
+      given `probe`) the probe, guessed or given and centred, becomes a `MixedStateProbe`
+      of `extend_modes(fields, modes, share=mode_share)` (Thibault & Menzel 2013): its
+      modes plus new ones, the total power unchanged. At most the file's frames: each
+      mode has as many unknowns as a frame has pixels.
+    - `mode_share`: the fraction of the total power each new mode starts with (see
+      `extend_modes`; default 0.05).
     - `sample_positions`: frames read for the guess (default `SEARCH_POSITIONS`, 512).
     - `padding`: object pixels around the scan (default: an eighth of the frame side).
     - `align`: centre a given `probe`'s far field on the central frames' bright field
@@ -64,9 +74,15 @@ def init_far_field_from_file(
     """
     if isinstance(sample_positions, bool) or int(sample_positions) != sample_positions or sample_positions < 1:
         raise ValueError(f"`sample_positions` must be an integer >= 1, got {sample_positions!r}")
+    if isinstance(modes, bool) or int(modes) != modes or not 1 <= modes <= frames.num_positions:
+        raise ValueError(
+            f"`modes` must be an integer from 1 to the file's {frames.num_positions} frames, got {modes!r}"
+        )
     everywhere = frames.positions
     patch = frames.batch(central_indices(everywhere, sample_positions))
     guess = init_far_field_microscope(patch, probe, padding=padding, align=align)
+    if modes > 1:
+        guess = eqx.tree_at(lambda m: m.probe, guess, _mixed_state(guess.probe, int(modes), mode_share, patch))
     dx = frames.geometry.object_pixel_size
     centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2  # as `positions_in_object_frame` centres
     positions = jnp.asarray(everywhere - centre, dtype=guess.positions.dtype)
@@ -75,6 +91,12 @@ def init_far_field_from_file(
     grid = object_shape_for(positions, dx, shape, padding)
     sample = SampleFunction(jnp.ones(grid, dtype=guess.sample.sample.dtype), guess.sample.dx)
     return eqx.tree_at(lambda m: (m.sample, m.positions), guess, (sample, positions))
+
+
+def _mixed_state(probe: AbstractProbe, modes: int, share: float, data: MicroscopeData) -> MixedStateProbe:
+    """`probe`'s fields plus new modes (`extend_modes`), as a `MixedStateProbe` on `data`'s object pixel."""
+    basis, weights = extend_modes(probe.fields(), modes, share=share)
+    return MixedStateProbe(CoherentModeSet(basis, weights, data.wavelength, data.object_pixel_size))
 
 
 def reconstruct_from_file(

@@ -20,4 +20,4 @@ from ._figures import (
 )
 from ._patterns import frame_r as frame_r, plot_patterns as plot_patterns, select_frames as select_frames
 from ._report import ReportError as ReportError, write_report as write_report
-from ._save import save_figures as save_figures
+from ._save import pattern_frames as pattern_frames, save_figures as save_figures

@@ -223,7 +223,7 @@ def _decimated(shape: tuple[int, ...], what: str) -> str:
 
 def _pattern_figure(result, data, verdict, notes: list[str]) -> list[tuple[str, str, bytes]]:
     from ._patterns import frame_r, plot_patterns
-    from ._save import predicted_frames, shown_frames
+    from ._save import pattern_frames
 
     microscope, why = _microscope(result, data)
     if microscope is not None and microscope.num_positions != data.num_positions:
@@ -233,11 +233,8 @@ def _pattern_figure(result, data, verdict, notes: list[str]) -> list[tuple[str, 
     if why:
         notes.append(f"No measured-vs-predicted patterns: {why}.")
         return []
-    frames = shown_frames(data.num_positions, verdict)
+    frames, measured, predicted, valid = pattern_frames(microscope, data, verdict)
     indices = [index for _, index in frames]
-    measured = np.asarray(data.intensities[np.asarray(indices)])
-    predicted = predicted_frames(microscope, indices)
-    valid = np.asarray(data.valid)
     if verdict is not None:
         rebuilt, stored = frame_r(measured, predicted, valid), np.asarray(verdict.per_frame)[indices]
         if np.any(np.abs(rebuilt - stored) > _REBUILT_TOLERANCE * np.abs(stored)):
@@ -515,8 +512,9 @@ def write_report(
     if data is None and _cli_record(result).get("stream"):
         notes.append(
             "The frames were streamed from the data file (janssen reconstruct --stream) and are not read here: no "
-            "measured-vs-predicted patterns and no comparison with a ground truth. `janssen report RESULT --data "
-            "FILE` draws them, reading every frame into memory."
+            "comparison with a ground truth, and the measured-vs-predicted patterns are the run's own figure "
+            f"{result_path.stem}_patterns.png beside the result (the three frames it shows, read from the file). "
+            "`janssen report RESULT --data FILE` draws both here, reading every frame into memory."
         )
     numbers: dict[str, float] = {}
     figures = _figures(result, data, truth, notes, numbers)

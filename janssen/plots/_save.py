@@ -27,6 +27,27 @@ def shown_frames(num_frames: int, verdict: Verdict | None) -> list[tuple[str, in
     return [("", index) for index in indices]
 
 
+def pattern_frames(
+    microscope: Any, data: Any, verdict: Verdict | None
+) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray, np.ndarray]:
+    """The frames `plot_patterns` shows (`shown_frames`), their measured and predicted intensities and the mask.
+
+    Only those frames are read: `data` is a `MicroscopeData` or an open `janssen.io.CXIFrames`
+    (a streamed run's file), both asked for `batch(indices)`.
+
+    **Returns:**
+
+    `(frames, measured, predicted, valid)`: the `(label, index)` pairs, `(k, H, W)` host
+    arrays of the measured and the predicted (`microscope.predict`) intensities, and the
+    `(H, W)` detector mask.
+    """
+    frames = shown_frames(data.num_positions, verdict)
+    indices = [index for _, index in frames]
+    shown = data.batch(np.asarray(indices))
+    measured = np.asarray(shown.intensities)
+    return frames, measured, predicted_frames(microscope, indices), np.asarray(shown.valid)
+
+
 def save_figures(
     solution: Any,
     directory: str | pathlib.Path,
@@ -54,7 +75,8 @@ def save_figures(
     - `remove_ramp`: draw the object's phase without its mean linear ramp (see
       `plot_object`; the saved arrays are untouched).
     - `verdict`: the solution's `janssen.invert.Verdict` (optional).
-    - `data`: the `janssen.io.MicroscopeData` the solution was refined against (optional).
+    - `data`: the `janssen.io.MicroscopeData` the solution was refined against, or the open
+      `janssen.io.CXIFrames` it was streamed from: only the frames shown are read (optional).
     - `truth`: a `janssen.io.SimulatedDataset` holding the true object and probe (optional).
 
     **Returns:**
@@ -86,15 +108,9 @@ def save_figures(
     if verdict is not None:
         paths["residual"] = plot_residuals(verdict, directory / f"{prefix}_residual.png")
     if data is not None:
-        frames = shown_frames(data.num_positions, verdict)
-        indices = [index for _, index in frames]
-        measured = np.asarray(data.intensities[np.asarray(indices)])
+        frames, measured, predicted, valid = pattern_frames(microscope, data, verdict)
         paths["patterns"] = plot_patterns(
-            measured,
-            predicted_frames(microscope, indices),
-            directory / f"{prefix}_patterns.png",
-            frames=frames,
-            valid=np.asarray(data.valid),
+            measured, predicted, directory / f"{prefix}_patterns.png", frames=frames, valid=valid
         )
     if truth is not None:
         paths["truth"], _ = plot_truth_comparison(
