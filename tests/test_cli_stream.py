@@ -332,3 +332,20 @@ def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["c.h5", "c.html"] + [f"c_{kind}.png" for kind in ("object", "probe", "loss", "residual", "patterns")]
     )
+
+
+def test_the_streamed_mixed_state_start_keeps_one_pitch(two_mode_file):
+    """`init_far_field_from_file(modes=2)`: the modes' powers sum to the single-mode guess's, pitch once."""
+    import janssen.invert as jinv
+
+    path, _ = two_mode_file
+    with jio.CXIFrames(path) as frames:
+        one = jinv.init_far_field_from_file(frames, sample_positions=32)
+        two = jinv.init_far_field_from_file(frames, sample_positions=32, modes=2, mode_share=0.05)
+    assert two.probe.dx is None and one.probe.dx is None
+    power = lambda m: float(jnp.sum(jnp.abs(m.probe.fields()) ** 2))  # noqa: E731
+    assert power(two) == pytest.approx(power(one), rel=1e-5)
+    fields = two.probe.fields()
+    assert fields.shape[0] == 2
+    assert float(jnp.sum(jnp.abs(fields[1]) ** 2)) == pytest.approx(0.05 * power(one), rel=1e-3)
+    assert np.allclose(np.asarray(two.sample_plane_probe().dx), np.asarray(two.sample.dx))

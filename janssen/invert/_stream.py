@@ -82,7 +82,9 @@ def init_far_field_from_file(
     patch = frames.batch(central_indices(everywhere, sample_positions))
     guess = init_far_field_microscope(patch, probe, padding=padding, align=align)
     if modes > 1:
-        guess = eqx.tree_at(lambda m: m.probe, guess, _mixed_state(guess.probe, int(modes), mode_share, patch))
+        # Without a pitch of its own, as every microscope keeps its probe (`probe_on_sample`).
+        mixed = _mixed_state(guess.probe, int(modes), mode_share, patch).without_pitch()
+        guess = eqx.tree_at(lambda m: m.probe, guess, mixed)
     dx = frames.geometry.object_pixel_size
     centre = (everywhere.max(axis=0) + everywhere.min(axis=0)) / 2  # as `positions_in_object_frame` centres
     positions = jnp.asarray(everywhere - centre, dtype=guess.positions.dtype)
