@@ -1,7 +1,7 @@
 """The large preset on the default path: object error and time after each stage.
 
     python benchmarks/large_default.py [--size large] [--curvature-steps 0]
-    python benchmarks/large_default.py --size xlarge --file xlarge.cxi
+    python benchmarks/large_default.py --size xlarge --file xlarge.cxi [--photons 4e6]
 
 Simulates `simulate_preset(size, key=PRNGKey(0))` (with `--file`: reads the CXI file, written
 first by `simulate_preset_cxi`, a batch of positions at a time, when it does not exist; its
@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="large", choices=("small", "medium", "large", "xlarge"))
     parser.add_argument("--file", type=pathlib.Path, default=None, help="CXI file of the preset (made if missing)")
+    made = "photons a frame, for a file made here (a file that exists keeps its own)"
+    parser.add_argument("--photons", type=float, default=1e6, help=made)
     parser.add_argument("--curvature-steps", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="a progress line per tenth of each stage on stderr")
     args = parser.parse_args(argv)
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
         dataset = jio.simulate_preset(args.size, key=jax.random.PRNGKey(0))
         data, truth_scope = dataset.data, dataset.microscope()
     else:
-        data, truth_scope = _from_file(args.file, args.size)
+        data, truth_scope = _from_file(args.file, args.size, args.photons)
     truth = np.asarray(truth_scope.sample.sample)
     illumination = np.asarray(jinv.illumination_map(truth_scope))
     del truth_scope
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _from_file(path: pathlib.Path, size: str):
+def _from_file(path: pathlib.Path, size: str, photons: float):
     """The data (`read_cxi`) and the true microscope (`/ground_truth`) of a preset's CXI file.
 
     A missing file is simulated first, in a child process so that its memory is not counted
@@ -93,7 +95,7 @@ def _from_file(path: pathlib.Path, size: str):
         code = (
             "import resource, sys, time, jax.random as jr, janssen.io as jio\n"
             "t = time.perf_counter()\n"
-            f"jio.simulate_preset_cxi({str(path)!r}, {size!r}, key=jr.PRNGKey(0))\n"
+            f"jio.simulate_preset_cxi({str(path)!r}, {size!r}, key=jr.PRNGKey(0), photons={photons!r})\n"
             "print(round(time.perf_counter() - t, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
         )
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
