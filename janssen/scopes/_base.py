@@ -40,6 +40,12 @@ _COMMON_ALIASES: dict[str, str | tuple[str, ...]] = {
 }
 
 
+@eqx.filter_jit
+def _largest_remainder(microscope: "AbstractMicroscope") -> Array:
+    """The largest sub-pixel remainder of any position, in pixels (compiled once per microscope structure)."""
+    return jnp.max(jnp.abs(jax.vmap(microscope.locate)(microscope.positions)[1]), initial=0.0)
+
+
 def probe_on_sample(probe: AbstractProbe, sample: SampleFunction) -> AbstractProbe:
     """`probe` as a microscope keeps it: without a pitch of its own (the sample's is the one).
 
@@ -219,8 +225,7 @@ class AbstractMicroscope(eqx.Module):
         """
         if self.sample.periodic or not (is_concrete(self.positions) and is_concrete(self.sample.dx)):
             return False  # Traced (e.g. under `eval_shape`): nothing to decide on.
-        subpixel = jax.jit(lambda m: jnp.max(jnp.abs(jax.vmap(m.locate)(m.positions)[1]), initial=0.0))(self)
-        return bool(float(subpixel) <= tolerance)
+        return bool(float(_largest_remainder(self)) <= tolerance)
 
     def _frames(
         self, positions: Float[Array, "batch 2"], indices: Int[Array, " batch"], on_grid: bool = False
