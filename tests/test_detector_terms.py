@@ -202,18 +202,16 @@ def test_adam_recovers_a_background(scan):
     """The target: a background of 5 % of the mean counts, recovered within 10 %.
 
     Measured (150 Adam iterations, Poisson loss, from the unit object and a probe with 0.3 rad
-    of phase error): background -0.5 %; object error 0.0111, against 0.0110 with the true
-    background known and fixed, and 0.0070 on the same scan without a background (its counts'
-    noise hides the dark field, which no model recovers; refining the level costs 1 %).
+    of phase error): background -0.5 %; object error 0.0110, against 0.0110 with the true
+    background known and fixed, and 0.0079 on the same scan without a background (its counts'
+    noise hides the dark field, which no model recovers; refining the level costs little).
 
-    The run without a background is the loosest reference: its path moves with rounding.
-    From the unit object the predicted far field outside the probe's pupil is rounding
-    noise, and where the clean scan has counts there `PoissonLoss`'s default floor (1e-6
-    counts) makes those pixels' gradient dominate (`1 - n / lam`). Predicting without the
-    probe's sub-pixel FFT (`on_grid`, exact here) changed that noise and took the run from
-    0.0085 to 0.0070; a start perturbed by 1e-6 takes it to 0.113, and a floor of 0.01 or 1
-    count to 0.0079 or 0.0058 from either start. The two runs with a background (whose
-    counts fill the dark field) stayed at 0.0111 and 0.0110; hence the wider factor here.
+    The run without a background depends on `PoissonLoss`'s floor: from the unit object the
+    predicted far field outside the probe's pupil is rounding noise, and where the clean
+    scan has counts there a floor of 1e-6 counts let those pixels' gradient (`1 - n / lam`)
+    dominate: 0.0085 from this start, 0.0070 after a change of rounding (the on-grid
+    prediction), 0.113 from the start perturbed by 1e-6. With the default floor of 1e-2
+    counts: 0.0079 from both starts.
     """
     data, start, b = scan["bg"], scan["start"], scan["b"]
     engine = _adam({"background": 30.0})
@@ -226,7 +224,23 @@ def test_adam_recovers_a_background(scan):
     print(level / b - 1, error, error_known, error_clean)
     assert abs(level / b - 1) < 0.10, level / b
     assert error < 1.10 * error_known, (error, error_known)
-    assert error < 1.75 * error_clean, (error, error_clean)
+    assert error < 1.5 * error_clean, (error, error_clean)
+
+
+def test_poisson_adam_does_not_hang_on_the_start_s_rounding(scan):
+    """A start perturbed by 1e-6 ends where the exact unit object does (measured 0.0079 both).
+
+    With a floor of 1e-6 counts (the old default) the two ended at 0.0070 and 0.113: the
+    dark field's rounding noise drove the gradient (see `PoissonLoss`).
+    """
+    start = scan["start"]
+    noise = 1e-6 * jr.normal(jr.PRNGKey(11), start.sample.sample.shape)
+    nudged = eqx.tree_at(lambda m: m.sample.sample, start, start.sample.sample * (1 + noise))
+    runs = [reconstruct(s, scan["clean"], Gradient(loss="poisson"), num_iterations=150) for s in (start, nudged)]
+    errors = [_error(scan, run) for run in runs]
+    print(errors)
+    assert max(errors) < 0.012
+    assert abs(errors[0] - errors[1]) < 0.1 * errors[0]
 
 
 def _cropped_error(scan, microscope):
@@ -281,7 +295,7 @@ def test_adam_recovers_frame_scales_and_a_background_map(scan):
     """Per-frame scales of +-10 % with a (H, W) background map.
 
     Measured (150 iterations): scales 1.8 % RMS, 4.9 % at most off; the map's mean -0.1 %, each
-    pixel 6.5 % RMS off; object error 0.0194 (0.0070 without either term).
+    pixel 6.5 % RMS off; object error 0.0194 (0.0079 without either term).
     """
     data, start, b, scales = scan["both"], scan["start"], scan["b"], scan["scales"]
     guess = with_detector(

@@ -100,11 +100,18 @@ class PoissonLoss(AbstractLoss):
     **Arguments:**
 
     - `floor`: added to the predicted intensity so that the logarithm stays finite
-      where the model is dark (in the data's units, default `1e-6` counts). It moves
-      the minimum to `I_predicted = I_measured - floor`.
+      where the model is dark (in the data's units, default `1e-2` counts). It moves
+      the minimum to `I_predicted = I_measured - floor`, far below a count's noise, and
+      it bounds the gradient in the field of a dark pixel with `n` counts by about
+      `n / sqrt(floor)`. A much smaller floor lets pixels the model predicts dark but
+      where the data have counts (outside the probe's pupil, from a unit-object start)
+      drive the gradient with their rounding noise: on a 100-frame test scan (976 counts
+      a pixel) Adam reached object error 0.0070 from the unit object but 0.113 from the
+      same start perturbed by 1e-6 with `floor=1e-6`; 0.0079 from both with `1e-2`
+      (`tests/test_detector_terms.py`).
     """
 
-    floor: float = 1e-6
+    floor: float = 1e-2
 
     def __check_init__(self):
         if not (np.isfinite(self.floor) and self.floor > 0):
