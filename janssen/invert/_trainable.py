@@ -109,7 +109,9 @@ def fixed_on_grid(model: Any, spec: Any, tolerance: float = 1e-3) -> bool:
     a `sample` leaf other than the object itself, such as the pixel `sample.dx`) and every
     position is within `tolerance` pixels of the grid (`AbstractMicroscope.on_grid`). Then
     an engine may predict with `on_grid=True` for its whole run: one FFT per position
-    fewer. Decided on the host, once, like the PIE engines' sub-pixel switch.
+    fewer. Decided on the host, once, like the PIE engines' sub-pixel switch. (The
+    microscopes' `locate` reads only `positions` and `sample.dx`; a subclass whose
+    `locate` reads another leaf must keep that leaf out of `trainable` for this to hold.)
     """
     paths = selected_paths(spec, spec)
     moving = [p for p in paths if p == "positions" or (p.startswith("sample.") and p != "sample.sample")]
