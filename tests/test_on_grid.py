@@ -135,13 +135,13 @@ def test_a_gauss_newton_step_is_the_same_step(on_grid_problem):
 def test_the_curvature_search_decides_the_same_way(on_grid_problem, subpixel_problem):
     data, _, start = on_grid_problem
     engine = CurvatureSearch()
-    state = engine.init(start, data, trainable_spec(start, ["object", "probe"]))
+    spec = trainable_spec(start, ["object", "probe"])
+    state = engine.init(start, data, spec)
     assert state.on_grid
     sub_data, _, sub_start = subpixel_problem
     assert not engine.init(sub_start, sub_data, trainable_spec(sub_start, ["object", "probe"])).on_grid
     # One step both ways: the same 3 x 3 fit, so the same loss to rounding.
     step = eqx.filter_jit(engine.step)
-    spec = trainable_spec(start, ["object", "probe"])
     key = jax.random.PRNGKey(0)
     _, _, fast = step(start, state, data, spec, key)
     _, _, slow = step(start, dataclasses.replace(state, on_grid=False), data, spec, key)
