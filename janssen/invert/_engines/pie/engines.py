@@ -156,7 +156,10 @@ def _with_momentum(new, old, velocity, eta):
 
 def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, trainable, key):
     update_obj, update_probe = _pie_targets(microscope, trainable)
-    cfg = eqx.tree_at(lambda c: c.object_alpha, cfg, state.object_alpha)
+    if cfg.adapt_alpha and cfg.object_alpha < 1:
+        # The damping in use; a start of 1 (ePIE) or no adaptation keeps it fixed, and a
+        # fixed 1 lets `regularised` divide by a scalar.
+        cfg = eqx.tree_at(lambda c: c.object_alpha, cfg, state.object_alpha)
     shifted = state.subpixel
     optics = Optics(microscope, fast_path(microscope))
     where = locate_all(microscope)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from ....optics._scan import put_window, take_window
 from ..._sharding import sum_over_positions
-from .kernel import Totals, regularised
+from .kernel import Totals, regularised, weight_peak
 
 
 def sequential_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj, update_probe):
@@ -13,12 +13,14 @@ def sequential_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj
         obj, probe, total = carry
         corner, shift = where.corner[index], where.shift_at(index)
         patch = take_window(obj, corner, shift, probe.shape[-2:])
-        obj_num, obj_w, probe_num, probe_w, totals = kernel(patch, probe, where.subpixel[index], measured[index])
+        obj_num, obj_w, probe_num, probe_w, totals, moved = kernel(patch, probe, where.subpixel[index], measured[index])
         new_probe = probe
         if update_probe:
-            new_probe = probe + regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, jnp.max(probe_w))
+            peak = weight_peak(probe_w, cfg.probe_alpha, patch[None])
+            new_probe = probe + regularised(probe_num, probe_w, cfg.probe_alpha, cfg.probe_step, peak)
         if update_obj:
-            step = regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, jnp.max(obj_w))
+            peak = weight_peak(obj_w, cfg.object_alpha, moved)
+            step = regularised(obj_num, obj_w, cfg.object_alpha, cfg.object_step, peak)
             if update_probe:
                 # A data dependency (the factor is exactly 1 for a finite probe) that orders
                 # the object's in-place update after the probe update, which reads the old
@@ -96,7 +98,7 @@ def batch_sums(kernel, obj, probe, where, measured):
         corners, shifts = where.corner[ids], where.shift_at(ids)
         patches = gather(obj, corners, shifts, shape)
         one = lambda patch, subpixel, frame: kernel(patch, probe, subpixel, frame)  # noqa: E731
-        o_num, o_w, p_num, p_w, totals = jax.vmap(one)(patches, where.subpixel[ids], measured[ids])
+        o_num, o_w, p_num, p_w, totals, _ = jax.vmap(one)(patches, where.subpixel[ids], measured[ids])
         o_num, o_w = o_num * live[:, None, None], o_w * live[:, None, None]
         obj_num = scatter_add(obj_num, corners, shifts, o_num)
         obj_w = scatter_add(obj_w, corners, shifts, o_w)
