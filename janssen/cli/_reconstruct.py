@@ -19,7 +19,7 @@ from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
 from ._output import figures, output_lock, output_path
-from ._resume import cli_record, read_saved, resume_command, resumed
+from ._resume import check_data_file, check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
 from ._settings import DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, PROPAGATORS, ReconstructSettings, read_settings
 from ._signals import command, received, signal_exit, signal_name
@@ -202,7 +202,10 @@ def _prepare(settings: ReconstructSettings):
     path = settings.data
     if settings.resume is not None and settings.geometry:
         raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
-    saved = None if settings.resume is None else read_saved(settings.resume)  # refused before the data are read
+    saved = None
+    if settings.resume is not None:  # refused before the data are read
+        saved = read_saved(settings.resume, stream=False)
+        check_data_file(saved, settings.resume, path)
     data, bundled = load_data(path)
     check_modes(settings.modes, data.num_positions, path)
     near_pixel = None
@@ -219,6 +222,7 @@ def _prepare(settings: ReconstructSettings):
     if settings.near_field and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if settings.resume is not None:
+        check_frame_count(saved, settings.resume, path, data.num_positions)
         engine, start, records = resumed(settings.resume, saved, data, settings)
         return data, engine, start, None, records, []
     start, notes = start_microscope(settings, data, bundled)
