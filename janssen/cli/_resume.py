@@ -157,10 +157,12 @@ def resumed(
     cli = saved["cli"]
     name = saved_engine_name(saved, path)
     try:
-        microscope = template(saved, data, positions=stream is not None)
-        engine, record = make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
         trainable = saved["attrs"].get("trainable", '["object", "probe"]')
         trainable = json.loads(trainable) if isinstance(trainable, str) else list(trainable)
+        # Unrefined positions are the run's own: an engine's `init` may decide on them (the PIE
+        # engines' sub-pixel shifts; with zeros a resumed run would shift by whole pixels).
+        microscope = template(saved, data, positions=stream is not None or "positions" not in trainable)
+        engine, record = make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
         if stream is None:
             like = jinv.reconstruct(microscope, data, engine, trainable=trainable, num_iterations=0)
         else:
