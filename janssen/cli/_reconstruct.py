@@ -106,13 +106,15 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         default=None,
         help="far-field CXI file: leave the frames in the file and read them a batch of positions at a time "
         "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs rPIE (or the PIE engine "
-        "named), --iterations counting epochs (passes over the frames, default 50); no --resume",
+        "named), --iterations counting epochs (passes over the frames, default 50); with --resume it continues a "
+        "streamed run's result (only those)",
     )
     parser.add_argument(
         "--stream-batch",
         dest="stream_batch",
         type=int,
-        help="with --stream: positions per batch (default 256; two batches of frames are held in memory)",
+        help="with --stream: positions per batch (default 256, resuming: the result's; two batches of frames are "
+        "held in memory)",
     )
     parser.add_argument(
         "--out", type=path_argument, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
@@ -122,7 +124,12 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         action="store_true",
         help="replace an existing result file at --out and its figures (default: refuse)",
     )
-    parser.add_argument("--resume", type=path_argument, help="continue from this result file's checkpoint")
+    parser.add_argument(
+        "--resume",
+        type=path_argument,
+        help="continue from this result file's checkpoint (engine, its state and the refined parts from the file), "
+        "on the data file it records; a streamed run's with --stream, any other without",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.set_defaults(handler=run_reconstruct)
 

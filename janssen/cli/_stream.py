@@ -4,7 +4,9 @@ Public calls only: `janssen.io.CXIFrames` opens the file, `janssen.invert.init_f
 builds the default path's start from the frames nearest the scan's centre (from `--probe`, loaded
 as the in-memory path loads it, when given), and
 `janssen.invert.reconstruct_from_file` runs the PIE engine an epoch (a pass over every
-position) at a time, checkpointing into the result file after each. The verdict reads the
+position) at a time, checkpointing into the result file after each; with `--resume` the
+result's checkpoint is read back (`janssen.invert.load_solution`, into the template that
+`reconstruct_from_file(..., epochs=0)` makes) and the run goes on. The verdict reads the
 frames again, a block at a time (`janssen.invert.compute_verdict` on the open file), and the
 measured-vs-predicted patterns figure reads the three frames it shows.
 """
