@@ -359,6 +359,24 @@ def test_stream_resume_continues_the_run(stream_file, tmp_path, monkeypatch, cap
     np.testing.assert_allclose(resumed["object"], one_run["object"], rtol=0, atol=1e-5 * scale)
 
 
+def test_stream_resume_keeps_the_probe_modes(stream_file, tmp_path, capsys):
+    """`--modes 2` streamed for 2 epochs, then resumed for 1 (no `--modes`: the file's two): the 3-epoch
+    run. Measured: identical losses, object and both probe modes (the test allows 1e-5)."""
+    path, _ = stream_file
+    whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
+    argv = ("--stream", "--stream-batch", 16, "--modes", 2)
+    assert run(capsys, path, *argv, "--iterations", 3, "--out", whole)[0] == 0
+    assert run(capsys, path, *argv, "--iterations", 2, "--out", part)[0] == 0
+    code, _, err = run(capsys, path, "--stream", "--resume", part, "--iterations", 1)
+    assert code == 0, err
+    resumed, one_run = jio.read_result(part), jio.read_result(whole)
+    assert resumed["probe"].shape == (2, 48, 48) and resumed["attrs"]["iteration"] == 3
+    np.testing.assert_allclose(resumed["loss"], one_run["loss"], rtol=1e-5)
+    for name in ("object", "probe"):
+        scale = np.abs(one_run[name]).max()
+        np.testing.assert_allclose(resumed[name], one_run[name], rtol=0, atol=1e-5 * scale)
+
+
 def test_stream_resume_checks_the_data_file(stream_file, sixteen_frames, tmp_path, capsys):
     """`--stream --resume` on another existing data file than the result records is refused (one line,
     the result unchanged); on a moved data file it goes on, with a note, once its frame count matches."""
