@@ -1,6 +1,7 @@
 """`janssen reconstruct --stream`: frames left in the CXI file, read a batch of positions at a time."""
 
 import json
+import shlex
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -112,9 +113,10 @@ def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, t
     expected_frames = np.asarray(rebuilt.predict(jnp.asarray(indices, dtype=jnp.int32)))
     np.testing.assert_allclose(predicted, expected_frames, rtol=0, atol=1e-5 * expected_frames.max())
 
-    # A streamed result is not resumable: refused before the data are read.
+    # A streamed result continues streamed only: refused before the data are read.
     code, _, err = run(capsys, path, "--resume", out, "--iterations", 1)
-    assert code == 2 and "written by a streamed run (--stream)" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "written by a streamed run (--stream): continue it with --stream" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_stream_from_the_true_probe(stream_file, tmp_path, monkeypatch, capsys):
@@ -274,7 +276,6 @@ def test_stream_refuses_bad_modes_as_the_in_memory_run_does(sixteen_frames, tmp_
         (["--stream", "--near-field"], "--near-field cannot be combined with --stream"),
         (["--stream", "--geometry"], "--geometry cannot be combined with --stream"),
         (["--stream", "--uncertainty"], "--uncertainty cannot be combined with --stream"),
-        (["--stream", "--resume", "r.h5"], "--stream cannot be combined with --resume"),
     ],
 )
 def test_options_streaming_cannot_honour_are_refused(stream_file, tmp_path, capsys, flags, message):
@@ -304,10 +305,109 @@ def test_stream_config_keys_and_refusals(stream_file, tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
 
 
+def test_stream_resume_continues_the_run(stream_file, tmp_path, monkeypatch, capsys):
+    """3 epochs, then `--stream --resume` for 3 more, against 6 epochs in one run (batches of 16).
+
+    The resumed run starts from the saved object and probe exactly, with the engine's state
+    (its batch count: 3 epochs of 4 batches) and the batch size from the file, and numbers its
+    epochs 4 to 6. Measured: the 3 + 3 run is the 6-epoch run, its losses and object identical
+    (largest difference 0), object error 0.0319 both (the unit object: 0.52); the test allows
+    1e-5 of the object's largest value and 1e-3 relative on the error.
+    """
+    import janssen.invert as jinv
+
+    path, written = stream_file
+    whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
+    argv = ("--stream", "--stream-batch", 16)
+    assert run(capsys, path, *argv, "--iterations", 6, "--out", whole)[0] == 0
+    assert run(capsys, path, *argv, "--iterations", 3, "--out", part)[0] == 0
+    first = jio.read_result(part)
+    starts = []
+    streamed = jinv.reconstruct_from_file
+
+    def recording(start, frames, engine, **options):
+        if options["epochs"]:
+            starts.append(start)
+        return streamed(start, frames, engine, **options)
+
+    monkeypatch.setattr(jinv, "reconstruct_from_file", recording)
+    code, stdout, stderr = run(capsys, path, "--stream", "--resume", part, "--iterations", 3)
+    assert code == 0, stderr
+    assert "in batches of 16: continuing" in stderr and "6 epochs in total (max_iterations_reached)" in stdout
+    assert [line.split()[1] for line in stderr.splitlines() if line.startswith("epoch ")] == ["4/6", "5/6", "6/6"]
+
+    # (a) From the saved object and probe exactly, with the saved engine state.
+    (start,) = starts
+    assert isinstance(start, jinv.Solution) and start.iteration == 3
+    np.testing.assert_array_equal(np.asarray(start.microscope.sample.sample), first["object"])
+    np.testing.assert_array_equal(np.asarray(start.microscope.probe.fields()), first["probe"])
+    assert int(start.state.iteration) == 3 * 4  # batches done, for the probe delay
+    # (b) The record counts 6 epochs and keeps the first 3 losses.
+    resumed, one_run = jio.read_result(part), jio.read_result(whole)
+    attrs = resumed["attrs"]
+    assert attrs["iteration"] == 6 and attrs["result"] == "max_iterations_reached"
+    assert json.loads(attrs["cli"])["stream"] == {"batch_size": 16, "epochs": 6}
+    np.testing.assert_array_equal(resumed["loss"][:3], first["loss"])
+    np.testing.assert_allclose(resumed["loss"], one_run["loss"], rtol=1e-5)
+    # (c) As accurate as the run that was never stopped (here: the same run).
+    truth = jio.read_ground_truth(path)
+    weight = np.asarray(illumination_map(truth.microscope()))
+    errors = [object_error(written.object, saved["object"], weight) for saved in (resumed, one_run)]
+    print(f"object error resumed {errors[0]:.4f}, in one run {errors[1]:.4f}")
+    assert errors[0] <= errors[1] * (1 + 1e-3) and errors[0] < 0.04
+    scale = np.abs(one_run["object"]).max()
+    np.testing.assert_allclose(resumed["object"], one_run["object"], rtol=0, atol=1e-5 * scale)
+
+
+def test_stream_resume_keeps_the_probe_modes(stream_file, tmp_path, capsys):
+    """`--modes 2` streamed for 2 epochs, then resumed for 1 (no `--modes`: the file's two): the 3-epoch
+    run. Measured: identical losses, object and both probe modes (the test allows 1e-5)."""
+    path, _ = stream_file
+    whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
+    argv = ("--stream", "--stream-batch", 16, "--modes", 2)
+    assert run(capsys, path, *argv, "--iterations", 3, "--out", whole)[0] == 0
+    assert run(capsys, path, *argv, "--iterations", 2, "--out", part)[0] == 0
+    code, _, err = run(capsys, path, "--stream", "--resume", part, "--iterations", 1)
+    assert code == 0, err
+    resumed, one_run = jio.read_result(part), jio.read_result(whole)
+    assert resumed["probe"].shape == (2, 48, 48) and resumed["attrs"]["iteration"] == 3
+    np.testing.assert_allclose(resumed["loss"], one_run["loss"], rtol=1e-5)
+    for name in ("object", "probe"):
+        scale = np.abs(one_run[name]).max()
+        np.testing.assert_allclose(resumed[name], one_run[name], rtol=0, atol=1e-5 * scale)
+
+
+def test_stream_resume_checks_the_data_file(stream_file, sixteen_frames, tmp_path, capsys):
+    """`--stream --resume` on another existing data file than the result records is refused (one line,
+    the result unchanged); on a moved data file it goes on, with a note, once its frame count matches."""
+    import shutil
+
+    path, _ = stream_file
+    data = tmp_path / "a.cxi"
+    shutil.copy(path, data)
+    out = tmp_path / "r.h5"
+    assert run(capsys, data, "--stream", "--stream-batch", 16, "--iterations", 1, "--out", out)[0] == 0
+    before = out.read_bytes()
+    code, _, err = run(capsys, path, "--stream", "--resume", out, "--iterations", 1)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"was refined against the data file {str(data.resolve())!r}, not {str(path)!r}" in err
+    assert out.read_bytes() == before
+    moved = tmp_path / "b.cxi"
+    data.rename(moved)
+    small, _ = sixteen_frames  # moved, and another scan: its frame count gives it away
+    code, _, err = run(capsys, small, "--stream", "--resume", out, "--iterations", 1)
+    assert code == 2 and "holds 64 scan positions but the data file" in err and "has 16 frames" in err
+    assert out.read_bytes() == before
+    code, _, err = run(capsys, moved, "--stream", "--resume", out, "--iterations", 1)
+    assert code == 0 and "no longer exists: continuing on" in err
+    saved = jio.read_result(out)
+    assert saved["attrs"]["iteration"] == 2 and json.loads(saved["attrs"]["cli"])["data"] == str(moved.resolve())
+
+
 def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatch, capsys):
     """Ctrl-C (a real SIGINT to this process) after the second epoch: exit 130, no traceback, a complete
     result file saying `interrupted` after 2 epochs, with its verdict and figures (the patterns one too); no lock
-    or partial file."""
+    or partial file. The command it prints continues the run: with it the 2 + 2 epochs are the 4-epoch run."""
     import os
     import signal
 
@@ -323,15 +423,25 @@ def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatc
     monkeypatch.setattr(stream._EpochLines, "__call__", interrupting)
     path, _ = stream_file
     out = tmp_path / "c.h5"
-    code, stdout, stderr = run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 50, "--out", out)
+    code, stdout, stderr = run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 4, "--out", out)
     assert code == 130 and "Traceback" not in stdout + stderr
-    assert "interrupted (Ctrl-C) after 2 of 50 epochs" in stdout and "2 epochs in total (interrupted)" in stdout
+    assert "interrupted (Ctrl-C) after 2 of 4 epochs" in stdout and "2 epochs in total (interrupted)" in stdout
     saved = jio.read_result(out)
     assert saved["attrs"]["result"] == "interrupted" and saved["attrs"]["iteration"] == 2
     assert saved["loss"].shape == (2,) and saved["verdict"] is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["c.h5", "c.html"] + [f"c_{kind}.png" for kind in ("object", "probe", "loss", "residual", "patterns")]
     )
+    hint = f"janssen --compile-cache off reconstruct {path} --stream --resume {out} --iterations 2"
+    assert f"continue with `{hint}`" in stdout
+    assert main(shlex.split(hint)[1:]) == 0  # its epochs 3 and 4 are not interrupted
+    monkeypatch.undo()
+    one_run = tmp_path / "one.h5"
+    assert run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 4, "--out", one_run)[0] == 0
+    resumed, whole = jio.read_result(out), jio.read_result(one_run)
+    assert resumed["attrs"]["iteration"] == 4 and resumed["attrs"]["result"] == "max_iterations_reached"
+    np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["object"], whole["object"], rtol=0, atol=1e-5 * np.abs(whole["object"]).max())
 
 
 def test_the_streamed_mixed_state_start_keeps_one_pitch(two_mode_file):

@@ -8,6 +8,7 @@ exactly as it was (nothing written, nothing replaced). The same table is docs/re
 
 import contextlib
 import dataclasses
+import json
 import pathlib
 import shutil
 
@@ -31,7 +32,8 @@ class Refusal:
     - `message`: text the one-line message contains.
     - `why`: why janssen refuses it (the docs' last column).
     - `files`: `(name, content)` made in `{dir}` first: `"cxi"` (a copy of the data),
-      `"result"` (a janssen result file), `"corrupt"` (the data with 20 bytes flipped),
+      `"result"` (a janssen result file; `"streamed-result"`, one written by `--stream`;
+      either ending `-of-copy`: recording `{dir}/copy.cxi` as its data), `"corrupt"` (the data with 20 bytes flipped),
       `"empty-hdf5"`, `"folder"`, or text.
     - `edit`: `(HDF5 path, value)` written into `{data}` first (units slipped); a value
       `"*factor"` multiplies the stored values.
@@ -136,9 +138,21 @@ REFUSALS = (
             "result file '{dir}/gone.h5' does not exist", "nothing to continue"),
     Refusal("`--stream` with a gradient engine", (*_R, *_OUT, "--stream", "--engine", "adam"), 2,
             "--stream runs the PIE engines only", "their closed-form updates need no step tuned to the whole scan"),
-    Refusal("`--stream` with `--resume`", (*_R, "--stream", "--resume", "{dir}/r.h5"), 2,
-            "--stream cannot be combined with --resume", "a streamed run keeps no resumable checkpoint",
-            files=(("r.h5", "result"),)),
+    Refusal("`--resume` of a result made without `--stream`, with `--stream`",
+            (*_R, "--stream", "--resume", "{dir}/r.h5"), 2,
+            "was written by a run without --stream: continue it without --stream",
+            "--stream continues a streamed run's epochs only", files=(("r.h5", "result"),)),
+    Refusal("`--resume` of a streamed result, without `--stream`", (*_R, "--resume", "{dir}/r.h5"), 2,
+            "was written by a streamed run (--stream): continue it with --stream",
+            "its checkpoint counts epochs of batches", files=(("r.h5", "streamed-result"),)),
+    Refusal("`--resume` on another data file than the result's", (*_R, "--resume", "{dir}/r.h5"), 2,
+            "was refined against the data file '{dir}/copy.cxi', not '{data}'",
+            "a result continues on the frames it was refined against",
+            files=(("copy.cxi", "cxi"), ("r.h5", "result-of-copy"))),
+    Refusal("`--resume` on another data file, streamed (`--stream`)", (*_R, "--stream", "--resume", "{dir}/r.h5"), 2,
+            "was refined against the data file '{dir}/copy.cxi', not '{data}'",
+            "the same check as in memory, before the data file is opened",
+            files=(("copy.cxi", "cxi"), ("r.h5", "streamed-result-of-copy"))),
     Refusal("`--stream-batch` without `--stream`", (*_R, *_OUT, "--stream-batch", "64"), 2,
             "--stream-batch needs --stream", "the frames would be read into memory, not in batches"),
     Refusal("`--stream --stream-batch 0`", (*_R, *_OUT, "--stream", "--stream-batch", "0"), 2,
@@ -180,12 +194,18 @@ def _make(path: pathlib.Path, content: str, data: pathlib.Path) -> None:
         path.mkdir()
     elif content == "cxi":
         shutil.copy(data, path)
-    elif content == "result":
+    elif content.startswith(("result", "streamed-result")):
         from janssen.io import write_result
 
+        # What the command records: streamed or not, and the data file (a copy beside it).
+        cli = {"modes": 1, "near_field": False}
+        if content.startswith("streamed"):
+            cli["stream"] = {"batch_size": 4, "epochs": 1}
+        if content.endswith("-of-copy"):
+            cli["data"] = str(path.parent / "copy.cxi")
         write_result(path, object=np.ones((4, 4)), probe=np.ones((2, 2)), positions=np.zeros((1, 2)),
                      loss=np.ones(1), wavelength=1e-10, distance=1.0, object_pixel_size=[1e-8, 1e-8],
-                     attrs={"iteration": 1})  # fmt: skip
+                     attrs={"iteration": 1, "cli": json.dumps(cli)})  # fmt: skip
     elif content == "corrupt":
         raw = bytearray(data.read_bytes())
         for index in np.random.default_rng(0).integers(0, len(raw), 20):

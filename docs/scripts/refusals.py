@@ -100,7 +100,9 @@ def _plain(text: str) -> str:
 def _setup(refusal) -> str:
     notes = []
     for name, content in refusal.files:
-        if content in ("cxi", "result", "corrupt", "empty-hdf5", "folder", "npy-8x8"):
+        # Files the "What you do" column describes (a copy of the data, a result file, ...).
+        kinds = ("cxi", "result", "corrupt", "empty-hdf5", "folder", "npy-8x8")
+        if content in kinds or content.startswith(("result-", "streamed-result")):
             continue
         notes.append(f"`{name}`: `{content.strip()}`")
     return f" ({'; '.join(notes)})" if notes else ""

@@ -48,7 +48,7 @@ def _figure_paths(out: pathlib.Path) -> list[pathlib.Path]:
     return [out.parent / f"{out.stem}_{kind}.png" for kind in _FIGURES] + [out.with_suffix(".html")]
 
 
-def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+def same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:
@@ -71,12 +71,12 @@ def check_output(
     if out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder: expected the name of a result file (.h5)")
     for label, path in inputs.items():
-        if path is not None and _same_file(out, pathlib.Path(path)):
+        if path is not None and same_file(out, pathlib.Path(path)):
             raise UsageError(
                 f"--out {str(out)!r} is the {label} {str(path)!r}: a result never replaces its input; "
                 "choose another --out"
             )
-    if overwrite or (own is not None and _same_file(out, own)):
+    if overwrite or (own is not None and same_file(out, own)):
         return
     for path in (out, *_figure_paths(out)):
         if path.exists() or path.is_symlink():

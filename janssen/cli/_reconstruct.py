@@ -19,7 +19,7 @@ from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
 from ._output import figures, output_lock, output_path
-from ._resume import cli_record, read_saved, resume_command, resumed
+from ._resume import check_data_file, check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
 from ._settings import DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, PROPAGATORS, ReconstructSettings, read_settings
 from ._signals import command, received, signal_exit, signal_name
@@ -106,13 +106,15 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         default=None,
         help="far-field CXI file: leave the frames in the file and read them a batch of positions at a time "
         "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs rPIE (or the PIE engine "
-        "named), --iterations counting epochs (passes over the frames, default 50); no --resume",
+        "named), --iterations counting epochs (passes over the frames, default 50); with --resume it continues a "
+        "streamed run's result (only those)",
     )
     parser.add_argument(
         "--stream-batch",
         dest="stream_batch",
         type=int,
-        help="with --stream: positions per batch (default 256; two batches of frames are held in memory)",
+        help="with --stream: positions per batch (default 256, resuming: the result's; two batches of frames are "
+        "held in memory)",
     )
     parser.add_argument(
         "--out", type=path_argument, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
@@ -122,7 +124,12 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         action="store_true",
         help="replace an existing result file at --out and its figures (default: refuse)",
     )
-    parser.add_argument("--resume", type=path_argument, help="continue from this result file's checkpoint")
+    parser.add_argument(
+        "--resume",
+        type=path_argument,
+        help="continue from this result file's checkpoint (engine, its state and the refined parts from the file), "
+        "on the data file it records; a streamed run's with --stream, any other without",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.set_defaults(handler=run_reconstruct)
 
@@ -202,7 +209,10 @@ def _prepare(settings: ReconstructSettings):
     path = settings.data
     if settings.resume is not None and settings.geometry:
         raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
-    saved = None if settings.resume is None else read_saved(settings.resume)  # refused before the data are read
+    saved = None
+    if settings.resume is not None:  # refused before the data are read
+        saved = read_saved(settings.resume, stream=False)
+        check_data_file(saved, settings.resume, path)
     data, bundled = load_data(path)
     check_modes(settings.modes, data.num_positions, path)
     near_pixel = None
@@ -219,6 +229,7 @@ def _prepare(settings: ReconstructSettings):
     if settings.near_field and bundled is not None:
         raise UsageError("--near-field needs a CXI file: the Siemens-star data are far field")
     if settings.resume is not None:
+        check_frame_count(saved, settings.resume, path, data.num_positions)
         engine, start, records = resumed(settings.resume, saved, data, settings)
         return data, engine, start, None, records, []
     start, notes = start_microscope(settings, data, bundled)

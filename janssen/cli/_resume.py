@@ -3,8 +3,10 @@
 import json
 import pathlib
 import shlex
+import sys
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 import janssen.invert as jinv
@@ -15,6 +17,7 @@ from janssen.scopes import AbstractMicroscope, DetectorResponse, FarFieldMicrosc
 from ._engines import make_engine
 from ._errors import UsageError
 from ._inputs import near_field_geometry, probe_module
+from ._output import same_file
 from ._settings import ReconstructSettings
 
 
@@ -38,8 +41,12 @@ def _detector_like(record: dict[str, Any]) -> DetectorResponse:
     return DetectorResponse(**{name: None if shape is None else np.ones(shape) for name, shape in shapes.items()})
 
 
-def read_saved(path: pathlib.Path) -> dict[str, Any]:
-    """A result file (`janssen.io.read_result`) with its command record decoded as `"cli"`."""
+def read_saved(path: pathlib.Path, *, stream: bool) -> dict[str, Any]:
+    """A result file (`janssen.io.read_result`) with its command record decoded as `"cli"`.
+
+    `stream`: whether the run resuming it is streamed (`--stream`); a streamed run's
+    result continues streamed, and only a streamed run's (`UsageError` otherwise).
+    """
     try:
         saved = jio.read_result(path)
     except ValueError as error:
@@ -47,15 +54,54 @@ def read_saved(path: pathlib.Path) -> dict[str, Any]:
     cli = saved["attrs"].get("cli")
     # Files written without the CLI's record: a far-field run with a plain probe.
     saved["cli"] = json.loads(cli) if isinstance(cli, str) else {"modes": 1, "near_field": False}
-    if saved["cli"].get("stream"):
+    streamed = bool(saved["cli"].get("stream"))
+    if streamed and not stream:
         raise UsageError(
-            f"--resume: {str(path)!r} was written by a streamed run (--stream), whose checkpoint is not resumable: "
-            "run it again with --stream"
+            f"--resume: {str(path)!r} was written by a streamed run (--stream): continue it with --stream "
+            "(its epochs read the frames a batch at a time)"
+        )
+    if stream and not streamed:
+        raise UsageError(
+            f"--resume: {str(path)!r} was written by a run without --stream: continue it without --stream "
+            "(--stream continues the epochs of a streamed run only)"
         )
     return saved
 
 
-def _engine_name(saved: dict[str, Any], path: pathlib.Path) -> str:
+def check_data_file(saved: dict[str, Any], result: pathlib.Path, data: pathlib.Path) -> None:
+    """The data file must be the one the result records (`cli["data"]`, compared after resolving links).
+
+    A result continues on the frames it was refined against: another file of the same
+    size would resume silently into a poor fit. When the recorded file no longer exists
+    (the data were moved), `data` is taken, with a note; the frames are then checked
+    against the result's positions. Files written without the record are not checked.
+    """
+    recorded = saved["cli"].get("data")
+    if recorded is None or same_file(pathlib.Path(recorded), data):
+        return
+    if pathlib.Path(recorded).exists():
+        raise UsageError(
+            f"--resume: {str(result)!r} was refined against the data file {recorded!r}, not {str(data)!r}: "
+            "resume with the data file it records"
+        )
+    print(
+        f"janssen: the data file {str(result)!r} records, {recorded!r}, no longer exists: continuing on "
+        f"{str(data)!r}, whose frames must be the same",
+        file=sys.stderr,
+    )
+
+
+def check_frame_count(saved: dict[str, Any], result: pathlib.Path, data: pathlib.Path, frames: int) -> None:
+    """The data file has one frame per position of the saved result (`UsageError` otherwise)."""
+    positions = int(np.shape(saved["positions"])[0])
+    if positions != frames:
+        raise UsageError(
+            f"--resume: {str(result)!r} holds {positions} scan positions but the data file {str(data)!r} has "
+            f"{frames} frames: resume with the data file it was refined against"
+        )
+
+
+def saved_engine_name(saved: dict[str, Any], path: pathlib.Path) -> str:
     attrs = saved["attrs"]
     try:
         return jinv.engine_name(str(attrs.get("engine")), attrs.get("engine_parameters", {}))
@@ -65,8 +111,12 @@ def _engine_name(saved: dict[str, Any], path: pathlib.Path) -> str:
         ) from None
 
 
-def _template(saved: dict[str, Any], data: jio.MicroscopeData) -> AbstractMicroscope:
-    """A microscope of the saved one's structure; only that matters (the checkpoint replaces every leaf)."""
+def template(saved: dict[str, Any], data: jio.MicroscopeData, *, positions: bool = False) -> AbstractMicroscope:
+    """A microscope of the saved one's structure; only that matters (the checkpoint replaces every leaf).
+
+    `positions`: hold the saved positions rather than zeros (where they have not been
+    refined, so stay on the object), for an engine whose `init` decides on them.
+    """
     cli = saved["cli"]
     dx = saved["object_pixel_size"]
     # The saved probe already holds all its modes: the template keeps their number.
@@ -74,7 +124,7 @@ def _template(saved: dict[str, Any], data: jio.MicroscopeData) -> AbstractMicros
     probe = probe_module(saved["probe"], modes, saved["wavelength"], dx)
     sample = SampleFunction(saved["object"], dx)
     # Centred positions pass the construction checks even where refined ones have left the object.
-    positions = np.zeros_like(saved["positions"])
+    positions = np.asarray(saved["positions"]) if positions else np.zeros_like(saved["positions"])
     if cli.get("near_field"):
         options = {name: cli[name] for name in ("distance", "propagator", "focus_to_sample")}
         microscope = NearFieldMicroscope(probe, sample, positions, **options)
@@ -88,17 +138,42 @@ def _template(saved: dict[str, Any], data: jio.MicroscopeData) -> AbstractMicros
     return microscope
 
 
-def resumed(path: pathlib.Path, saved: dict[str, Any], data: jio.MicroscopeData, settings: ReconstructSettings):
-    """The engine, the solution saved in `path` and the records its checkpoints keep writing."""
+def resumed(
+    path: pathlib.Path,
+    saved: dict[str, Any],
+    data: jio.MicroscopeData,
+    settings: ReconstructSettings,
+    *,
+    stream: tuple[jio.CXIFrames, int] | None = None,
+):
+    """The engine, the solution saved in `path` and the records its checkpoints keep writing.
+
+    `stream`: a streamed run's open data file (`data` is then its `geometry`) and
+    positions per batch; the template the checkpoint is read into is
+    made as the run made its start (`janssen.invert.reconstruct_from_file` with
+    `epochs=0`, on the saved positions and with the saved key), so that the engine's
+    state decides as it did (e.g. sub-pixel shifts).
+    """
     cli = saved["cli"]
-    name = _engine_name(saved, path)
+    name = saved_engine_name(saved, path)
     try:
-        microscope = _template(saved, data)
-        engine, record = make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
         trainable = saved["attrs"].get("trainable", '["object", "probe"]')
         trainable = json.loads(trainable) if isinstance(trainable, str) else list(trainable)
-        like = jinv.reconstruct(microscope, data, engine, trainable=trainable, num_iterations=0)
-        return engine, jinv.load_solution(path, like), (record, {**cli, "engine": name})
+        # Unrefined positions are the run's own: an engine's `init` may decide on them (the PIE
+        # engines' sub-pixel shifts; with zeros a resumed run would shift by whole pixels).
+        microscope = template(saved, data, positions=stream is not None or "positions" not in trainable)
+        engine, record = make_engine(name, saved["attrs"].get("engine_parameters", {}), settings, microscope)
+        if stream is None:
+            like = jinv.reconstruct(microscope, data, engine, trainable=trainable, num_iterations=0)
+        else:
+            key = saved["extra"].get("key")
+            key = None if key is None else jnp.asarray(key)
+            frames, batch = stream
+            like = jinv.reconstruct_from_file(
+                microscope, frames, engine, epochs=0, batch_size=batch, trainable=trainable, key=key
+            )
+        records = (record, {**cli, "engine": name, "data": str(settings.data.resolve())})
+        return engine, jinv.load_solution(path, like), records
     except ValueError as error:
         raise UsageError(f"cannot resume from {str(path)!r}: {error}") from error
 
@@ -108,7 +183,8 @@ def resume_command(settings: ReconstructSettings, out: pathlib.Path, remaining: 
     words = ["janssen"]
     if settings.compile_cache:
         words += ["--compile-cache", settings.compile_cache]
-    words += ["reconstruct", str(settings.data), "--resume", str(out), "--iterations", str(remaining)]
+    words += ["reconstruct", str(settings.data)] + (["--stream"] if settings.stream else [])
+    words += ["--resume", str(out), "--iterations", str(remaining)]
     if settings.seed:
         words += ["--seed", str(settings.seed)]
     if settings.uncertainty:

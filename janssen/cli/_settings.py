@@ -97,7 +97,8 @@ class ReconstructSettings:
     noise_std: float | None = None
     geometry: bool = False
     stream: bool = False
-    stream_batch: int | None = None  # positions per batch with `stream` (DEFAULT_STREAM_BATCH unless given)
+    # Positions per batch with `stream`: DEFAULT_STREAM_BATCH unless given (resuming: the result file's).
+    stream_batch: int | None = None
     engine_parameters: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
 
@@ -113,16 +114,11 @@ def read_settings(args: argparse.Namespace) -> ReconstructSettings:
     for name in _CONFIG_KEYS:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
-    _check(values)
+    _check(values, resuming=getattr(args, "resume", None) is not None)
     for name in ("probe", "out"):
         values[name] = pathlib.Path(values[name]) if values[name] else None
     for name in ("learning_rate", "distance", "focus_to_sample", "noise_std"):
         values[name] = None if values[name] is None else float(values[name])
-    if values["stream"] and getattr(args, "resume", None) is not None:
-        raise UsageError(
-            "--stream cannot be combined with --resume: a streamed run keeps no resumable checkpoint "
-            "(run again with --stream and more --iterations)"
-        )
     return ReconstructSettings(
         data=args.data,
         config=args.config,
@@ -188,7 +184,7 @@ def refine_names(value: Any) -> list[str]:
     return ["object", *[name for name in names if name not in ("object", "sample")]]
 
 
-def _check(settings: dict[str, Any]) -> None:
+def _check(settings: dict[str, Any], *, resuming: bool = False) -> None:
     """Check (and complete) the merged settings in place: defaults that depend on others, `refine` as names."""
     engine = settings["engine"]
     if engine not in ENGINE_CHOICES:
@@ -224,11 +220,14 @@ def _check(settings: dict[str, Any]) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
     _check_near_field(settings)
-    _check_stream(settings)
+    _check_stream(settings, resuming)
 
 
-def _check_stream(settings: dict[str, Any]) -> None:
-    """`--stream` (and `--stream-batch`): the options a run from the file's frames can honour."""
+def _check_stream(settings: dict[str, Any], resuming: bool) -> None:
+    """`--stream` (and `--stream-batch`): the options a run from the file's frames can honour.
+
+    `resuming` (`--resume`): `stream_batch` stays `None` unless given (the result file records it).
+    """
     if not settings["stream"]:
         if settings["stream_batch"] is not None:
             raise UsageError("--stream-batch needs --stream")
@@ -250,6 +249,8 @@ def _check_stream(settings: dict[str, Any]) -> None:
         )
     check_count("iterations", settings["iterations"], 1, MAX_ITERATIONS, "with --stream, epochs: " + ITERATIONS_WHY)
     if settings["stream_batch"] is None:
+        if resuming:
+            return
         settings["stream_batch"] = DEFAULT_STREAM_BATCH
     check_count("stream_batch", settings["stream_batch"], 1, _MAX_STREAM_BATCH, _STREAM_BATCH_WHY)
 

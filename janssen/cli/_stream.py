@@ -4,7 +4,9 @@ Public calls only: `janssen.io.CXIFrames` opens the file, `janssen.invert.init_f
 builds the default path's start from the frames nearest the scan's centre (from `--probe`, loaded
 as the in-memory path loads it, when given), and
 `janssen.invert.reconstruct_from_file` runs the PIE engine an epoch (a pass over every
-position) at a time, checkpointing into the result file after each. The verdict reads the
+position) at a time, checkpointing into the result file after each; with `--resume` the
+result's checkpoint is read back (`janssen.invert.load_solution`, into the template that
+`reconstruct_from_file(..., epochs=0)` makes) and the run goes on. The verdict reads the
 frames again, a block at a time (`janssen.invert.compute_verdict` on the open file), and the
 measured-vs-predicted patterns figure reads the three frames it shows.
 """
@@ -25,7 +27,7 @@ from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import EXTRA_MODE_POWER, check_data_path, check_modes, check_probe_modes, load_probe, object_grid
 from ._output import figures
-from ._resume import cli_record
+from ._resume import check_data_file, check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import checkpointer, save_verdict, verdict_of
 from ._settings import AUTO, ReconstructSettings
 from ._signals import received, signal_exit, signal_name
@@ -89,49 +91,56 @@ def stream_engine(settings: ReconstructSettings, start) -> tuple[str, jinv.Abstr
 class _EpochLines:
     """The per-epoch progress line on stderr: epoch, loss, seconds it took and time left.
 
-    The first epoch compiles the step (once per batch size: the last batch may be
+    `first`: the epochs a resumed run had done before (its numbering goes on). The first
+    epoch of a run compiles the step (once per batch size: the last batch may be
     smaller), so the time left is measured over the epochs after it.
     """
 
-    def __init__(self, epochs: int):
-        self.epochs, self.last, self.first = epochs, time.perf_counter(), None
+    def __init__(self, epochs: int, first: int = 0):
+        self.epochs, self.done, self.last, self.started = epochs, first, time.perf_counter(), None
 
     def __call__(self, epoch: int, loss: float, microscope: Any) -> None:
         del microscope
         now = time.perf_counter()
         took, self.last = now - self.last, now
-        if self.first is None:
-            self.first = now
+        if self.started is None:
+            self.started = now
         eta = "--"
-        if epoch > 1:
-            left = round((now - self.first) / (epoch - 1) * (self.epochs - epoch))
+        if epoch > self.done + 1:
+            left = round((now - self.started) / (epoch - self.done - 1) * (self.epochs - epoch))
             eta = f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
         print(f"epoch {epoch}/{self.epochs}  loss {loss:.4g}  {took:.1f} s  ETA {eta}", file=sys.stderr, flush=True)
 
 
 def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept: dict[str, Any]) -> int:
-    """The streamed run: like `janssen reconstruct`, without ever holding all the frames."""
-    path = settings.data
-    epochs, batch = settings.iterations, settings.stream_batch
-    assert epochs is not None and batch is not None  # `read_settings` sets both with --stream
+    """The streamed run: like `janssen reconstruct`, without ever holding all the frames.
+
+    With `--resume` it continues a streamed run's result from its checkpoint (`_resumed_start`).
+    """
+    path, epochs, saved = settings.data, settings.iterations, None
+    assert epochs is not None  # `read_settings` sets it with --stream
+    if settings.resume is not None:  # refused before the data file is opened
+        saved = read_saved(settings.resume, stream=True)
+        check_data_file(saved, settings.resume, path)
+    batch = settings.stream_batch or int(saved["cli"]["stream"]["batch_size"])
     with open_frames(path) as frames:
         count = frames.num_positions
-        check_modes(settings.modes, count, path)
+        if saved is None:
+            check_modes(settings.modes, count, path)
+        else:
+            check_frame_count(saved, settings.resume, path, count)
         grid = object_grid(path, frames)
         print(data_line(frames, grid, False, stream_batch=batch), file=sys.stderr, flush=True)
-        # `--probe` as the in-memory path loads it (checked before any frame is read; scaled to the
-        # counts of the frames the start reads), centred by the start on their bright field.
-        probe = None if settings.probe is None else load_probe(settings.probe, frames)
-        if probe is not None:
-            check_probe_modes(probe, settings.modes)
-        # `--modes` adds modes to the centred start as the in-memory path does (`extend_modes`, same share).
-        start = jinv.init_far_field_from_file(frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER)
-        name, engine, record, trainable = stream_engine(settings, start)
-        cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
-        cli["stream"] = {"batch_size": batch, "epochs": epochs}  # `--resume` refuses it, the report leaves the data
-        records = (record, cli)
+        if saved is None:
+            start, engine, records, trainable = _fresh_start(settings, frames)
+        else:
+            start, engine, records, trainable = _resumed_start(settings, saved, frames, batch)
+        first = start.iteration if isinstance(start, jinv.Solution) else 0
+        # The report leaves the data unread; `--resume` reads the batch size back.
+        records[1]["stream"] = {"batch_size": batch, "epochs": first + epochs}
+        went_on = f"continuing {settings.resume} after epoch {first}: " if saved is not None else ""
         print(
-            f"janssen: streaming {count} positions in batches of {batch}: {epochs} epochs of "
+            f"janssen: streaming {count} positions in batches of {batch}: {went_on}{epochs} epochs of "
             f"{type(engine).__name__}, saved into {out} after each",
             file=sys.stderr,
             flush=True,
@@ -145,7 +154,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
             batch_size=batch,
             trainable=trainable,
             key=jr.PRNGKey(settings.seed),
-            callback=_EpochLines(epochs),
+            callback=_EpochLines(first + epochs, first),
             checkpoint=checkpointer(out, frames.geometry, engine, records, kept),
             checkpoint_every=1,
         )
@@ -155,11 +164,43 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
     print(summary(solution, seconds, out, written, verdict, unit="epochs"))
     if not (solution.result == jinv.RESULTS.interrupted or received):
         return stopped("reconstruct", solution, out)
-    print(
-        f"interrupted ({signal_name()}) after {solution.iteration} of {epochs} epochs: {out} holds the last "
-        "completed batch; a streamed run cannot be resumed (run it again with --stream)"
-    )
+    remaining = first + epochs - solution.iteration
+    if solution.result != jinv.RESULTS.interrupted or remaining == 0:
+        print(f"interrupted ({signal_name()}) after the run had ended: {out} holds its result")
+    else:
+        # The checkpoint holds the last completed batch; `--resume` runs its epoch again from the start.
+        hint = resume_command(settings, out, remaining)
+        print(
+            f"interrupted ({signal_name()}) after {solution.iteration} of {first + epochs} epochs: {out} holds the "
+            f"last completed batch; continue with `{hint}`"
+        )
     return signal_exit()
+
+
+def _fresh_start(settings: ReconstructSettings, frames: jio.CXIFrames):
+    """A new run's start (the microscope), engine, records and trainable names."""
+    path = settings.data
+    # `--probe` as the in-memory path loads it (checked before any frame is read; scaled to the
+    # counts of the frames the start reads), centred by the start on their bright field.
+    probe = None if settings.probe is None else load_probe(settings.probe, frames)
+    if probe is not None:
+        check_probe_modes(probe, settings.modes)
+    # `--modes` adds modes to the centred start as the in-memory path does (`extend_modes`, same share).
+    start = jinv.init_far_field_from_file(frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER)
+    name, engine, record, trainable = stream_engine(settings, start)
+    cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
+    return start, engine, (record, cli), trainable
+
+
+def _resumed_start(settings: ReconstructSettings, saved: dict[str, Any], frames: jio.CXIFrames, batch: int):
+    """A resumed run's start (the saved `Solution`), engine, records and trainable names (`None`: the saved ones).
+
+    The engine, its parameters, the refined parts and the probe's modes come from the
+    result file, as in memory; the engine's state (momentum, damping, the probe delay's
+    count), the epoch count, losses and key from its checkpoint.
+    """
+    engine, start, records = resumed(settings.resume, saved, frames.geometry, settings, stream=(frames, batch))
+    return start, engine, records, None
 
 
 def _after_the_run(solution, frames: jio.CXIFrames, engine, out: pathlib.Path, records) -> tuple[Any, list]:

@@ -28,7 +28,7 @@ from ._init import SEARCH_POSITIONS, _default_padding, central_indices, init_far
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import reconstruct
 from ._results import RESULTS
-from ._solution import Solution
+from ._solution import Solution, empty_losses
 
 
 def init_far_field_from_file(
@@ -102,7 +102,7 @@ def _mixed_state(probe: AbstractProbe, modes: int, share: float, data: Microscop
 
 
 def reconstruct_from_file(
-    microscope: AbstractMicroscope,
+    microscope: AbstractMicroscope | Solution,
     frames: CXIFrames,
     engine: AbstractEngine,
     *,
@@ -128,13 +128,27 @@ def reconstruct_from_file(
     outside the GIL's way of JAX's computation). Memory holds the microscope, the
     engine's state and two batches of frames.
 
+    Pass a `Solution` this function returned (or `load_solution` read back from its
+    checkpoint) in place of the microscope to continue the run: the engine's state
+    (momentum, damping, the probe delay's count), the epoch count, the loss history and
+    the key carry over, and epoch `e` keeps its order (`fold_in(key, e)`), so with the
+    same `batch_size` N + M epochs in two calls equal N + M in one. A checkpoint written
+    when a run was interrupted holds the last completed batch, part way through an
+    epoch: continuing from it runs that epoch again from its start.
+
     **Arguments:**
 
     - `microscope`: the start, holding every position of the file in the file's order
-      (e.g. `init_far_field_from_file(frames)`).
+      (e.g. `init_far_field_from_file(frames)`), or a `Solution` to continue (its
+      microscope, state, epoch count, losses, key and trainable selection are reused;
+      `trainable` and `key` are then ignored).
     - `frames`: an open `janssen.io.CXIFrames`.
-    - `engine`: any engine `reconstruct` runs.
-    - `epochs`: passes over the scan, >= 1.
+    - `engine`: any engine `reconstruct` runs (the one that made the `Solution`, when
+      continuing one).
+    - `epochs`: passes over the scan in this call, >= 0. With 0 nothing is refined:
+      the start comes back as a `Solution` whose state `engine.init` made on the first
+      batch (the one batch read), a template for `load_solution` to read a saved
+      streamed run into.
     - `batch_size`: positions per batch, >= 1 (the last batch of an epoch may be
       smaller: every position is visited).
     - `trainable`: what to refine, as for `reconstruct`.
@@ -155,26 +169,46 @@ def reconstruct_from_file(
 
     A `Solution` whose microscope holds every position again, whose `losses` are one per
     epoch (the root mean square of its batches' losses, weighted by their sizes) and whose
-    `iteration` counts epochs. A batch that stops abnormally (non-finite, diverged,
-    interrupted) ends the run with that result, keeping what the driver kept.
+    `iteration` counts epochs (over all calls). A batch that stops abnormally (non-finite,
+    diverged, interrupted) ends the run with that result, keeping what the driver kept.
     """
-    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"`epochs` must be an integer >= 1, got {epochs!r}")
+    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
+        raise ValueError(f"`epochs` must be an integer >= 0 (0: the start as a template), got {epochs!r}")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
     if isinstance(checkpoint_every, bool) or int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
         raise ValueError(f"`checkpoint_every` must be an integer >= 0 (0: only at the end), got {checkpoint_every!r}")
-    count = int(microscope.positions.shape[0])
+    start = microscope.microscope if isinstance(microscope, Solution) else microscope
+    count = int(start.positions.shape[0])
     if count != frames.num_positions:
         raise ValueError(
             f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
         )
-    key = jr.PRNGKey(0) if key is None else key
-    everywhere = microscope.positions
+    everywhere = start.positions
     batches = -(-count // int(batch_size))
+    current: AbstractMicroscope | Solution
+    if isinstance(microscope, Solution):
+        key, losses = microscope.key, [float(loss) for loss in np.asarray(microscope.losses)]
+        # The batch driver's own `Solution`: its iteration counts batches, which set each
+        # batch's key as in one uninterrupted run; its per-batch losses are not kept (a
+        # one-iteration call compares a loss with none of them).
+        current = Solution(
+            microscope=start,
+            state=microscope.state,
+            losses=empty_losses(),
+            iteration=len(losses) * batches,
+            result=RESULTS.running,
+            key=key,
+            trainable=microscope.trainable,
+        )
+    else:
+        key, losses, current = (jr.PRNGKey(0) if key is None else key), [], microscope
+    if epochs == 0:
+        if isinstance(microscope, Solution):
+            return microscope
+        return _template(microscope, frames, engine, int(batch_size), key, trainable)
+    first = len(losses)
     progress_meter.start(int(epochs) * batches)
-    current: AbstractMicroscope | Solution = microscope
-    losses: list[float] = []
     result, done = None, 0
 
     def solution(result: RESULTS) -> Solution:
@@ -191,7 +225,7 @@ def reconstruct_from_file(
 
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
-            for epoch in range(int(epochs)):
+            for epoch in range(first, first + int(epochs)):
                 order = np.asarray(jr.permutation(jr.fold_in(key, epoch), count))
                 squares, seen = 0.0, 0
                 for index, batch in _prefetched(reader, frames, order, int(batch_size)):
@@ -227,6 +261,18 @@ def reconstruct_from_file(
     if checkpoint is not None:
         checkpoint(final)
     return final
+
+
+def _template(
+    microscope: AbstractMicroscope, frames: CXIFrames, engine: AbstractEngine, batch_size: int, key, trainable
+) -> Solution:
+    """`epochs=0`: the start as a `Solution`, its state made by `engine.init` on epoch 0's first batch
+    (as a run makes it: the state's static choices, such as sub-pixel shifts, come from that batch)."""
+    everywhere = microscope.positions
+    index = np.asarray(jr.permutation(jr.fold_in(key, 0), everywhere.shape[0]))[:batch_size]
+    on_batch = eqx.tree_at(lambda m: m.positions, microscope, everywhere[index])
+    solution = reconstruct(on_batch, frames.batch(index), engine, trainable=trainable, num_iterations=0, key=key)
+    return eqx.tree_at(lambda s: s.microscope.positions, solution, everywhere)
 
 
 _STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)
