@@ -243,6 +243,35 @@ def test_start_from_a_file_is_the_default_start(simulated_file):
     assert patch.sample.sample.shape == whole.sample.sample.shape
 
 
+def test_a_given_probe_is_scaled_to_the_frames_the_start_reads_once(simulated_file, monkeypatch):
+    """`scale_probe=True`: the probe's power is the mean counts per frame of the central frames
+    the start reads (in float64, to 1e-6), and those frames are read once; without it the probe
+    keeps its own power (to 1e-6); a probe with no power is refused."""
+    from janssen.invert import central_indices, init_far_field_from_file, init_far_field_microscope
+
+    path, written = simulated_file
+    given = np.asarray(written.probe)[0] * 3.7  # any power
+    reads = []
+    read = jio.CXIFrames.read
+
+    def counting(self, index):
+        reads.append(np.asarray(index).size)
+        return read(self, index)
+
+    monkeypatch.setattr(jio.CXIFrames, "read", counting)
+    with jio.CXIFrames(path) as frames:
+        central = central_indices(frames.positions, 24)
+        scaled = init_far_field_from_file(frames, probe=given, sample_positions=24, scale_probe=True, align=False)
+        assert sum(reads) == 24  # the central frames, once
+        kept = init_far_field_from_file(frames, probe=given, sample_positions=24, align=False)
+        counts = np.mean(np.sum(read(frames, np.sort(central)).astype(np.float64), axis=(1, 2)))
+    power = lambda m: float(np.sum(np.abs(np.asarray(m.probe.fields(), np.complex128)) ** 2))  # noqa: E731
+    np.testing.assert_allclose(power(scaled), counts, rtol=1e-6)
+    np.testing.assert_allclose(power(kept), np.sum(np.abs(given.astype(np.complex128)) ** 2), rtol=1e-6)
+    with pytest.raises(ValueError, match="`probe` must have some power"):
+        init_far_field_microscope(jio.read_cxi(path), np.zeros_like(given), scale_probe=True)
+
+
 def test_reconstruct_from_file_converges_as_in_memory(simulated_file):
     """Sequential rPIE streamed in batches of 16 positions against the same engine on the frames in memory.
 

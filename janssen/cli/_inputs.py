@@ -104,24 +104,18 @@ def available_memory() -> float | None:
     return None
 
 
-#: Frames summed at a time for the mean counts of an open file (`_mean_counts`).
-_COUNT_BLOCK = 64
-
-
-def _mean_counts(data: jio.MicroscopeData | jio.CXIFrames) -> float:
-    """Mean counts per frame: over every frame in memory; for an open file, over the frames the streamed
-    start reads (`init_far_field_from_file`: the `SEARCH_POSITIONS` nearest the scan's centre), a block at a time."""
-    if isinstance(data, jio.MicroscopeData):
-        return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
-    index = jinv.central_indices(data.positions, jinv.SEARCH_POSITIONS)
-    blocks = (index[first : first + _COUNT_BLOCK] for first in range(0, len(index), _COUNT_BLOCK))
-    return sum(float(np.sum(data.read(block), dtype=np.float64)) for block in blocks) / len(index)
+def _mean_counts(data: jio.MicroscopeData) -> float:
+    """Mean counts per frame, over every frame."""
+    return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
 
 
 def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> np.ndarray:
-    """A `.npy` probe of the data's frame shape, scaled to the measured counts (`_mean_counts`).
+    """A `.npy` probe of the data's frame shape; in memory, scaled to the measured counts (`_mean_counts`).
 
     Checked before any frame is read, so a bad file is refused at once, in memory or streamed.
+    An open file's probe keeps the power it has in the file: the streamed start scales it to
+    the counts of the frames it reads (`init_far_field_from_file(scale_probe=True)`), which
+    are then read once.
     """
     try:
         probe = np.load(path)
@@ -142,6 +136,8 @@ def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> 
         )
     if not np.any(probe):
         raise UsageError(f"--probe {str(path)!r} must have some power, got a probe that is zero everywhere")
+    if isinstance(data, jio.CXIFrames):
+        return probe
     # Scale to the measured counts: with a unit object the model then predicts the data's power.
     return probe * np.sqrt(_mean_counts(data) / np.sum(np.abs(probe) ** 2))
 

@@ -180,13 +180,15 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
 def _fresh_start(settings: ReconstructSettings, frames: jio.CXIFrames):
     """A new run's start (the microscope), engine, records and trainable names."""
     path = settings.data
-    # `--probe` as the in-memory path loads it (checked before any frame is read; scaled to the
-    # counts of the frames the start reads), centred by the start on their bright field.
+    # `--probe` as the in-memory path loads it (checked before any frame is read), scaled by the
+    # start to the counts of the frames it reads and centred on their bright field.
     probe = None if settings.probe is None else load_probe(settings.probe, frames)
     if probe is not None:
         check_probe_modes(probe, settings.modes)
     # `--modes` adds modes to the centred start as the in-memory path does (`extend_modes`, same share).
-    start = jinv.init_far_field_from_file(frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER)
+    start = jinv.init_far_field_from_file(
+        frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER, scale_probe=True
+    )
     name, engine, record, trainable = stream_engine(settings, start)
     cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
     return start, engine, (record, cli), trainable

@@ -278,6 +278,7 @@ def init_far_field_microscope(
     refine_distance: bool = False,
     align: bool = True,
     background: float | str | None = "auto",
+    scale_probe: bool = False,
 ) -> FarFieldMicroscope:
     """A `FarFieldMicroscope` ready for `reconstruct`: unit object, centred scan, probe guess.
 
@@ -302,6 +303,9 @@ def init_far_field_microscope(
     - `background`: a detector background in counts per pixel to model
       (`DetectorResponse`), `None` for none, or `"auto"` (default): `background_start(data)`,
       the estimated level where it exceeds 1 % of the mean counts per pixel.
+    - `scale_probe`: scale a given `probe` so that its power (`sum |P|**2` over its modes
+      and pixels) is the measured mean counts per frame, which a unit object then
+      predicts (default `False`: its power as given). The guess is always so scaled.
 
     **Returns:**
 
@@ -316,6 +320,13 @@ def init_far_field_microscope(
     shape = tuple(probe.fields().shape[-2:])
     if shape != tuple(data.frame_shape):
         raise ValueError(f"`probe` must have the frame shape {tuple(data.frame_shape)}, got shape {shape}")
+    if given and scale_probe:
+        fields = probe.fields()
+        counts = np.mean(np.sum(np.asarray(data.intensities, dtype=np.float64), axis=(1, 2)))
+        power = float(np.sum(np.abs(np.asarray(fields, dtype=np.complex128)) ** 2))
+        if not power > 0:
+            raise ValueError("`probe` must have some power to scale (`scale_probe=True`), got one zero everywhere")
+        probe = probe.with_fields(fields * np.sqrt(counts / power).astype(fields.real.dtype))
     if given and align:
         probe = probe.with_fields(align_probe_to_data(probe.fields(), data))
     sample = init_object(data, shape, padding=padding, dtype=probe.fields().dtype)

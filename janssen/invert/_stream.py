@@ -40,6 +40,7 @@ def init_far_field_from_file(
     sample_positions: int = SEARCH_POSITIONS,
     padding: int | None = None,
     align: bool = True,
+    scale_probe: bool = False,
 ) -> AbstractMicroscope:
     """The default path's start (`init_far_field_microscope`) for a scan that stays in its file.
 
@@ -67,6 +68,8 @@ def init_far_field_from_file(
     - `padding`: object pixels around the scan (default: an eighth of the frame side).
     - `align`: centre a given `probe`'s far field on the central frames' bright field
       (see `init_far_field_microscope`); `False` uses it as given.
+    - `scale_probe`: scale a given `probe` to the mean counts per frame of the frames
+      read (see `init_far_field_microscope`), so that the file is not read twice for them.
 
     **Returns:**
 
@@ -80,7 +83,7 @@ def init_far_field_from_file(
         )
     everywhere = frames.positions
     patch = frames.batch(central_indices(everywhere, sample_positions))
-    guess = init_far_field_microscope(patch, probe, padding=padding, align=align)
+    guess = init_far_field_microscope(patch, probe, padding=padding, align=align, scale_probe=scale_probe)
     if modes > 1:
         # Without a pitch of its own, as every microscope keeps its probe (`probe_on_sample`).
         mixed = _mixed_state(guess.probe, int(modes), mode_share, patch).without_pitch()
