@@ -1,12 +1,14 @@
 """The large preset on the default path: object error and time after each stage.
 
     python benchmarks/large_default.py [--size large] [--curvature-steps 0]
-    python benchmarks/large_default.py --size xlarge --file xlarge.cxi [--photons 4e6]
+    python benchmarks/large_default.py --size xlarge --file xlarge.cxi [--photons 4e6] [--true-probe] [--save OBJ.npy]
 
 Simulates `simulate_preset(size, key=PRNGKey(0))` (with `--file`: reads the CXI file, written
 first by `simulate_preset_cxi`, a batch of positions at a time, when it does not exist; its
 ground truth is read from the file's `/ground_truth` group), starts from the data alone
-(`init_far_field_microscope`, what `janssen reconstruct` does without `--probe`), runs
+(`init_far_field_microscope`, what `janssen reconstruct` does without `--probe`; with
+`--true-probe`, from the true probe scaled and aligned as `--probe` is, to tell the probe
+guess's share of the error from the schedule's), runs
 `default_schedule`'s stages one by one (`run_schedule`, without the final ramp levelling,
 so that each figure is the stage's own), then, with `--curvature-steps N`, one more
 `Stage(CurvatureSearch(), N)`. After each
@@ -37,6 +39,10 @@ def main(argv=None) -> int:
     parser.add_argument("--photons", type=float, default=1e6, help=made)
     parser.add_argument("--curvature-steps", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="a progress line per tenth of each stage on stderr")
+    parser.add_argument(
+        "--true-probe", action="store_true", help="start from the true probe (as --probe would), not the guess"
+    )
+    parser.add_argument("--save", type=pathlib.Path, default=None, help="save the final object here (.npy)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import jax
@@ -53,10 +59,11 @@ def main(argv=None) -> int:
         data, truth_scope = _from_file(args.file, args.size, args.photons)
     truth = np.asarray(truth_scope.sample.sample)
     illumination = np.asarray(jinv.illumination_map(truth_scope))
+    true_probe = np.asarray(truth_scope.probe.fields()) if args.true_probe else None
     del truth_scope
     print(json.dumps({"loaded_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
     clock = time.perf_counter()
-    current = jinv.init_far_field_microscope(data)
+    current = jinv.init_far_field_microscope(data, true_probe, scale_probe=True)
     stages = list(jinv.default_schedule(current))
     if args.curvature_steps:
         stages.append(jinv.Stage(jinv.CurvatureSearch(), args.curvature_steps, None))
@@ -78,6 +85,8 @@ def main(argv=None) -> int:
             "frames_mb": round(data.intensities.nbytes / 2**20, 1),
         }
         print(json.dumps(row), flush=True)
+    if args.save is not None:
+        np.save(args.save, np.asarray(current.sample.sample))
     return 0
 
 
