@@ -322,7 +322,8 @@ def init_far_field_microscope(
         raise ValueError(f"`probe` must have the frame shape {tuple(data.frame_shape)}, got shape {shape}")
     if given and scale_probe:
         fields = probe.fields()
-        counts = np.mean(np.sum(np.asarray(data.intensities, dtype=np.float64), axis=(1, 2)))
+        # Summed in float64 frame by frame, without a float64 copy of the frames.
+        counts = float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2), dtype=np.float64)))
         power = float(np.sum(np.abs(np.asarray(fields, dtype=np.complex128)) ** 2))
         if not power > 0:
             raise ValueError("`probe` must have some power to scale (`scale_probe=True`), got one zero everywhere")
