@@ -131,3 +131,26 @@ def test_a_signal_inside_a_finaliser_still_stops_the_command(capsys):
         assert received == [signal.SIGINT]
     assert stopped_after is None or stopped_after < 1000
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_a_delivery_that_lands_in_the_hook_is_queued_again():
+    """A stop delivered again (`_raise_again`) that lands while the hook itself runs is queued once
+    more and raised after it. Under load the hook once waited for a timer thread to start, the
+    delivery came back inside it, and Python swallowed it for good ("Exception ignored in
+    sys.unraisablehook"): the CI run of 2026-12-07 failed the test above that way."""
+    from janssen.cli import _signals
+
+    stopped_after = None
+    with _signals._signals_handled():
+        _signals._in_hook[0] = True
+        try:
+            _signals._on_signal(signal.SIGINT, None)  # inside the hook: queued, not raised
+        finally:
+            _signals._in_hook[0] = False
+        assert _signals.received == []
+        with pytest.raises(KeyboardInterrupt):
+            for step in range(2000):  # delivered 5 ms later
+                stopped_after = step
+                time.sleep(0.001)
+        assert _signals.received == [signal.SIGINT]
+    assert stopped_after is not None and stopped_after < 1000

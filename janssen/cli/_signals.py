@@ -2,9 +2,11 @@
 
 import _thread
 import contextlib
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,12 +27,31 @@ _deferring = [False]
 # Whether a command's handlers are installed, and how soon a swallowed signal is delivered again.
 _handling = [False]
 _REDELIVER_S = 0.005
+# Signals to deliver again (`_raise_again`), and whether the main thread is in the hook that
+# queues them. A `SimpleQueue`'s `put` may be called from a signal handler or a finaliser.
+_redeliver: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+_in_hook = [False]
+_deliverer: list[threading.Thread] = []
 
 
 def _on_signal(number: int, frame: Any) -> None:
+    if _in_hook[0]:
+        # Inside the hook that delivers a swallowed stop again: raised here, Python would
+        # swallow it as well ("Exception ignored in sys.unraisablehook"). Queued instead.
+        _redeliver.put(number)
+        return
     received.append(number)
     if not _deferring[0]:
         raise KeyboardInterrupt
+
+
+def _deliver_again() -> None:
+    """The deliverer thread: each queued signal, a moment later, to the main thread."""
+    while True:
+        number = _redeliver.get()
+        time.sleep(_REDELIVER_S)
+        if _handling[0]:  # not once the command has ended
+            _thread.interrupt_main(number)
 
 
 def _raise_again(unraisable: Any, hook: Callable[[Any], None]) -> None:
@@ -39,22 +60,21 @@ def _raise_again(unraisable: Any, hook: Callable[[Any], None]) -> None:
     A signal that arrives while a finaliser or a weak-reference callback runs raises
     `KeyboardInterrupt` there, and Python ignores it ("Exception ignored in ...", with a
     traceback) and carries on: the run would not stop. The signal is delivered again to
-    the main thread a moment later, from a timer thread (`_thread.interrupt_main`): the
-    handler then runs once the callback has returned (should it land in another, this
-    happens again). Its first record is taken back, so it still counts once.
+    the main thread a moment later, from the deliverer thread (`_thread.interrupt_main`):
+    the handler then runs once the callback has returned (should it land in another, this
+    happens again). Its first record is taken back, so it still counts once. The hook only
+    queues the signal (it waits for nothing: starting a timer thread here waited for the
+    thread to start, and under load the delivery came back inside this hook, where it was
+    swallowed for good), and a delivery that lands in the hook is queued again.
     """
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
         hook(unraisable)
         return
-    number = received.pop() if received else signal.SIGINT
-
-    def deliver() -> None:
-        if _handling[0]:  # not once the command has ended
-            _thread.interrupt_main(number)
-
-    timer = threading.Timer(_REDELIVER_S, deliver)
-    timer.daemon = True
-    timer.start()
+    _in_hook[0] = True
+    try:
+        _redeliver.put(received.pop() if received else signal.SIGINT)
+    finally:
+        _in_hook[0] = False
 
 
 @contextlib.contextmanager
@@ -64,6 +84,9 @@ def _signals_handled() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if not _deliverer:
+        _deliverer.append(threading.Thread(target=_deliver_again, name="janssen-signals", daemon=True))
+        _deliverer[0].start()
     previous = {number: signal.signal(number, _on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
     hook = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: _raise_again(unraisable, hook)
