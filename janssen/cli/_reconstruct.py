@@ -19,7 +19,7 @@ from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
 from ._output import figures, output_lock, output_path
-from ._resume import check_data_file, check_frame_count, cli_record, read_saved, resume_command, resumed
+from ._resume import check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
 from ._settings import DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, PROPAGATORS, ReconstructSettings, read_settings
 from ._signals import command, received, signal_exit, signal_name
@@ -209,10 +209,8 @@ def _prepare(settings: ReconstructSettings):
     path = settings.data
     if settings.resume is not None and settings.geometry:
         raise UsageError("--geometry cannot be combined with --resume (the saved run already has its geometry)")
-    saved = None
-    if settings.resume is not None:  # refused before the data are read
-        saved = read_saved(settings.resume, stream=False)
-        check_data_file(saved, settings.resume, path)
+    # Refused before the data are read.
+    saved = None if settings.resume is None else read_saved(settings.resume, stream=False, data=path)
     data, bundled = load_data(path)
     check_modes(settings.modes, data.num_positions, path)
     near_pixel = None

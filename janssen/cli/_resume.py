@@ -41,11 +41,13 @@ def _detector_like(record: dict[str, Any]) -> DetectorResponse:
     return DetectorResponse(**{name: None if shape is None else np.ones(shape) for name, shape in shapes.items()})
 
 
-def read_saved(path: pathlib.Path, *, stream: bool) -> dict[str, Any]:
+def read_saved(path: pathlib.Path, *, stream: bool, data: pathlib.Path) -> dict[str, Any]:
     """A result file (`janssen.io.read_result`) with its command record decoded as `"cli"`.
 
     `stream`: whether the run resuming it is streamed (`--stream`); a streamed run's
     result continues streamed, and only a streamed run's (`UsageError` otherwise).
+    `data`: the data file the run is given, which must be the one the result records
+    (`_check_data_file`).
     """
     try:
         saved = jio.read_result(path)
@@ -65,10 +67,11 @@ def read_saved(path: pathlib.Path, *, stream: bool) -> dict[str, Any]:
             f"--resume: {str(path)!r} was written by a run without --stream: continue it without --stream "
             "(--stream continues the epochs of a streamed run only)"
         )
+    _check_data_file(saved, path, data)
     return saved
 
 
-def check_data_file(saved: dict[str, Any], result: pathlib.Path, data: pathlib.Path) -> None:
+def _check_data_file(saved: dict[str, Any], result: pathlib.Path, data: pathlib.Path) -> None:
     """The data file must be the one the result records (`cli["data"]`, compared after resolving links).
 
     A result continues on the frames it was refined against: another file of the same

@@ -27,7 +27,7 @@ from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import EXTRA_MODE_POWER, check_data_path, check_modes, check_probe_modes, load_probe, object_grid
 from ._output import figures
-from ._resume import check_data_file, check_frame_count, cli_record, read_saved, resume_command, resumed
+from ._resume import check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import checkpointer, save_verdict, verdict_of
 from ._settings import AUTO, ReconstructSettings
 from ._signals import received, signal_exit, signal_name
@@ -120,8 +120,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
     path, epochs, saved = settings.data, settings.iterations, None
     assert epochs is not None  # `read_settings` sets it with --stream
     if settings.resume is not None:  # refused before the data file is opened
-        saved = read_saved(settings.resume, stream=True)
-        check_data_file(saved, settings.resume, path)
+        saved = read_saved(settings.resume, stream=True, data=path)
     batch = settings.stream_batch or int(saved["cli"]["stream"]["batch_size"])
     with open_frames(path) as frames:
         count = frames.num_positions
