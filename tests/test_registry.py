@@ -13,6 +13,7 @@ from janssen.scopes import FarFieldMicroscope
 CLASSES = {
     "adam": "Gradient",
     "curvature": "CurvatureSearch",
+    "phase-field": "PhaseFieldSearch",
     "sgd": "Gradient",
     "epie": "EPIE",
     "rpie": "RPIE",

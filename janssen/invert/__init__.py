@@ -24,6 +24,11 @@ from ._engines.optimistix import (
     normal_cg as normal_cg,
     optimistix_engine as optimistix_engine,
 )
+from ._engines.phase_field import (
+    PhaseFieldSearch as PhaseFieldSearch,
+    PhaseFieldState as PhaseFieldState,
+    phase_field_order as phase_field_order,
+)
 from ._engines.pie import (
     EPIE as EPIE,
     RPIE as RPIE,

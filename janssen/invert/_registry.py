@@ -18,6 +18,7 @@ from ._engines.curvature import CurvatureSearch
 from ._engines.gauss_newton import GaussNewton
 from ._engines.gradient import Gradient
 from ._engines.optimistix import OptimistixLeastSquares, optimistix_engine
+from ._engines.phase_field import PhaseFieldSearch
 from ._engines.pie import EPIE, RPIE, MomentumPIE
 
 _PIE = {"epie": EPIE, "rpie": RPIE, "mpie": MomentumPIE}
@@ -27,7 +28,7 @@ _LEAST_SQUARES = {"gauss-newton": {"initial_damping": 1e-6}, "lm": {}}
 _OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
 
 # A stage of the default schedule, by name so that a run stopped in it resumes.
-_OTHERS = {"curvature": CurvatureSearch}
+_OTHERS = {"curvature": CurvatureSearch, "phase-field": PhaseFieldSearch}
 
 #: Every engine name `engine_from_name` builds, sorted.
 ENGINE_NAMES: tuple[str, ...] = tuple(sorted([*_PIE, *_OPTIMIZERS, *_LEAST_SQUARES, *_OPTIMISTIX, *_OTHERS]))
@@ -70,7 +71,7 @@ def engine_from_name(name: str, **parameters: Any) -> AbstractEngine:
     """The engine called `name` (one of `ENGINE_NAMES`), built with `parameters`.
 
     - `"epie"`, `"rpie"`, `"mpie"`: `EPIE`, `RPIE`, `MomentumPIE` with `parameters` as fields;
-      `"curvature"`: `CurvatureSearch` likewise.
+      `"curvature"`, `"phase-field"`: `CurvatureSearch`, `PhaseFieldSearch` likewise.
     - `"lm"`: `GaussNewton(**parameters)`; `"gauss-newton"`: the same with
       `initial_damping=1e-6` unless given (almost undamped).
     - `"optx-gn"`, `"optx-lm"`, `"optx-dogleg"`: `optimistix_engine` with the solver

@@ -5,6 +5,7 @@ from .curvature import CurvatureSearch as CurvatureSearch, CurvatureState as Cur
 from .gauss_newton import GaussNewton as GaussNewton
 from .gradient import Gradient as Gradient
 from .optimistix import OptimistixLeastSquares as OptimistixLeastSquares
+from .phase_field import PhaseFieldSearch as PhaseFieldSearch, PhaseFieldState as PhaseFieldState
 from .pie import (
     EPIE as EPIE,
     RPIE as RPIE,
