@@ -66,7 +66,7 @@ def _cosines(where: Array, n: int, order: int) -> tuple[Array, Array, Array]:
 
     `cos(pi m (x + 1/2) / n)` for `m < order` (derivatives per pixel), each `(*where.shape, order)`.
     """
-    k = jnp.pi * jnp.arange(order, dtype=where.dtype) / n  # radians per pixel
+    k = (jnp.pi / n * jnp.arange(order, dtype=where.dtype)).reshape((1,) * where.ndim + (order,))  # rad / pixel
     angle = k * (where[..., None] + 0.5)
     values = jnp.cos(angle)
     return values, -k * jnp.sin(angle), -(k**2) * values
