@@ -275,8 +275,9 @@ def phase_field_order(microscope) -> int:
 
     `1 + floor(S / (2 w))` with `S` the object's smaller side and `w` its `probe_width`
     (the cosines of orders below `K` have periods down to `2 S / (K - 1)`), between 2 and
-    12: 4 on the small preset (a 164² object, probe 27 px wide), 8 on the large one (1390²,
-    99 px), 12 on a 620² object scanned by a 27 px probe.
+    12. From the data-derived starts (`init_far_field_microscope`): 3 on the small preset
+    (a 164² object, probe 27.6 px wide), 7 on the large one (1390², 100.7 px), 12 on a 620²
+    object scanned at 4000 positions by a 26.5 px probe.
     """
     side = min(microscope.sample.sample.shape)
     order = 1 + int(side // (2.0 * probe_width(microscope)))
