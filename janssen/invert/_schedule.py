@@ -236,8 +236,9 @@ def default_schedule(microscope: AbstractMicroscope) -> tuple[Stage, ...]:
     6. Batched mPIE again, last, so that `--resume` continues it.
 
     The PIE stages stop on `Convergence()` (R falling by less than 0.1 % per 10
-    iterations), the phase-field searches after two rejected steps in a row, each at the
-    latest at its cap, `DEFAULT_STAGE_ITERATIONS`.
+    iterations), the phase-field searches after two steps in a row that were rejected or
+    lowered the squared residual by less than 1e-5 of it, each at the latest at its cap,
+    `DEFAULT_STAGE_ITERATIONS`.
 
     **Arguments:**
 
