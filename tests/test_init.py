@@ -124,3 +124,28 @@ def test_nearest_distances_in_blocks_equal_the_whole_table():
     np.fill_diagonal(table, np.inf)
     np.testing.assert_array_equal(nearest_distances(points), table.min(axis=1))
     assert nearest_distances(points)[5] == 0.0
+
+
+def test_scale_probe_to_counts_gives_the_mean_counts_per_frame():
+    # Analytic: sum |c P|**2 = c**2 sum |P|**2 = mean_j sum I_j, for complex, real and integer fields.
+    import jax.random as jr
+
+    import janssen.invert as jinv
+    import janssen.io as jio
+
+    dataset = jio.simulate_preset("small", key=jr.PRNGKey(0))
+    counts = float(np.mean(np.sum(np.asarray(dataset.data.intensities, dtype=np.float64), axis=(1, 2))))
+    rng = np.random.default_rng(0)
+    shape = (2, *dataset.data.frame_shape)
+    for fields in (
+        (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64),
+        rng.normal(size=shape[1:]).astype(np.float32),
+        rng.integers(0, 5, size=shape[1:]),
+    ):
+        scaled = np.asarray(jinv.scale_probe_to_counts(fields, dataset.data))
+        np.testing.assert_allclose(np.sum(np.abs(scaled) ** 2), counts, rtol=1e-5)
+        # The same shape, the same pattern (a positive real factor).
+        ratio = scaled[fields != 0] / fields[fields != 0]
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="must have some power to scale"):
+        jinv.scale_probe_to_counts(np.zeros(shape[1:]), dataset.data)

@@ -104,13 +104,8 @@ def available_memory() -> float | None:
     return None
 
 
-def _mean_counts(data: jio.MicroscopeData) -> float:
-    """Mean counts per frame, over every frame."""
-    return float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2))))
-
-
 def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> np.ndarray:
-    """A `.npy` probe of the data's frame shape; in memory, scaled to the measured counts (`_mean_counts`).
+    """A `.npy` probe of the data's frame shape; in memory, scaled to the measured counts (`scale_probe_to_counts`).
 
     Checked before any frame is read, so a bad file is refused at once, in memory or streamed.
     An open file's probe keeps the power it has in the file: the streamed start scales it to
@@ -139,7 +134,7 @@ def load_probe(path: pathlib.Path, data: jio.MicroscopeData | jio.CXIFrames) -> 
     if isinstance(data, jio.CXIFrames):
         return probe
     # Scale to the measured counts: with a unit object the model then predicts the data's power.
-    return probe * np.sqrt(_mean_counts(data) / np.sum(np.abs(probe) ** 2))
+    return np.asarray(jinv.scale_probe_to_counts(probe, data))
 
 
 def check_modes(modes: int, count: int, path: pathlib.Path) -> None:

@@ -56,6 +56,7 @@ from ._init import (
     init_object as init_object,
     init_probe as init_probe,
     positions_in_object_frame as positions_in_object_frame,
+    scale_probe_to_counts as scale_probe_to_counts,
     search_probe as search_probe,
 )
 from ._init_detector import (

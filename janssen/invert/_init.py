@@ -270,6 +270,23 @@ def search_probe(
     return ProbeSearch(best[1], best[2], best[3], tuple(tried))
 
 
+def scale_probe_to_counts(fields: Num[ArrayLike, "*modes y x"], data: MicroscopeData) -> Array:
+    """`fields` scaled so that their power, `sum |P|**2` over modes and pixels, is the data's mean counts per frame.
+
+    With a unit object the model then predicts the measured power. The counts are summed in
+    float64 frame by frame, without a float64 copy of the frames.
+
+    **Raises:** `ValueError` when `fields` are zero everywhere.
+    """
+    fields = jnp.asarray(fields)
+    fields = fields.astype(jnp.promote_types(fields.dtype, jnp.float32))  # integer fields become real
+    counts = float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2), dtype=np.float64)))
+    power = float(np.sum(np.abs(np.asarray(fields, dtype=np.complex128)) ** 2))
+    if not power > 0:
+        raise ValueError("`probe` must have some power to scale (`scale_probe=True`), got one zero everywhere")
+    return fields * np.sqrt(counts / power).astype(fields.real.dtype)
+
+
 def init_far_field_microscope(
     data: MicroscopeData,
     probe: AbstractProbe | Num[ArrayLike, "*modes y x"] | None = None,
@@ -321,13 +338,7 @@ def init_far_field_microscope(
     if shape != tuple(data.frame_shape):
         raise ValueError(f"`probe` must have the frame shape {tuple(data.frame_shape)}, got shape {shape}")
     if given and scale_probe:
-        fields = probe.fields()
-        # Summed in float64 frame by frame, without a float64 copy of the frames.
-        counts = float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2), dtype=np.float64)))
-        power = float(np.sum(np.abs(np.asarray(fields, dtype=np.complex128)) ** 2))
-        if not power > 0:
-            raise ValueError("`probe` must have some power to scale (`scale_probe=True`), got one zero everywhere")
-        probe = probe.with_fields(fields * np.sqrt(counts / power).astype(fields.real.dtype))
+        probe = probe.with_fields(scale_probe_to_counts(probe.fields(), data))
     if given and align:
         probe = probe.with_fields(align_probe_to_data(probe.fields(), data))
     sample = init_object(data, shape, padding=padding, dtype=probe.fields().dtype)
