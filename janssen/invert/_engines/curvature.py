@@ -20,7 +20,7 @@ linearised on its own, so the step holds one block's linearisation at a time: a 
 costs about five predictions of the data and little memory beyond the frames.
 """
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -124,21 +124,9 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
     def step(self, microscope, state, data, trainable, key):
         del trainable, key
         blocks = _Blocks.of(data, self.eps, state.on_grid)
-        normal, gradient, squares = blocks.normal_equations(self.apply, microscope)
-        diagonal = jnp.maximum(jnp.diag(normal), jnp.finfo(normal.dtype).tiny)
-        delta = -jnp.linalg.solve(normal + state.damping * jnp.diag(diagonal), gradient)
-        loss = squares / blocks.count
-        trial = self.apply(microscope, delta)
-        trial_loss = blocks.squares(trial) / blocks.count
-        accept = trial_loss < loss  # False for NaN
-        new = jax.tree_util.tree_map(lambda t, o: jnp.where(accept, t, o) if eqx.is_array(t) else t, trial, microscope)
-        damping = jnp.clip(state.damping * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
-        rejected = jnp.where(accept, 0, state.rejected + 1).astype(jnp.int32)
-        return (
-            new,
-            CurvatureState(damping.astype(state.damping.dtype), rejected, state.on_grid),
-            jnp.sqrt(jnp.where(accept, trial_loss, loss)),
-        )
+        trial = marquardt_trial(self.apply, microscope, blocks, blocks.normal_equations(self.apply, microscope), state)
+        rejected = jnp.where(trial.accept, 0, state.rejected + 1).astype(jnp.int32)
+        return trial.microscope, CurvatureState(trial.damping, rejected, state.on_grid), trial.rms
 
     def terminate(self, state: CurvatureState, losses: Float[Array, " n"]) -> Bool[Array, ""]:
         del losses
@@ -147,6 +135,41 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
     def postprocess(self, microscope, state):
         del state
         return microscope
+
+
+class Trial(eqx.Module):
+    """What `marquardt_trial` returns: the microscope kept, whether the trial was, the next damping, the losses."""
+
+    microscope: Any
+    accept: Array  # 0-d bool: the trial lowered the residual
+    damping: Array  # the next relative damping, in the state's dtype
+    loss: Array  # mean squared residual before the step
+    trial_loss: Array  # and at the trial
+
+    @property
+    def rms(self) -> Array:
+        """The RMS residual of the microscope kept."""
+        return jnp.sqrt(jnp.where(self.accept, self.trial_loss, self.loss))
+
+
+def marquardt_trial(apply, microscope, blocks: "_Blocks", equations: tuple[Array, Array, Array], state) -> Trial:
+    """One Levenberg-Marquardt trial in the parameters of `apply(microscope, parameters)`, kept only if it helps.
+
+    `equations` = `(J^T J, J^T r, sum r**2)` at zero parameters; the step solves
+    `(J^T J + damping diag(J^T J)) delta = -J^T r` (Marquardt's scaling, `state.damping`)
+    and is kept when the exact residual over `blocks` falls (never for a NaN); the damping
+    then shrinks by 3, else grows by 10, within `[1e-10, 1e10]`.
+    """
+    normal, gradient, squares = equations
+    diagonal = jnp.maximum(jnp.diag(normal), jnp.finfo(normal.dtype).tiny)
+    delta = -jnp.linalg.solve(normal + state.damping * jnp.diag(diagonal), gradient)
+    loss = squares / blocks.count
+    trial = apply(microscope, delta)
+    trial_loss = blocks.squares(trial) / blocks.count
+    accept = trial_loss < loss  # False for NaN
+    kept = jax.tree_util.tree_map(lambda t, o: jnp.where(accept, t, o) if eqx.is_array(t) else t, trial, microscope)
+    damping = jnp.clip(state.damping * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
+    return Trial(kept, accept, damping.astype(state.damping.dtype), loss, trial_loss)
 
 
 # Frames per block of the normal equations: the linearisation is held for one block at a

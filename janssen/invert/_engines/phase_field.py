@@ -37,7 +37,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._trainable import fixed_on_grid, refines
 from .base import AbstractEngine
-from .curvature import _LOWER, _MAX_DAMPING, _MIN_DAMPING, _RAISE, _Blocks
+from .curvature import _Blocks, marquardt_trial
 
 # The local monomials in probe-frame coordinates u (pixels from the probe's centre pixel over
 # the probe's larger side): u_x, u_y, u_x**2, u_x u_y, u_y**2.
@@ -211,22 +211,10 @@ class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
     def step(self, microscope, state, data, trainable, key):
         del trainable, key
         blocks = _Blocks.of(data, self.eps, state.on_grid)
-        normal, gradient, squares = self.normal_equations(microscope, blocks)
-        diagonal = jnp.maximum(jnp.diag(normal), jnp.finfo(normal.dtype).tiny)
-        delta = -jnp.linalg.solve(normal + state.damping * jnp.diag(diagonal), gradient)
-        loss = squares / blocks.count
-        trial = self.apply(microscope, delta)
-        trial_loss = blocks.squares(trial) / blocks.count
-        accept = trial_loss < loss  # False for NaN
-        new = jax.tree_util.tree_map(lambda t, o: jnp.where(accept, t, o) if eqx.is_array(t) else t, trial, microscope)
-        damping = jnp.clip(state.damping * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
-        gained = accept & (trial_loss < (1 - self.rtol) * loss)
+        trial = marquardt_trial(self.apply, microscope, blocks, self.normal_equations(microscope, blocks), state)
+        gained = trial.accept & (trial.trial_loss < (1 - self.rtol) * trial.loss)
         stalled = jnp.where(gained, 0, state.stalled + 1).astype(jnp.int32)
-        return (
-            new,
-            PhaseFieldState(damping.astype(state.damping.dtype), stalled, state.on_grid),
-            jnp.sqrt(jnp.where(accept, trial_loss, loss)),
-        )
+        return trial.microscope, PhaseFieldState(trial.damping, stalled, state.on_grid), trial.rms
 
     def terminate(self, state: PhaseFieldState, losses: Float[Array, " n"]) -> Bool[Array, ""]:
         del losses
