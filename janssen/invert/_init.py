@@ -283,7 +283,7 @@ def scale_probe_to_counts(fields: Num[ArrayLike, "*modes y x"], data: Microscope
     counts = float(np.mean(np.sum(np.asarray(data.intensities), axis=(1, 2), dtype=np.float64)))
     power = float(np.sum(np.abs(np.asarray(fields, dtype=np.complex128)) ** 2))
     if not power > 0:
-        raise ValueError("`probe` must have some power to scale (`scale_probe=True`), got one zero everywhere")
+        raise ValueError("`probe` must have some power to scale to the counts, got one zero everywhere")
     return fields * np.sqrt(counts / power).astype(fields.real.dtype)
 
 

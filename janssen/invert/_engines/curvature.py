@@ -138,7 +138,7 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
 
 
 class Trial(eqx.Module):
-    """What `marquardt_trial` returns: the microscope kept, whether the trial was, the next damping, the losses."""
+    """What `marquardt_trial` returns: the microscope kept, whether the trial was kept, the next damping, the losses."""
 
     microscope: Any
     accept: Array  # 0-d bool: the trial lowered the residual
