@@ -91,21 +91,10 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
     eps: float = 1e-6
 
     def __check_init__(self):
-        if not (np.isfinite(self.initial_damping) and self.initial_damping > 0):
-            raise ValueError(f"`initial_damping` must be finite and > 0, got {self.initial_damping}")
-        if isinstance(self.patience, bool) or not (isinstance(self.patience, int) and self.patience >= 1):
-            raise ValueError(f"`patience` must be an integer >= 1, got {self.patience!r}")
-        if not (np.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"`eps` must be finite and > 0, got {self.eps}")
+        check_marquardt(self)
 
     def init(self, microscope, data, trainable):
-        if not refines(trainable, microscope, "object", "probe"):
-            raise ValueError(
-                "CurvatureSearch moves a phase curvature between the object and the probe, so `trainable` must "
-                "select both (e.g. `trainable=['object', 'probe']`)"
-            )
-        damping = jnp.asarray(self.initial_damping, dtype=data.intensities.dtype)
-        return CurvatureState(damping, jnp.array(0, jnp.int32), fixed_on_grid(microscope, trainable))
+        return CurvatureState(*marquardt_start(self, "a phase curvature", microscope, data, trainable))
 
     @staticmethod
     def apply(microscope, coefficients: Float[Array, "3"]):
@@ -135,6 +124,31 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
     def postprocess(self, microscope, state):
         del state
         return microscope
+
+
+def check_marquardt(engine) -> None:
+    """Check the arguments every Marquardt search has: `initial_damping`, `patience`, `eps`."""
+    if not (np.isfinite(engine.initial_damping) and engine.initial_damping > 0):
+        raise ValueError(f"`initial_damping` must be finite and > 0, got {engine.initial_damping}")
+    if isinstance(engine.patience, bool) or not (isinstance(engine.patience, int) and engine.patience >= 1):
+        raise ValueError(f"`patience` must be an integer >= 1, got {engine.patience!r}")
+    if not (np.isfinite(engine.eps) and engine.eps > 0):
+        raise ValueError(f"`eps` must be finite and > 0, got {engine.eps}")
+
+
+def marquardt_start(engine, moved: str, microscope, data, trainable) -> tuple[Array, Array, bool]:
+    """A Marquardt search's first state: `(initial damping, 0 steps counted, on_grid)`.
+
+    Refuses a `trainable` that does not select both the object and the probe, between
+    which the search moves `moved` (e.g. `"a phase curvature"`).
+    """
+    if not refines(trainable, microscope, "object", "probe"):
+        raise ValueError(
+            f"{type(engine).__name__} moves {moved} between the object and the probe, so `trainable` must "
+            "select both (e.g. `trainable=['object', 'probe']`)"
+        )
+    damping = jnp.asarray(engine.initial_damping, dtype=data.intensities.dtype)
+    return damping, jnp.array(0, jnp.int32), fixed_on_grid(microscope, trainable)
 
 
 class Trial(eqx.Module):

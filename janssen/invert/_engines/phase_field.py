@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._trainable import fixed_on_grid, refines
 from .base import AbstractEngine
-from .curvature import _Blocks, marquardt_trial
+from .curvature import _Blocks, check_marquardt, marquardt_start, marquardt_trial
 
 # The local monomials in probe-frame coordinates u (pixels from the probe's centre pixel over
 # the probe's larger side): u_x, u_y, u_x**2, u_x u_y, u_y**2.
@@ -108,14 +107,9 @@ class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
     def __check_init__(self):
         if isinstance(self.order, bool) or not (isinstance(self.order, int) and self.order >= 2):
             raise ValueError(f"`order` must be an integer >= 2, got {self.order!r}")
-        if not (np.isfinite(self.initial_damping) and self.initial_damping > 0):
-            raise ValueError(f"`initial_damping` must be finite and > 0, got {self.initial_damping}")
-        if isinstance(self.patience, bool) or not (isinstance(self.patience, int) and self.patience >= 1):
-            raise ValueError(f"`patience` must be an integer >= 1, got {self.patience!r}")
+        check_marquardt(self)
         if not (np.isfinite(self.rtol) and 0 <= self.rtol < 1):
             raise ValueError(f"`rtol` must lie in [0, 1), got {self.rtol}")
-        if not (np.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"`eps` must be finite and > 0, got {self.eps}")
 
     @property
     def num_parameters(self) -> int:
@@ -123,13 +117,7 @@ class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
         return self.order**2 - 1 + 3
 
     def init(self, microscope, data, trainable):
-        if not refines(trainable, microscope, "object", "probe"):
-            raise ValueError(
-                "PhaseFieldSearch moves a smooth phase between the object and the probe, so `trainable` must "
-                "select both (e.g. `trainable=['object', 'probe']`)"
-            )
-        damping = jnp.asarray(self.initial_damping, dtype=data.intensities.dtype)
-        return PhaseFieldState(damping, jnp.array(0, jnp.int32), fixed_on_grid(microscope, trainable))
+        return PhaseFieldState(*marquardt_start(self, "a smooth phase", microscope, data, trainable))
 
     def _split(self, parameters: Float[Array, " p"]) -> tuple[Array, Array]:
         """The object's `(order, order)` cosine coefficients (`c_00 = 0`) and the probe's three."""
