@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     print(json.dumps({"loaded_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
     clock = time.perf_counter()
     current = jinv.init_far_field_microscope(data, true_probe, scale_probe=True)
-    stages = list(_before(jinv) if args.before else jinv.default_schedule(current))
+    stages = list(schedule_before(jinv) if args.before else jinv.default_schedule(current))
     if args.curvature_steps:
         stages.append(jinv.Stage(jinv.CurvatureSearch(), args.curvature_steps, None))
     for stage in stages:
@@ -101,8 +101,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _before(jinv):
-    """The default schedule of 2026-12-06, before the phase-field searches."""
+def schedule_before(jinv):
+    """The default schedule of 2026-12-06, before the phase-field searches (`docs/scripts/phase_field.py` too)."""
     return (
         jinv.Stage(jinv.RPIE(), 100, jinv.Convergence()),
         jinv.Stage(jinv.EPIE(object_step=0.25, probe_step=0.25), 200, jinv.Convergence()),

@@ -6,14 +6,16 @@ Simulates 4000 positions over a 620² object with 64² frames at 6e4 photons a f
 (`simulate(64, 4000, photons=6e4, key=PRNGKey(0))`: the xlarge preset's field at a
 quarter of its frame side), starts from the data alone (`init_far_field_microscope`) and
 runs two schedules: the default schedule of 2026-12-06 (rPIE, ePIE at 0.25,
-`CurvatureSearch`, batched mPIE) and today's `default_schedule` (with the two phase-field
-searches). It draws the phase of each result against the truth, `angle(R conj(T))` with
-the mean linear ramp and the mean phase removed, over the well-lit pixels, on one colour
-scale, and prints the object errors it puts in the titles.
+`CurvatureSearch`, batched mPIE: `benchmarks/large_default.py`'s `schedule_before`) and
+today's `default_schedule` (with the two phase-field searches). It draws the phase of each
+result against the truth, `angle(R conj(T))` with the mean linear ramp and the mean phase
+removed, over the well-lit pixels, on one colour scale, and prints the object errors it
+puts in the titles.
 """
 
 import argparse
 import pathlib
+import sys
 
 import jax.random as jr
 import matplotlib
@@ -22,18 +24,11 @@ import numpy as np
 import janssen.invert as jinv
 from janssen.io import simulate
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
+from large_default import schedule_before  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def before():
-    """The default schedule of 2026-12-06."""
-    return (
-        jinv.Stage(jinv.RPIE(), 100, jinv.Convergence()),
-        jinv.Stage(jinv.EPIE(object_step=0.25, probe_step=0.25), 200, jinv.Convergence()),
-        jinv.Stage(jinv.CurvatureSearch(), 8, None),
-        jinv.Stage(jinv.MomentumPIE(mode="batched"), 100, jinv.Convergence()),
-    )
 
 
 def main(argv=None):
@@ -47,7 +42,7 @@ def main(argv=None):
     lit = illumination > 0.5 * illumination.max()
     start = jinv.init_far_field_microscope(data)
     panels = []
-    for name, stages in (("before: curvature search", before()), ("now: phase-field searches", None)):
+    for name, stages in (("before: curvature search", schedule_before(jinv)), ("now: phase-field searches", None)):
         stages = jinv.default_schedule(start) if stages is None else stages
         run = jinv.run_schedule(start, data, stages)
         obj = np.asarray(run.microscope.sample.sample)
