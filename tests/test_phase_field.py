@@ -107,7 +107,7 @@ def test_local_normal_equations_give_the_exact_gauss_newton_step(small, order, m
     engine = jinv.PhaseFieldSearch(order=order)
     bent = engine.apply(true, _parameters(order, 3, 0.3))
     blocks = _Blocks.of(dataset.data, 1e-6, False)
-    normal, gradient, squares = jax.jit(lambda m: engine.normal_equations(m, blocks))(bent)
+    normal, gradient, squares = jax.jit(lambda m: engine.equations(m, blocks))(bent)
     terms = AmplitudeResidual.of(dataset.data, 1e-6)
 
     def residual(theta):

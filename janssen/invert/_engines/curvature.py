@@ -20,7 +20,8 @@ linearised on its own, so the step holds one block's linearisation at a time: a 
 costs about five predictions of the data and little memory beyond the frames.
 """
 
-from typing import Any, ClassVar
+import abc
+from typing import Any, ClassVar, TypeVar
 
 import equinox as eqx
 import jax
@@ -64,7 +65,51 @@ def _quadratic(coefficients: Float[Array, "3"], x: Array, y: Array) -> Array:
     return a * x**2 + b * x * y + c * y**2
 
 
-class CurvatureSearch(AbstractEngine[CurvatureState]):
+_S = TypeVar("_S")
+
+
+class AbstractMarquardtSearch(AbstractEngine[_S]):
+    """A Levenberg-Marquardt search in a few numbers `p` that move the object and the probe together.
+
+    A subclass says how the numbers act (`apply(microscope, p)`, the identity at `p = 0`),
+    how the linearised residual's normal equations at `p = 0` are summed over blocks of
+    frames (`equations`), and how its state follows a trial (`advance`); each step then
+    solves the damped equations (`marquardt_step`) and keeps the trial only where the
+    residual falls (`marquardt_verdict`). Because the equations and the residual are sums
+    over frames, the same step runs on frames streamed from a file
+    (`janssen.invert.search_from_file`).
+
+    **Arguments** every subclass has: `initial_damping`, `patience`, `eps` (`check_marquardt`).
+    """
+
+    initial_damping: eqx.AbstractVar[float]
+    patience: eqx.AbstractVar[int]
+    eps: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def apply(self, microscope, parameters: Float[Array, " p"]):
+        """`microscope` moved by `parameters` (unchanged at 0)."""
+
+    @abc.abstractmethod
+    def equations(self, microscope, blocks: "_Blocks") -> tuple[Array, Array, Array]:
+        """`(J^T J, J^T r, sum r_exact**2)` over `blocks`' frames, linearised at `parameters = 0`."""
+
+    @abc.abstractmethod
+    def advance(self, state: _S, trial: "Trial") -> _S:
+        """The state after `trial` (its damping, and the count the stopping rule reads)."""
+
+    def step(self, microscope, state, data, trainable, key):
+        del trainable, key
+        blocks = _Blocks.of(data, self.eps, state.on_grid)
+        trial = marquardt_trial(self.apply, microscope, blocks, self.equations(microscope, blocks), state)
+        return trial.microscope, self.advance(state, trial), trial.rms
+
+    def postprocess(self, microscope, state):
+        del state
+        return microscope
+
+
+class CurvatureSearch(AbstractMarquardtSearch[CurvatureState]):
     """Fit the object's phase curvature, with the opposite curvature on the probe, to the data.
 
     See the module docstring for the model: three numbers `(a, b, c)`, the coefficients of
@@ -110,20 +155,16 @@ class CurvatureSearch(AbstractEngine[CurvatureState]):
         probe = microscope.probe.with_fields(fields * jnp.exp(-1j * on_probe).astype(fields.dtype)[None])
         return eqx.tree_at(lambda m: m.probe, new, probe)
 
-    def step(self, microscope, state, data, trainable, key):
-        del trainable, key
-        blocks = _Blocks.of(data, self.eps, state.on_grid)
-        trial = marquardt_trial(self.apply, microscope, blocks, blocks.normal_equations(self.apply, microscope), state)
+    def equations(self, microscope, blocks):
+        return blocks.normal_equations(self.apply, microscope)
+
+    def advance(self, state: CurvatureState, trial: "Trial") -> CurvatureState:
         rejected = jnp.where(trial.accept, 0, state.rejected + 1).astype(jnp.int32)
-        return trial.microscope, CurvatureState(trial.damping, rejected, state.on_grid), trial.rms
+        return CurvatureState(trial.damping, rejected, state.on_grid)
 
     def terminate(self, state: CurvatureState, losses: Float[Array, " n"]) -> Bool[Array, ""]:
         del losses
         return state.rejected >= self.patience
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope
 
 
 def check_marquardt(engine) -> None:
@@ -166,24 +207,37 @@ class Trial(eqx.Module):
         return jnp.sqrt(jnp.where(self.accept, self.trial_loss, self.loss))
 
 
-def marquardt_trial(apply, microscope, blocks: "_Blocks", equations: tuple[Array, Array, Array], state) -> Trial:
-    """One Levenberg-Marquardt trial in the parameters of `apply(microscope, parameters)`, kept only if it helps.
+def marquardt_step(equations: tuple[Array, Array, Array], damping: Array) -> Array:
+    """The Levenberg-Marquardt step `delta` solving `(J^T J + damping diag(J^T J)) delta = -J^T r`.
 
-    `equations` = `(J^T J, J^T r, sum r**2)` at zero parameters; the step solves
-    `(J^T J + damping diag(J^T J)) delta = -J^T r` (Marquardt's scaling, `state.damping`)
-    and is kept when the exact residual over `blocks` falls (never for a NaN); the damping
-    then shrinks by 3, else grows by 10, within `[1e-10, 1e10]`.
+    `equations` = `(J^T J, J^T r, sum r**2)` at zero parameters (Marquardt's scaling).
     """
-    normal, gradient, squares = equations
+    normal, gradient, _ = equations
     diagonal = jnp.maximum(jnp.diag(normal), jnp.finfo(normal.dtype).tiny)
-    delta = -jnp.linalg.solve(normal + state.damping * jnp.diag(diagonal), gradient)
-    loss = squares / blocks.count
-    trial = apply(microscope, delta)
-    trial_loss = blocks.squares(trial) / blocks.count
+    return -jnp.linalg.solve(normal + damping * jnp.diag(diagonal), gradient)
+
+
+def marquardt_verdict(microscope, trial, loss: Array, trial_loss: Array, state) -> Trial:
+    """Keep `trial` when its mean squared residual `trial_loss` is below `loss` (never for a NaN).
+
+    The damping then shrinks by 3, else grows by 10, within `[1e-10, 1e10]`.
+    """
     accept = trial_loss < loss  # False for NaN
     kept = jax.tree_util.tree_map(lambda t, o: jnp.where(accept, t, o) if eqx.is_array(t) else t, trial, microscope)
     damping = jnp.clip(state.damping * jnp.where(accept, _LOWER, _RAISE), _MIN_DAMPING, _MAX_DAMPING)
     return Trial(kept, accept, damping.astype(state.damping.dtype), loss, trial_loss)
+
+
+def marquardt_trial(apply, microscope, blocks: "_Blocks", equations: tuple[Array, Array, Array], state) -> Trial:
+    """One Levenberg-Marquardt trial in the parameters of `apply(microscope, parameters)`, kept only if it helps.
+
+    `equations` = `(J^T J, J^T r, sum r**2)` at zero parameters; the step is
+    `marquardt_step`'s (`state.damping`), kept when the exact residual over `blocks` falls
+    (`marquardt_verdict`).
+    """
+    trial = apply(microscope, marquardt_step(equations, state.damping))
+    loss, trial_loss = equations[2] / blocks.count, blocks.squares(trial) / blocks.count
+    return marquardt_verdict(microscope, trial, loss, trial_loss, state)
 
 
 # Frames per block of the normal equations: the linearisation is held for one block at a
@@ -207,13 +261,14 @@ class _Blocks(eqx.Module):
     on_grid: bool = eqx.field(static=True)  # predict without the probe's sub-pixel moves
 
     @staticmethod
-    def of(data: MicroscopeData, eps: float, on_grid: bool) -> "_Blocks":
+    def of(data: MicroscopeData, eps: float, on_grid: bool, floor: Array | None = None) -> "_Blocks":
+        """`data` in blocks; `floor` (default: `eps` times `data`'s mean counts) under the smooth residual's root."""
         count = data.num_positions
         blocks = -(-count // _BLOCK)
         slots = jnp.arange(blocks * _BLOCK)
         index = (slots % count).reshape(blocks, _BLOCK)
         live = (slots < count).astype(data.intensities.dtype).reshape(blocks, _BLOCK)
-        floor = AmplitudeResidual.of(data, eps).floor
+        floor = AmplitudeResidual.of(data, eps).floor if floor is None else jnp.asarray(floor, data.intensities.dtype)
         return _Blocks(data, index, live, floor, count * jnp.sum(data.valid), on_grid)
 
     def _terms(self, ids: Array) -> AmplitudeResidual:

@@ -35,8 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .base import AbstractEngine
-from .curvature import _Blocks, check_marquardt, marquardt_start, marquardt_trial
+from .curvature import AbstractMarquardtSearch, Trial, _Blocks, check_marquardt, marquardt_start
 
 # The local monomials in probe-frame coordinates u (pixels from the probe's centre pixel over
 # the probe's larger side): u_x, u_y, u_x**2, u_x u_y, u_y**2.
@@ -71,7 +70,7 @@ def _cosines(where: Array, n: int, order: int) -> tuple[Array, Array, Array]:
     return values, -k * jnp.sin(angle), -(k**2) * values
 
 
-class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
+class PhaseFieldSearch(AbstractMarquardtSearch[PhaseFieldState]):
     """Fit a smooth phase across the object, with a quadratic phase on the probe, to the data.
 
     See the module docstring for the model: the object is multiplied by `exp(i phi)`,
@@ -167,7 +166,7 @@ class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
         probe = jnp.broadcast_to(jnp.eye(_LOCAL, 3, -2, dtype=real), (objects.shape[0], _LOCAL, 3))
         return jnp.concatenate([objects, probe], axis=2)
 
-    def normal_equations(self, microscope, blocks: _Blocks) -> tuple[Array, Array, Array]:
+    def equations(self, microscope, blocks: _Blocks) -> tuple[Array, Array, Array]:
         """`J^T J`, `J^T r` and `sum r_exact**2` of the amplitude residual in the parameters at 0 (local model)."""
         real = blocks.data.intensities.dtype
         fields = microscope.probe.fields()
@@ -196,21 +195,14 @@ class PhaseFieldSearch(AbstractEngine[PhaseFieldState]):
         normal = jnp.einsum("fia,fij,fjb->ab", local, gram, local)
         return normal, jnp.einsum("fia,fi->a", local, gradient), jnp.sum(squares)
 
-    def step(self, microscope, state, data, trainable, key):
-        del trainable, key
-        blocks = _Blocks.of(data, self.eps, state.on_grid)
-        trial = marquardt_trial(self.apply, microscope, blocks, self.normal_equations(microscope, blocks), state)
+    def advance(self, state: PhaseFieldState, trial: Trial) -> PhaseFieldState:
         gained = trial.accept & (trial.trial_loss < (1 - self.rtol) * trial.loss)
         stalled = jnp.where(gained, 0, state.stalled + 1).astype(jnp.int32)
-        return trial.microscope, PhaseFieldState(trial.damping, stalled, state.on_grid), trial.rms
+        return PhaseFieldState(trial.damping, stalled, state.on_grid)
 
     def terminate(self, state: PhaseFieldState, losses: Float[Array, " n"]) -> Bool[Array, ""]:
         del losses
         return state.stalled >= self.patience
-
-    def postprocess(self, microscope, state):
-        del state
-        return microscope
 
 
 def _monomials(shape: tuple[int, int], dtype) -> Array:
