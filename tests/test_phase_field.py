@@ -1,5 +1,6 @@
 """`PhaseFieldSearch`: a smooth object phase on a cosine basis and a quadratic probe phase, fitted to the data."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,50 @@ def test_leaves_the_truth_where_it_is(small):
     )
     # Measured: 0.00065 (the noise's own smooth phase); a wrong sign in the local map would move it far.
     assert jinv.object_error(dataset.object, solution.microscope.sample.sample, illumination, max_shift=0) < 0.003
+
+
+@pytest.mark.parametrize("batch_size", [37, 100])
+def test_search_from_file_takes_the_steps_taken_in_memory(small, tmp_path, batch_size):
+    # The same bent truth as above, its frames in a CXI file read in batches (37: three batches,
+    # the last one short; 100: one). The equations and the residual are sums over frames, so the
+    # steps are those in memory but for the floor under the linearised residual's root (eps times
+    # the first batch's mean counts instead of every frame's), which moves the losses in their
+    # 5th digit at most (measured: identical to float32 rounding).
+    dataset, true = small
+    path = tmp_path / "small.cxi"
+    jio.write_cxi(path, dataset.data)
+    engine = jinv.PhaseFieldSearch(order=ORDER)
+    bent = engine.apply(true, _parameters(ORDER, 4, 0.3))
+    memory = jinv.reconstruct(bent, dataset.data, engine, num_iterations=6, trainable=["object", "probe"])
+    with jio.CXIFrames(path) as frames:
+        streamed = jinv.search_from_file(bent, frames, engine, max_steps=6, batch_size=batch_size)
+    assert streamed.iteration == memory.iteration
+    assert streamed.result == memory.result
+    np.testing.assert_allclose(np.asarray(streamed.losses), np.asarray(memory.losses), rtol=1e-4)
+    illumination = jinv.illumination_map(true)
+    errors = [
+        float(jinv.object_error(dataset.object, s.microscope.sample.sample, illumination, max_shift=0))
+        for s in (memory, streamed)
+    ]
+    assert errors[0] < 0.01 and abs(errors[1] - errors[0]) < 1e-3 * 0.161  # 0.161: the bent start's error
+    np.testing.assert_array_equal(np.asarray(streamed.microscope.positions), np.asarray(bent.positions))
+
+
+def test_search_from_file_refuses_what_it_cannot_run(small, tmp_path):
+    dataset, true = small
+    path = tmp_path / "small.cxi"
+    jio.write_cxi(path, dataset.data)
+    with jio.CXIFrames(path) as frames:
+        with pytest.raises(TypeError, match="`engine` must be a Marquardt search .*got RPIE"):
+            jinv.search_from_file(true, frames, jinv.RPIE(), max_steps=1)
+        with pytest.raises(ValueError, match="`max_steps` must be an integer >= 1, got 0"):
+            jinv.search_from_file(true, frames, jinv.PhaseFieldSearch(), max_steps=0)
+        with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1, got 0"):
+            jinv.search_from_file(true, frames, jinv.PhaseFieldSearch(), max_steps=1, batch_size=0)
+        fewer = jax.tree_util.tree_map(lambda x: x, true)
+        fewer = eqx.tree_at(lambda m: m.positions, fewer, true.positions[:10])
+        with pytest.raises(ValueError, match=r"one position per frame of the file \(100\), got 10"):
+            jinv.search_from_file(fewer, frames, jinv.PhaseFieldSearch(), max_steps=1)
 
 
 def test_arguments_are_checked(small):

@@ -12,7 +12,11 @@ from ._constraints import (
 )
 from ._convergence import Convergence as Convergence
 from ._engines.base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
-from ._engines.curvature import CurvatureSearch as CurvatureSearch, CurvatureState as CurvatureState
+from ._engines.curvature import (
+    AbstractMarquardtSearch as AbstractMarquardtSearch,
+    CurvatureSearch as CurvatureSearch,
+    CurvatureState as CurvatureState,
+)
 from ._engines.gauss_newton import (
     GaussNewton as GaussNewton,
     GaussNewtonEngineState as GaussNewtonEngineState,
@@ -144,6 +148,7 @@ from ._solution import Solution as Solution
 from ._stream import (
     init_far_field_from_file as init_far_field_from_file,
     reconstruct_from_file as reconstruct_from_file,
+    search_from_file as search_from_file,
 )
 from ._trainable import trainable_paths as trainable_paths, trainable_spec as trainable_spec
 from ._uncertainty import object_std as object_std

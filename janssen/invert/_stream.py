@@ -14,7 +14,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import ArrayLike, Num, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Num, PRNGKeyArray
 
 from .._data import MicroscopeData
 from ..io._lazy import CXIFrames
@@ -24,11 +24,14 @@ from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._base import AbstractMicroscope
 from ._engines.base import AbstractEngine
+from ._engines.curvature import AbstractMarquardtSearch, _Blocks, marquardt_step, marquardt_verdict
 from ._init import SEARCH_POSITIONS, _default_padding, central_indices, init_far_field_microscope
 from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import reconstruct
+from ._residual import AmplitudeResidual
 from ._results import RESULTS
 from ._solution import Solution, empty_losses
+from ._trainable import trainable_spec
 
 
 def init_far_field_from_file(
@@ -292,3 +295,108 @@ def _prefetched(
         if number + 1 < len(slices):
             pending = reader.submit(frames.batch, slices[number + 1])
         yield index, batch
+
+
+def search_from_file(
+    microscope: AbstractMicroscope,
+    frames: CXIFrames,
+    engine: AbstractEngine,
+    *,
+    max_steps: int,
+    batch_size: int = 256,
+    progress_meter: AbstractProgressMeter = NoProgressMeter(),
+) -> Solution:
+    """Run a Marquardt search (`PhaseFieldSearch`, `CurvatureSearch`) on a file's frames, streamed.
+
+    Such a search fits a few numbers to the whole scan: its normal equations and its
+    residual are sums over frames, so each step sums them over batches of `batch_size`
+    positions read from the file (the next read on a thread while the current one is
+    summed) and never holds more than two batches of frames. A step reads the file once:
+    the pass that scores a trial also sums the equations at the trial, which the next
+    step starts from when the trial is kept. The steps, the damping and the stopping rule
+    are the engine's own, so the result is the one `reconstruct` reaches with the frames in
+    memory, except for the small floor under the linearised residual's square root
+    (`eps` times the mean counts), taken here from the first batch.
+
+    **Arguments:**
+
+    - `microscope`: holding every position of the file in the file's order (e.g. from
+      `reconstruct_from_file`); its object and probe are moved.
+    - `frames`: an open `janssen.io.CXIFrames`.
+    - `engine`: a `janssen.invert` Marquardt search.
+    - `max_steps`: at most this many steps, >= 1.
+    - `batch_size`: positions per batch, >= 1.
+    - `progress_meter`: advanced once per step.
+
+    **Returns:**
+
+    A `Solution` (trainable: the object and the probe) whose `losses` are the RMS
+    amplitude residual after each step, whose `result` is `RESULTS.converged` when the
+    engine's stopping rule ended it (as `reconstruct` says) and `RESULTS.max_iterations_reached` otherwise.
+    """
+    if not isinstance(engine, AbstractMarquardtSearch):
+        raise TypeError(
+            f"`engine` must be a Marquardt search (PhaseFieldSearch, CurvatureSearch), got {type(engine).__name__}"
+        )
+    if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"`max_steps` must be an integer >= 1, got {max_steps!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    count = int(microscope.positions.shape[0])
+    if count != frames.num_positions:
+        raise ValueError(
+            f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
+        )
+    everywhere = microscope.positions
+    order = np.arange(count)
+    trainable = ["object", "probe"]
+    first = frames.batch(order[: int(batch_size)])
+    state = engine.init(microscope, first, trainable_spec(microscope, trainable))
+    floor = AmplitudeResidual.of(first, engine.eps).floor
+    on_grid = state.on_grid
+
+    @eqx.filter_jit
+    def block_sums(engine, microscope, batch):
+        pixels = batch.num_positions * jnp.sum(batch.valid)
+        return engine.equations(microscope, _Blocks.of(batch, engine.eps, on_grid, floor)), pixels
+
+    def sums(candidate) -> tuple[Array, Array, Array, Array]:
+        totals = None
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+            for index, batch in _prefetched(reader, frames, order, int(batch_size)):
+                part = eqx.tree_at(lambda m: m.positions, candidate, everywhere[index])
+                (normal, gradient, squares), pixels = block_sums(engine, part, batch)
+                new = (normal, gradient, squares, pixels)
+                totals = new if totals is None else tuple(a + b for a, b in zip(totals, new, strict=True))
+        assert totals is not None
+        return totals
+
+    current, equations = microscope, sums(microscope)
+    losses, result = [], RESULTS.max_iterations_reached
+    progress_meter.start(int(max_steps))
+    try:
+        for step in range(int(max_steps)):
+            pixels = equations[3]
+            trial = engine.apply(current, marquardt_step(equations[:3], state.damping))
+            trial_equations = sums(trial)
+            verdict = marquardt_verdict(current, trial, equations[2] / pixels, trial_equations[2] / pixels, state)
+            state = engine.advance(state, verdict)
+            if bool(verdict.accept):
+                current, equations = trial, trial_equations
+            losses.append(float(verdict.rms))
+            progress_meter.update(step + 1, losses[-1])
+            if bool(engine.terminate(state, jnp.asarray(losses))):
+                result = RESULTS.converged
+                break
+    finally:
+        progress_meter.close()
+    dtype = equations[2].dtype
+    return Solution(
+        microscope=current,
+        state=state,
+        losses=jnp.asarray(losses, dtype=dtype),
+        iteration=len(losses),
+        result=result,
+        key=jr.PRNGKey(0),
+        trainable=trainable_spec(current, trainable),
+    )
