@@ -176,7 +176,7 @@ def figures(
         shown = data if streamed is None else streamed
         paths = list(save_figures(solution, out.parent, out.stem, verdict=verdict, data=shown, truth=truth).values())
         try:
-            paths.append(write_report(out, data_path=data_path, data=None if data_path else data, truth=truth))
+            paths.append(write_report(out, data_path=data_path, data=data, truth=truth))
         except (ReportError, OSError) as error:  # a view of the saved result: never fail the run for it
             print(f"janssen: warning: no report: {' '.join(str(error).split())}", file=sys.stderr)
         return paths

@@ -85,17 +85,28 @@ def _data_path(result_path: pathlib.Path, result: dict[str, Any], data_path: Any
     return path if path.is_file() else None
 
 
-def _read_data(path: pathlib.Path) -> tuple[Any, Any]:
-    """`(data, truth)` of a CXI file (truth `None` without `/ground_truth`) or of the Siemens-star archive."""
+def _read_data(path: pathlib.Path, data: Any = None) -> tuple[Any, Any]:
+    """`(data, truth)` of a CXI file (truth `None` without `/ground_truth`) or of the Siemens-star archive.
+
+    With `data` (the file's, already in memory) only the truth is read.
+    """
     from .. import io as jio
 
     if not path.is_file():
         raise ReportError(f"data file {str(path)!r} does not exist")
     try:
         if path.name.endswith(_DATA_SUFFIXES):
-            return jio.load_siemens_star(path).data, None
-        truth = jio.read_ground_truth(path)
-        return (truth.data, truth) if truth is not None else (jio.read_cxi(path), None)
+            return (jio.load_siemens_star(path).data if data is None else data), None
+        try:
+            truth = jio.read_ground_truth(path, data=data)
+        except ValueError:
+            if data is None:
+                raise
+            # The run's data differ from the file's (another scan's shape): the file's own.
+            data, truth = None, jio.read_ground_truth(path)
+        if truth is not None:
+            return truth.data, truth
+        return (jio.read_cxi(path) if data is None else data), None
     except (OSError, ValueError, KeyError) as error:
         raise ReportError(f"cannot read data file {str(path)!r}: {' '.join(str(error).split())}") from error
 
@@ -485,8 +496,9 @@ def write_report(
     - `data_path`: optional data file the result was refined against (a CXI file, with or
       without `/ground_truth`, or the Siemens-star `.npz.bz2`); default: the file named
       by the result's `cli` record (`data`), when it exists.
-    - `data`: the `janssen.io.MicroscopeData` itself, instead of `data_path` (a caller
-      that holds it in memory, as `janssen reconstruct` does, saves reading it again).
+    - `data`: the `janssen.io.MicroscopeData` itself (a caller that holds it in memory,
+      as `janssen reconstruct` does, saves reading it again). With `data_path` too, only
+      the ground truth is read from that file.
     - `truth`: a `janssen.io.SimulatedDataset` holding the true object (optional; read
       from `data_path` when that file has `/ground_truth`).
 
@@ -503,9 +515,9 @@ def write_report(
     result_path = pathlib.Path(result_path)
     html_path = result_path.with_suffix(".html") if html_path is None else pathlib.Path(html_path)
     result = _read_result(result_path)
-    if data is None and truth is None:
+    if truth is None and (data is None or data_path is not None):
         data_path = _data_path(result_path, result, data_path)
-        data, truth = _read_data(data_path) if data_path is not None else (None, None)
+        data, truth = _read_data(data_path, data) if data_path is not None else (None, None)
     elif data is None:
         data = truth.data
     notes: list[str] = []
