@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     for stage in stages:
         meter = jinv.TextProgressMeter() if args.progress else jinv.NoProgressMeter()
         reset = _reset_peak()
+        before = _peak_since_reset_mb() if reset else None  # the resident memory the stage starts from
         run = jinv.run_schedule(current, data, [stage], level_ramp=False, progress_meter=meter)
         current = run.microscope
         obj = np.asarray(current.sample.sample)
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
             "wall_s": round(time.perf_counter() - clock, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "stage_peak_rss_mb": None if stage_peak is None else round(stage_peak, 1),
+            "stage_start_rss_mb": None if before is None else round(before, 1),
             "frames_mb": round(data.intensities.nbytes / 2**20, 1),
         }
         print(json.dumps(row), flush=True)
