@@ -184,6 +184,28 @@ def test_search_from_file_takes_the_steps_taken_in_memory(small, tmp_path, batch
     np.testing.assert_array_equal(np.asarray(streamed.microscope.positions), np.asarray(bent.positions))
 
 
+def test_search_from_file_keeps_the_last_step_on_ctrl_c(small, tmp_path):
+    dataset, true = small
+    path = tmp_path / "small.cxi"
+    jio.write_cxi(path, dataset.data)
+    engine = jinv.PhaseFieldSearch(order=ORDER)
+    bent = engine.apply(true, _parameters(ORDER, 4, 0.3))
+
+    class Interrupting(jinv.NoProgressMeter):
+        def update(self, iteration, loss):
+            if iteration == 2:
+                raise KeyboardInterrupt
+
+    with jio.CXIFrames(path) as frames:
+        two = jinv.search_from_file(bent, frames, engine, max_steps=2)
+        stopped = jinv.search_from_file(bent, frames, engine, max_steps=6, progress_meter=Interrupting())
+    assert stopped.result == jinv.RESULTS.interrupted
+    assert stopped.iteration == 2
+    np.testing.assert_array_equal(np.asarray(stopped.losses), np.asarray(two.losses))
+    kept, expected = stopped.microscope.sample.sample, two.microscope.sample.sample
+    np.testing.assert_array_equal(np.asarray(kept), np.asarray(expected))
+
+
 def test_search_from_file_refuses_what_it_cannot_run(small, tmp_path):
     dataset, true = small
     path = tmp_path / "small.cxi"

@@ -331,8 +331,9 @@ def search_from_file(
     **Returns:**
 
     A `Solution` (trainable: the object and the probe) whose `losses` are the RMS
-    amplitude residual after each step, whose `result` is `RESULTS.converged` when the
-    engine's stopping rule ended it (as `reconstruct` says) and `RESULTS.max_iterations_reached` otherwise.
+    amplitude residual after each step and whose `result` is `RESULTS.converged` when the
+    engine's stopping rule ended it (as `reconstruct` says), `RESULTS.interrupted` after a
+    Ctrl-C (keeping the last completed step), else `RESULTS.max_iterations_reached`.
     """
     if not isinstance(engine, AbstractMarquardtSearch):
         raise TypeError(
@@ -388,6 +389,8 @@ def search_from_file(
             if bool(engine.terminate(state, jnp.asarray(losses))):
                 result = RESULTS.converged
                 break
+    except KeyboardInterrupt:
+        result = RESULTS.interrupted  # `current` is the last completed step's
     finally:
         progress_meter.close()
     dtype = equations[2].dtype
