@@ -217,6 +217,8 @@ def test_search_from_file_refuses_what_it_cannot_run(small, tmp_path):
             jinv.search_from_file(true, frames, jinv.PhaseFieldSearch(), max_steps=0)
         with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1, got 0"):
             jinv.search_from_file(true, frames, jinv.PhaseFieldSearch(), max_steps=1, batch_size=0)
+        with pytest.raises(TypeError, match="run it with `search_from_file`"):
+            jinv.reconstruct_from_file(true, frames, jinv.PhaseFieldSearch(), epochs=1)
         fewer = jax.tree_util.tree_map(lambda x: x, true)
         fewer = eqx.tree_at(lambda m: m.positions, fewer, true.positions[:10])
         with pytest.raises(ValueError, match=r"one position per frame of the file \(100\), got 10"):

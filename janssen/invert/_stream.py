@@ -150,7 +150,8 @@ def reconstruct_from_file(
       `trainable` and `key` are then ignored).
     - `frames`: an open `janssen.io.CXIFrames`.
     - `engine`: any engine `reconstruct` runs (the one that made the `Solution`, when
-      continuing one).
+      continuing one) but a Marquardt search (`PhaseFieldSearch`, `CurvatureSearch`:
+      `search_from_file` runs those on the whole scan).
     - `epochs`: passes over the scan in this call, >= 0. With 0 nothing is refined:
       the start comes back as a `Solution` whose state `engine.init` made on the first
       batch (the one batch read), a template for `load_solution` to read a saved
@@ -178,6 +179,11 @@ def reconstruct_from_file(
     `iteration` counts epochs (over all calls). A batch that stops abnormally (non-finite,
     diverged, interrupted) ends the run with that result, keeping what the driver kept.
     """
+    if isinstance(engine, AbstractMarquardtSearch):
+        raise TypeError(
+            f"`engine`: {type(engine).__name__} fits a few numbers to the whole scan, which one batch does not "
+            "determine; run it with `search_from_file`, which sums its equations over every batch"
+        )
     if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
         raise ValueError(f"`epochs` must be an integer >= 0 (0: the start as a template), got {epochs!r}")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
