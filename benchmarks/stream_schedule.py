@@ -36,6 +36,12 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, nargs=3, default=(40, 40, 20), metavar=("RPIE", "MPIE", "MPIE_AGAIN"))
     parser.add_argument("--steps", type=int, default=8, help="most steps of each search")
     parser.add_argument("--only", choices=("rpie", "schedule"), default=None)
+    parser.add_argument(
+        "--after",
+        choices=("mpie", "rpie", "epie"),
+        default="mpie",
+        help="the PIE engine after each search: batched mPIE (momentum 0.3), sequential rPIE or ePIE with steps 0.25",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     import jax
@@ -81,7 +87,11 @@ def main(argv=None) -> int:
                         done += epochs
                         current = row(f"RPIE {done} epochs", solution)
                     continue
-                mpie = jinv.MomentumPIE(mode="batched", momentum=0.3, adapt_alpha=False)
+                mpie = {
+                    "mpie": jinv.MomentumPIE(mode="batched", momentum=0.3, adapt_alpha=False),
+                    "rpie": rpie,
+                    "epie": jinv.EPIE(object_step=0.25, probe_step=0.25),
+                }[args.after]
                 search = jinv.PhaseFieldSearch(order=jinv.phase_field_order(current))
                 stages = [(rpie, args.epochs[0]), (search, args.steps), (mpie, args.epochs[1]), (search, args.steps),
                           (mpie, args.epochs[2])]  # fmt: skip

@@ -34,10 +34,11 @@ def run(capsys, *argv):
 
 
 def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, tmp_path, monkeypatch, capsys):
-    """Streamed rPIE in batches of 16 against rPIE on the frames in memory, both from the command line.
+    """The default streamed stages in batches of 16 against rPIE on the frames in memory, both from the command line.
 
-    Measured (8 epochs / iterations): streamed object error 0.0266, in memory 0.0268 (the
-    unit object: 0.52); R 0.00110 streamed against 0.00116 in memory, Poisson floor 0.000618.
+    The stages: rPIE 3 epochs, a phase-field search, rPIE 3, the search, rPIE 2. Measured
+    (8 epochs / iterations): streamed object error 0.0274, in memory 0.0268 (the unit
+    object: 0.52; streamed rPIE alone, the default before 2026-12-07: 0.0266).
     """
     import janssen.cli._inputs as inputs
     import janssen.invert as jinv
@@ -63,11 +64,18 @@ def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, t
     memory = tmp_path / "m.h5"
     assert run(capsys, path, "--engine", "rpie", "--iterations", EPOCHS, "--out", memory)[0] == 0
 
-    # Progress: one line per epoch on stderr; the summary counts epochs.
+    # Progress: one line per epoch on stderr, numbered across the stages; the stages run; the
+    # summary counts the epochs and the searches' steps.
     assert [line.split()[1] for line in stderr.splitlines() if line.startswith("epoch ")] == [
         f"{epoch}/{EPOCHS}" for epoch in range(1, EPOCHS + 1)
     ]
-    assert f"{EPOCHS} epochs in total (max_iterations_reached)" in stdout and "left in the file" in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("stages: ")]
+    stages = [part.split() for part in line.removeprefix("stages: ").split(", ")]
+    assert [name for name, _ in stages] == ["RPIE", "PhaseFieldSearch", "RPIE", "PhaseFieldSearch", "RPIE"]
+    assert [int(count) for name, count in stages if name == "RPIE"] == [3, 3, 2]
+    steps = sum(int(count) for _, count in stages)
+    assert f"{steps} epochs and search steps in total (max_iterations_reached)" in stdout
+    assert "left in the file" in stderr
 
     truth = jio.read_ground_truth(path)
     weight = np.asarray(illumination_map(truth.microscope()))
@@ -77,11 +85,12 @@ def test_stream_reaches_the_in_memory_error_and_writes_the_result(stream_file, t
     assert streamed_error < 0.035
     assert streamed_error < 1.15 * memory_error
 
-    # The result file holds what the normal path's does, every position, one loss per epoch.
+    # The result file holds what the normal path's does, every position, one loss per epoch or step,
+    # the last stage's engine (what --resume continues).
     attrs = saved["attrs"]
-    assert attrs["iteration"] == EPOCHS and attrs["engine"] == "RPIE" and attrs["result"] == "max_iterations_reached"
+    assert attrs["iteration"] == steps and attrs["engine"] == "RPIE" and attrs["result"] == "max_iterations_reached"
     assert attrs["engine_parameters"]["adapt_alpha"] is False  # batch losses are not comparable
-    assert saved["loss"].shape == (EPOCHS,) and saved["loss"][-1] < 0.3 * saved["loss"][0]
+    assert saved["loss"].shape == (steps,) and saved["loss"][-1] < 0.3 * saved["loss"][0]
     assert saved["positions"].shape == (64, 2) and saved["object"].shape == in_memory["object"].shape
     assert saved["probe"].shape == in_memory["probe"].shape
     cli = json.loads(attrs["cli"])
@@ -318,7 +327,7 @@ def test_stream_resume_continues_the_run(stream_file, tmp_path, monkeypatch, cap
 
     path, written = stream_file
     whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
-    argv = ("--stream", "--stream-batch", 16)
+    argv = ("--stream", "--stream-batch", 16, "--engine", "rpie")  # one engine: the default's stages do not resume
     assert run(capsys, path, *argv, "--iterations", 6, "--out", whole)[0] == 0
     assert run(capsys, path, *argv, "--iterations", 3, "--out", part)[0] == 0
     first = jio.read_result(part)
@@ -364,7 +373,7 @@ def test_stream_resume_keeps_the_probe_modes(stream_file, tmp_path, capsys):
     run. Measured: identical losses, object and both probe modes (the test allows 1e-5)."""
     path, _ = stream_file
     whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
-    argv = ("--stream", "--stream-batch", 16, "--modes", 2)
+    argv = ("--stream", "--stream-batch", 16, "--modes", 2, "--engine", "rpie")
     assert run(capsys, path, *argv, "--iterations", 3, "--out", whole)[0] == 0
     assert run(capsys, path, *argv, "--iterations", 2, "--out", part)[0] == 0
     code, _, err = run(capsys, path, "--stream", "--resume", part, "--iterations", 1)
@@ -386,7 +395,9 @@ def test_stream_resume_checks_the_data_file(stream_file, sixteen_frames, tmp_pat
     data = tmp_path / "a.cxi"
     shutil.copy(path, data)
     out = tmp_path / "r.h5"
-    assert run(capsys, data, "--stream", "--stream-batch", 16, "--iterations", 1, "--out", out)[0] == 0
+    assert (
+        run(capsys, data, "--stream", "--stream-batch", 16, "--engine", "rpie", "--iterations", 1, "--out", out)[0] == 0
+    )
     before = out.read_bytes()
     code, _, err = run(capsys, path, "--stream", "--resume", out, "--iterations", 1)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -423,7 +434,8 @@ def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatc
     monkeypatch.setattr(stream._EpochLines, "__call__", interrupting)
     path, _ = stream_file
     out = tmp_path / "c.h5"
-    code, stdout, stderr = run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 4, "--out", out)
+    argv = ("--stream", "--stream-batch", 16, "--engine", "rpie", "--iterations", 4)
+    code, stdout, stderr = run(capsys, path, *argv, "--out", out)
     assert code == 130 and "Traceback" not in stdout + stderr
     assert "interrupted (Ctrl-C) after 2 of 4 epochs" in stdout and "2 epochs in total (interrupted)" in stdout
     saved = jio.read_result(out)
@@ -437,11 +449,38 @@ def test_ctrl_c_keeps_the_last_completed_batch(stream_file, tmp_path, monkeypatc
     assert main(shlex.split(hint)[1:]) == 0  # its epochs 3 and 4 are not interrupted
     monkeypatch.undo()
     one_run = tmp_path / "one.h5"
-    assert run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 4, "--out", one_run)[0] == 0
+    assert run(capsys, path, *argv, "--out", one_run)[0] == 0
     resumed, whole = jio.read_result(out), jio.read_result(one_run)
     assert resumed["attrs"]["iteration"] == 4 and resumed["attrs"]["result"] == "max_iterations_reached"
     np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-5)
     np.testing.assert_allclose(resumed["object"], whole["object"], rtol=0, atol=1e-5 * np.abs(whole["object"]).max())
+
+
+def test_ctrl_c_in_the_default_stages_names_the_epochs_left(stream_file, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second of the default stages' 5 epochs (rPIE 2, search, rPIE 2, search, rPIE 1):
+    the result holds the last completed batch, and the hint continues rPIE for the 3 epochs left."""
+    import os
+    import signal
+
+    import janssen.cli._stream as stream
+
+    lines = stream._EpochLines.__call__
+
+    def interrupting(self, epoch, loss, microscope):
+        lines(self, epoch, loss, microscope)
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(stream._EpochLines, "__call__", interrupting)
+    path, _ = stream_file
+    out = tmp_path / "d.h5"
+    code, stdout, stderr = run(capsys, path, "--stream", "--stream-batch", 16, "--iterations", 5, "--out", out)
+    assert code == 130 and "Traceback" not in stdout + stderr
+    assert "stages: RPIE 2 (interrupted)" in stderr and "PhaseFieldSearch" not in stderr.split("stages: ")[1]
+    assert "interrupted (Ctrl-C) after 2 of 5 epochs" in stdout
+    assert "--iterations 3` (the last stage's engine, RPIE; the searches are not run by --resume)" in stdout
+    saved = jio.read_result(out)
+    assert saved["attrs"]["result"] == "interrupted" and saved["attrs"]["iteration"] == 2
 
 
 def test_the_streamed_mixed_state_start_keeps_one_pitch(two_mode_file):

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import jax.numpy as jnp
 import jax.random as jr
 
 import janssen.invert as jinv
@@ -43,6 +44,22 @@ STREAM_DEFAULT_ENGINE = "rpie"
 # carries one batch's change into the next batch's region.
 _STREAM_DEFAULTS = {"adapt_alpha": False}
 _BATCHED_DEFAULTS = {"momentum": 0.3}
+#: With no engine named, `--stream` runs the default schedule's stages on the file: rPIE, a
+#: phase-field search (`janssen.invert.search_from_file`), `AFTER_SEARCH`, the search again,
+#: `AFTER_SEARCH` again; `--iterations` epochs split between the three PIE stages by these shares.
+STREAM_SHARES = (0.4, 0.4, 0.2)
+#: The PIE engine after each search, with its `[engine]` parameters.
+AFTER_SEARCH = ("rpie", {"adapt_alpha": False})
+#: The most steps of each search (`default_schedule`'s cap for its searches).
+SEARCH_STEPS = jinv.DEFAULT_STAGE_ITERATIONS[2]
+_STOPS = (jinv.RESULTS.interrupted, jinv.RESULTS.nonfinite, jinv.RESULTS.diverged, jinv.RESULTS.positions_off_object)
+
+
+def stream_epochs(epochs: int) -> tuple[int, int, int]:
+    """The epochs of `--stream`'s three PIE stages for `--iterations` = `epochs` (>= 1): 20, 20, 10 for 50."""
+    first = max(1, round(STREAM_SHARES[0] * epochs))
+    second = min(round(STREAM_SHARES[1] * epochs), epochs - first)
+    return first, second, epochs - first - second
 
 
 @contextlib.contextmanager
@@ -138,42 +155,153 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         # The report leaves the data unread; `--resume` reads the batch size back.
         records[1]["stream"] = {"batch_size": batch, "epochs": first + epochs}
         went_on = f"continuing {settings.resume} after epoch {first}: " if saved is not None else ""
+        what = f"{epochs} epochs of {type(engine).__name__}"
+        if saved is None and settings.engine == AUTO:  # `_stages`
+            what = "the default stages: {} epochs of RPIE, a phase-field search, {} of {}, the search, {} more".format(
+                *stream_epochs(epochs)[:2], jinv.engine_class(AFTER_SEARCH[0]).__name__, stream_epochs(epochs)[2]
+            )
         print(
-            f"janssen: streaming {count} positions in batches of {batch}: {went_on}{epochs} epochs of "
-            f"{type(engine).__name__}, saved into {out} after each",
+            f"janssen: streaming {count} positions in batches of {batch}: {went_on}{what}, saved into {out} after "
+            "each epoch",
             file=sys.stderr,
             flush=True,
         )
         started = time.perf_counter()
-        solution = jinv.reconstruct_from_file(
-            start,
-            frames,
-            engine,
-            epochs=epochs,
-            batch_size=batch,
-            trainable=trainable,
-            key=jr.PRNGKey(settings.seed),
-            callback=_EpochLines(first + epochs, first),
-            checkpoint=checkpointer(out, frames.geometry, engine, records, kept),
-            checkpoint_every=1,
-        )
+        staged = saved is None and settings.engine == AUTO
+        if staged:
+            first_stage = (engine, records, trainable)
+            solution, engine, records, done = _stages(settings, start, frames, first_stage, batch, out, kept)
+        else:
+            solution = jinv.reconstruct_from_file(
+                start,
+                frames,
+                engine,
+                epochs=epochs,
+                batch_size=batch,
+                trainable=trainable,
+                key=jr.PRNGKey(settings.seed),
+                callback=_EpochLines(first + epochs, first),
+                checkpoint=checkpointer(out, frames.geometry, engine, records, kept),
+                checkpoint_every=1,
+            )
+            done = solution.iteration - first
         seconds = time.perf_counter() - started
         verdict, written = _after_the_run(solution, frames, engine, out, records)
     print(f"streamed from {path}: {count} positions in batches of {batch}")
-    print(summary(solution, seconds, out, written, verdict, unit="epochs"))
+    print(summary(solution, seconds, out, written, verdict, unit="epochs and search steps" if staged else "epochs"))
     if not (solution.result == jinv.RESULTS.interrupted or received):
         return stopped("reconstruct", solution, out)
-    remaining = first + epochs - solution.iteration
+    remaining = epochs - done  # epochs: the searches' steps of the default stages are not counted
     if solution.result != jinv.RESULTS.interrupted or remaining == 0:
         print(f"interrupted ({signal_name()}) after the run had ended: {out} holds its result")
     else:
         # The checkpoint holds the last completed batch; `--resume` runs its epoch again from the start.
         hint = resume_command(settings, out, remaining)
+        last = type(engine).__name__
+        later = f" (the last stage's engine, {last}; the searches are not run by --resume)" if staged else ""
         print(
-            f"interrupted ({signal_name()}) after {solution.iteration} of {first + epochs} epochs: {out} holds the "
-            f"last completed batch; continue with `{hint}`"
+            f"interrupted ({signal_name()}) after {first + done} of {first + epochs} epochs: {out} holds the "
+            f"last completed batch; continue with `{hint}`{later}"
         )
     return signal_exit()
+
+
+def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_stage, batch: int, out, kept):
+    """`--stream` with no engine named: rPIE, the phase-field search, `AFTER_SEARCH`, the search, `AFTER_SEARCH`.
+
+    The PIE stages run through `reconstruct_from_file` (their epochs: `stream_epochs`), each
+    checkpointing into `out` after every epoch with its engine (the losses of the stages
+    before it kept in front); the searches through `search_from_file` (one read of the file
+    a step). A search that follows a stage of no epochs is left out. Returns the solution
+    (every stage's losses), the last PIE stage's engine and records (what `--resume`
+    continues) and prints the stages run.
+    """
+    engine, records, trainable = first_stage
+    name, params = AFTER_SEARCH
+    paths = jinv.trainable_paths(start, trainable)
+    after, after_record = make_engine(name, params, settings, start, paths)
+    after_records = (after_record, {**records[1], "engine": name, "engine_parameters": params})
+    epochs = stream_epochs(settings.iterations)
+    plan = [
+        (engine, records, epochs[0]),
+        None,
+        (after, after_records, epochs[1]),
+        None,
+        (after, after_records, epochs[2]),
+    ]
+    lines = _EpochLines(sum(epochs))
+    history: list[float] = []
+    stages: list[tuple[str, int, str]] = []
+    current, solution, done, ran = start, None, 0, 0
+    for number, stage in enumerate(plan):
+        if stage is None:  # a search, after a PIE stage that ran
+            if not ran:
+                continue
+            search = jinv.PhaseFieldSearch(order=jinv.phase_field_order(current))
+            print(
+                f"janssen: phase-field search (order {search.order}): at most {SEARCH_STEPS} steps, one read of "
+                "the file each",
+                file=sys.stderr,
+                flush=True,
+            )
+            found = jinv.search_from_file(current, frames, search, max_steps=SEARCH_STEPS, batch_size=batch)
+            history += [float(loss) for loss in found.losses]
+            stages.append(("PhaseFieldSearch", found.iteration, found.result))
+            current = found.microscope
+            solution = _with_history(solution, current, history, found.result)
+            if found.result in _STOPS:
+                break
+            continue
+        engine, records, count = stage
+        ran = count
+        if not count:
+            continue
+        before, offset = list(history), done
+        save = checkpointer(out, frames.geometry, engine, records, kept)
+        run = jinv.reconstruct_from_file(
+            current,
+            frames,
+            engine,
+            epochs=count,
+            batch_size=batch,
+            trainable=trainable,
+            key=jr.fold_in(jr.PRNGKey(settings.seed), number),
+            callback=lambda epoch, loss, scope, offset=offset: lines(offset + epoch, loss, scope),
+            checkpoint=lambda s, before=before: save(_with_history(s, s.microscope, before + _losses(s), s.result)),
+            checkpoint_every=1,
+        )
+        done += run.iteration
+        history += _losses(run)
+        stages.append((type(engine).__name__, run.iteration, run.result))
+        current = run.microscope
+        solution = _with_history(run, current, history, run.result)
+        last = (engine, records)
+        if run.result in _STOPS:
+            break
+    assert solution is not None  # the first stage has >= 1 epoch
+    engine, records = last
+    checkpointer(out, frames.geometry, engine, records, kept)(solution)  # the searches after the last checkpoint
+    words = ", ".join(f"{name} {count}{' (interrupted)' if result == jinv.RESULTS.interrupted else ''}"
+                      for name, count, result in stages)  # fmt: skip
+    print(f"stages: {words}", file=sys.stderr, flush=True)
+    return solution, engine, records, done
+
+
+def _losses(solution: jinv.Solution) -> list[float]:
+    return [float(loss) for loss in solution.losses]
+
+
+def _with_history(solution: jinv.Solution, microscope, history: list[float], result) -> jinv.Solution:
+    """A PIE stage's `solution` (its engine state, key, trainable) with `microscope`, all losses and `result`."""
+    return jinv.Solution(
+        microscope=microscope,
+        state=solution.state,
+        losses=jnp.asarray(history, dtype=solution.losses.dtype),
+        iteration=len(history),
+        result=result,
+        key=solution.key,
+        trainable=solution.trainable,
+    )
 
 
 def _fresh_start(settings: ReconstructSettings, frames: jio.CXIFrames):
