@@ -220,7 +220,7 @@ def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_s
     name, params = AFTER_SEARCH
     paths = jinv.trainable_paths(start, trainable)
     after, after_record = make_engine(name, params, settings, start, paths)
-    after_records = (after_record, {**records[1], "engine": name, "engine_parameters": params})
+    after_records = (after_record, {**records[1], "engine": name})
     epochs = stream_epochs(settings.iterations)
     plan = [
         (engine, records, epochs[0]),
@@ -231,7 +231,7 @@ def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_s
     ]
     lines = _EpochLines(sum(epochs))
     history: list[float] = []
-    stages: list[tuple[str, int, str]] = []
+    stages: list[tuple[str, int, Any]] = []  # (engine, epochs or steps, RESULTS)
     current, solution, done, ran = start, None, 0, 0
     for number, stage in enumerate(plan):
         if stage is None:  # a search, after a PIE stage that ran
