@@ -34,8 +34,8 @@ from ._settings import AUTO, ReconstructSettings
 from ._signals import received, signal_exit, signal_name
 from ._summary import data_line, stopped, summary
 
-#: The engine `--stream` runs when none is named: the default schedule's first stage,
-#: which converges streamed as it does on the frames in memory (docs/scale.md).
+#: The engine of `--stream`'s first stage when none is named (see `_stages`): the default
+#: schedule's first stage, which converges streamed as it does on the frames in memory (docs/scale.md).
 STREAM_DEFAULT_ENGINE = "rpie"
 # Each batch is one iteration of the engine (docs/scale.md): a loss that rises from one
 # batch to the next is no sign of divergence and must not raise rPIE's damping (with it,
@@ -155,10 +155,14 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         # The report leaves the data unread; `--resume` reads the batch size back.
         records[1]["stream"] = {"batch_size": batch, "epochs": first + epochs}
         went_on = f"continuing {settings.resume} after epoch {first}: " if saved is not None else ""
+        staged = saved is None and settings.engine == AUTO  # `_stages`
         what = f"{epochs} epochs of {type(engine).__name__}"
-        if saved is None and settings.engine == AUTO:  # `_stages`
-            what = "the default stages: {} epochs of RPIE, a phase-field search, {} of {}, the search, {} more".format(
-                *stream_epochs(epochs)[:2], jinv.engine_class(AFTER_SEARCH[0]).__name__, stream_epochs(epochs)[2]
+        if staged:
+            rpie, again, last = stream_epochs(epochs)
+            after = jinv.engine_class(AFTER_SEARCH[0]).__name__
+            what = (
+                f"the default stages: {rpie} epochs of RPIE, a phase-field search, {again} of {after}, the search, "
+                f"{last} more"
             )
         print(
             f"janssen: streaming {count} positions in batches of {batch}: {went_on}{what}, saved into {out} after "
@@ -167,7 +171,6 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
             flush=True,
         )
         started = time.perf_counter()
-        staged = saved is None and settings.engine == AUTO
         if staged:
             first_stage = (engine, records, trainable)
             solution, engine, records, done = _stages(settings, start, frames, first_stage, batch, out, kept)
