@@ -248,7 +248,7 @@ def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_s
                 flush=True,
             )
             found = jinv.search_from_file(current, frames, search, max_steps=SEARCH_STEPS, batch_size=batch)
-            history += [float(loss) for loss in found.losses]
+            history += _losses(found)
             stages.append(("PhaseFieldSearch", found.iteration, found.result))
             current = found.microscope
             solution = _with_history(solution, current, history, found.result)

@@ -30,6 +30,7 @@ from ._progress import AbstractProgressMeter, NoProgressMeter
 from ._reconstruct import reconstruct
 from ._residual import AmplitudeResidual
 from ._results import RESULTS
+from ._schedule import _STOPS
 from ._solution import Solution, empty_losses
 from ._trainable import trainable_spec
 
@@ -186,16 +187,10 @@ def reconstruct_from_file(
         )
     if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
         raise ValueError(f"`epochs` must be an integer >= 0 (0: the start as a template), got {epochs!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
     if isinstance(checkpoint_every, bool) or int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
         raise ValueError(f"`checkpoint_every` must be an integer >= 0 (0: only at the end), got {checkpoint_every!r}")
     start = microscope.microscope if isinstance(microscope, Solution) else microscope
-    count = int(start.positions.shape[0])
-    if count != frames.num_positions:
-        raise ValueError(
-            f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
-        )
+    count = _check_batches(start, frames, batch_size)
     everywhere = start.positions
     batches = -(-count // int(batch_size))
     current: AbstractMicroscope | Solution
@@ -275,6 +270,18 @@ def reconstruct_from_file(
     return final
 
 
+def _check_batches(microscope: AbstractMicroscope, frames: CXIFrames, batch_size: int) -> int:
+    """Refuse a `batch_size` below 1 and a microscope without one position per frame; the frame count."""
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    count = int(microscope.positions.shape[0])
+    if count != frames.num_positions:
+        raise ValueError(
+            f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
+        )
+    return count
+
+
 def _template(
     microscope: AbstractMicroscope, frames: CXIFrames, engine: AbstractEngine, batch_size: int, key, trainable
 ) -> Solution:
@@ -285,9 +292,6 @@ def _template(
     on_batch = eqx.tree_at(lambda m: m.positions, microscope, everywhere[index])
     solution = reconstruct(on_batch, frames.batch(index), engine, trainable=trainable, num_iterations=0, key=key)
     return eqx.tree_at(lambda s: s.microscope.positions, solution, everywhere)
-
-
-_STOPS = (RESULTS.nonfinite, RESULTS.diverged, RESULTS.interrupted, RESULTS.positions_off_object)
 
 
 def _prefetched(
@@ -347,13 +351,7 @@ def search_from_file(
         )
     if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
         raise ValueError(f"`max_steps` must be an integer >= 1, got {max_steps!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
-    count = int(microscope.positions.shape[0])
-    if count != frames.num_positions:
-        raise ValueError(
-            f"`microscope` must hold one position per frame of the file ({frames.num_positions}), got {count}"
-        )
+    count = _check_batches(microscope, frames, batch_size)
     everywhere = microscope.positions
     order = np.arange(count)
     trainable = ["object", "probe"]
@@ -364,8 +362,8 @@ def search_from_file(
 
     @eqx.filter_jit
     def block_sums(engine, microscope, batch):
-        pixels = batch.num_positions * jnp.sum(batch.valid)
-        return engine.equations(microscope, _Blocks.of(batch, engine.eps, on_grid, floor)), pixels
+        blocks = _Blocks.of(batch, engine.eps, on_grid, floor)
+        return engine.equations(microscope, blocks), blocks.count
 
     def sums(candidate) -> tuple[Array, Array, Array, Array]:
         totals = None
@@ -389,9 +387,9 @@ def search_from_file(
             trial = engine.apply(current, marquardt_step(equations[:3], state.damping))
             trial_equations = sums(trial)
             verdict = marquardt_verdict(current, trial, equations[2] / pixels, trial_equations[2] / pixels, state)
-            state = engine.advance(state, verdict)
+            state, current = engine.advance(state, verdict), verdict.microscope
             if bool(verdict.accept):
-                current, equations = trial, trial_equations
+                equations = trial_equations
             losses.append(float(verdict.rms))
             progress_meter.update(step + 1, losses[-1])
             if bool(engine.terminate(state, jnp.asarray(losses))):
