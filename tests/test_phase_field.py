@@ -23,6 +23,14 @@ def small():
     return dataset, dataset.microscope()
 
 
+@pytest.fixture(scope="module")
+def small_file(small, tmp_path_factory):
+    """The small preset's frames in a CXI file, for the streamed search."""
+    path = tmp_path_factory.mktemp("stream") / "small.cxi"
+    jio.write_cxi(path, small[0].data)
+    return path
+
+
 def _parameters(order: int, seed: int, size: float) -> jnp.ndarray:
     """Random object coefficients falling off with the order (a smooth field) and a probe quadratic."""
     rng = np.random.default_rng(seed)
@@ -158,15 +166,14 @@ def test_leaves_the_truth_where_it_is(small):
 
 
 @pytest.mark.parametrize("batch_size", [37, 100])
-def test_search_from_file_takes_the_steps_taken_in_memory(small, tmp_path, batch_size):
+def test_search_from_file_takes_the_steps_taken_in_memory(small, small_file, batch_size):
     # The same bent truth as above, its frames in a CXI file read in batches (37: three batches,
     # the last one short; 100: one). The equations and the residual are sums over frames, so the
     # steps are those in memory but for the floor under the linearised residual's root (eps times
     # the first batch's mean counts instead of every frame's), which moves the losses in their
     # 5th digit at most (measured: identical to float32 rounding).
     dataset, true = small
-    path = tmp_path / "small.cxi"
-    jio.write_cxi(path, dataset.data)
+    path = small_file
     engine = jinv.PhaseFieldSearch(order=ORDER)
     bent = engine.apply(true, _parameters(ORDER, 4, 0.3))
     memory = jinv.reconstruct(bent, dataset.data, engine, num_iterations=6, trainable=["object", "probe"])
@@ -184,10 +191,9 @@ def test_search_from_file_takes_the_steps_taken_in_memory(small, tmp_path, batch
     np.testing.assert_array_equal(np.asarray(streamed.microscope.positions), np.asarray(bent.positions))
 
 
-def test_search_from_file_keeps_the_last_step_on_ctrl_c(small, tmp_path):
+def test_search_from_file_keeps_the_last_step_on_ctrl_c(small, small_file):
     dataset, true = small
-    path = tmp_path / "small.cxi"
-    jio.write_cxi(path, dataset.data)
+    path = small_file
     engine = jinv.PhaseFieldSearch(order=ORDER)
     bent = engine.apply(true, _parameters(ORDER, 4, 0.3))
 
@@ -206,10 +212,9 @@ def test_search_from_file_keeps_the_last_step_on_ctrl_c(small, tmp_path):
     np.testing.assert_array_equal(np.asarray(kept), np.asarray(expected))
 
 
-def test_search_from_file_refuses_what_it_cannot_run(small, tmp_path):
+def test_search_from_file_refuses_what_it_cannot_run(small, small_file):
     dataset, true = small
-    path = tmp_path / "small.cxi"
-    jio.write_cxi(path, dataset.data)
+    path = small_file
     with jio.CXIFrames(path) as frames:
         with pytest.raises(TypeError, match="`engine` must be a Marquardt search .*got RPIE"):
             jinv.search_from_file(true, frames, jinv.RPIE(), max_steps=1)
