@@ -386,21 +386,21 @@ def _drawn(monkeypatch, draw):
 
 
 def _block_object(side=4100, ramp=(0.0, 0.0)):
-    """A `side` x `side` complex64 unit object holding a block of phase 0.7 rad at rows 999-2001, columns
-    1500-2601, times the linear phase `exp(i (gx x + gy y))`; built from 1-D factors (one full-size array)."""
+    """A `side` x `side` complex64 unit object holding a block of phase 0.7 rad at rows 1000-1999, columns
+    1500-2599 (edges on multiples of 5, the factor it is drawn at), times the linear phase `exp(i (gx x + gy y))`; built from 1-D factors (one full-size array)."""
     gx, gy = ramp
     along_y = np.exp(1j * gy * np.arange(side)).astype(np.complex64)
     along_x = np.exp(1j * gx * np.arange(side)).astype(np.complex64)
     obj = along_y[:, None] * along_x[None, :]
-    obj[999:2001, 1500:2601] *= np.complex64(np.exp(0.7j))
+    obj[1000:2000, 1500:2600] *= np.complex64(np.exp(0.7j))
     return obj
 
 
 def test_display_factor_is_the_smallest_that_fits_the_limit():
     from janssen.plots import DISPLAY_LIMIT, display_factor
 
-    assert DISPLAY_LIMIT == 2048
-    cases = {(4936, 4932): 3, (4100, 4100): 3, (2048, 2048): 1, (2049, 10): 2, (3, 6144): 3, (2, 6145): 4}
+    assert DISPLAY_LIMIT == 1024
+    cases = {(4936, 4932): 5, (4100, 4100): 5, (1024, 1024): 1, (1025, 10): 2, (3, 3072): 3, (2, 3073): 4}
     for shape, factor in cases.items():
         assert display_factor(shape) == factor
         assert max(shape) / factor <= DISPLAY_LIMIT < max(shape) / max(factor - 1, 1e-9)
@@ -436,22 +436,22 @@ def test_decimate_takes_block_means_without_a_full_size_copy():
 
 
 def test_a_large_object_is_drawn_decimated_with_its_pattern_and_the_factor_named(monkeypatch, tmp_path):
-    """A 4100 x 4100 object is drawn 1366 x 1366 (factor 3, <= DISPLAY_LIMIT); a block of phase 0.7 rad
+    """A 4100 x 4100 object is drawn 820 x 820 (factor 5, <= DISPLAY_LIMIT); a block of phase 0.7 rad
     keeps it in the decimated phase image (measured: exactly 0.7 inside, 0 outside, amplitude 1 to
     6e-8), and with a steep linear ramp (0.5 and 0.3 rad per pixel) removed before the blocks are
     averaged: amplitude 1 to 3e-7 (averaged with the ramp on, the blocks drop to 0.89), the block
     0.69996 rad above its surroundings, flat to 2e-5 rad."""
     from janssen.plots import DISPLAY_LIMIT
 
-    inside, outside = (slice(340, 660), slice(510, 860)), (slice(0, 300), slice(0, 400))  # of the 1366^2 image
+    inside, outside = (slice(204, 396), slice(306, 516)), (slice(0, 180), slice(0, 240))  # of the 820^2 image
     obj = _block_object()
     (amplitude, phase), title = _drawn(monkeypatch, lambda: plot_object(obj, tmp_path / "o.png"))
-    assert amplitude.shape == phase.shape == (1366, 1366) and max(phase.shape) <= DISPLAY_LIMIT
+    assert amplitude.shape == phase.shape == (820, 820) and max(phase.shape) <= DISPLAY_LIMIT
     np.testing.assert_allclose(phase[inside], 0.7, atol=1e-5)
     np.testing.assert_allclose(phase[outside], 0.0, atol=1e-5)
     np.testing.assert_allclose(amplitude, 1.0, atol=1e-5)
     assert title == (
-        "decimated 3x for display: means of 3 x 3 pixel blocks of the 4100 x 4100 object;\n"
+        "decimated 5x for display: means of 5 x 5 pixel blocks of the 4100 x 4100 object;\n"
         "the saved arrays keep full resolution"
     )
 
@@ -471,7 +471,7 @@ def test_objects_within_the_limit_are_drawn_pixel_for_pixel(monkeypatch, tmp_pat
     from janssen.invert import remove_linear_phase
 
     rng = np.random.default_rng(2)
-    for shape in ((300, 200), (2048, 40)):
+    for shape in ((300, 200), (1024, 40)):
         obj = (np.exp(1j * rng.uniform(-1, 1, shape)) * rng.uniform(0.5, 1, shape)).astype(np.complex64)
         (amplitude, phase), title = _drawn(monkeypatch, lambda: plot_object(obj, tmp_path / "o.png", remove_ramp=True))
         flat = remove_linear_phase(obj)
@@ -484,7 +484,7 @@ def test_objects_within_the_limit_are_drawn_pixel_for_pixel(monkeypatch, tmp_pat
 
 
 def test_the_report_names_the_factor_of_a_decimated_object(tmp_path):
-    """The report's object caption says the image is decimated 3x (a 4100 x 4100 object); the probe's
+    """The report's object caption says the image is decimated 5x (a 4100 x 4100 object); the probe's
     (64 x 64) says nothing; the result file keeps the object at full size."""
     import janssen.io as jio
     from janssen.plots import write_report
@@ -504,6 +504,6 @@ def test_the_report_names_the_factor_of_a_decimated_object(tmp_path):
         attrs={"engine": "RPIE"},
     )
     page = write_report(tmp_path / "big.h5").read_text(encoding="utf-8")
-    note = "decimated 3x for display: means of 3 x 3 pixel blocks of the 4100 x 4100 object"
+    note = "decimated 5x for display: means of 5 x 5 pixel blocks of the 4100 x 4100 object"
     assert page.count(note) == 1 and "of the 64 x 64 probe" not in page
     assert jio.read_result(tmp_path / "big.h5")["object"].shape == (4100, 4100)

@@ -42,9 +42,10 @@ _LOG_SPAN = 10.0
 LOSS_LABEL = "RMS amplitude residual (√counts)"
 #: Images are drawn at most this many pixels on their longer side; larger ones are
 #: block-averaged by an integer factor first (`display_factor`, `decimate`), and the
-#: figure says so. A figure is 1000 pixels wide: more pixels add no detail, only memory
-#: (docs/scale.md: the 4936 x 4932 object drawn at full size took 2.3 GB).
-DISPLAY_LIMIT = 2048
+#: figure says so. A figure is 1000 pixels wide and an object panel about 380: more
+#: pixels add no detail, only memory (docs/scale.md: the 4936 x 4932 object drawn at full
+#: size took 2.3 GB; the large preset's 1388 x 1388 one, drawn whole, 300 MB, halved: 89 MB).
+DISPLAY_LIMIT = 1024
 
 
 def display_factor(shape: tuple[int, ...], limit: int = DISPLAY_LIMIT) -> int:
