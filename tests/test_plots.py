@@ -387,7 +387,8 @@ def _drawn(monkeypatch, draw):
 
 def _block_object(side=4100, ramp=(0.0, 0.0)):
     """A `side` x `side` complex64 unit object holding a block of phase 0.7 rad at rows 1000-1999, columns
-    1500-2599 (edges on multiples of 5, the factor it is drawn at), times the linear phase `exp(i (gx x + gy y))`; built from 1-D factors (one full-size array)."""
+    1500-2599 (edges on multiples of 5, the factor it is drawn at), times the linear phase
+    `exp(i (gx x + gy y))`; built from 1-D factors (one full-size array)."""
     gx, gy = ramp
     along_y = np.exp(1j * gy * np.arange(side)).astype(np.complex64)
     along_x = np.exp(1j * gx * np.arange(side)).astype(np.complex64)
