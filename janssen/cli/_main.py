@@ -8,6 +8,7 @@ import platform
 import sys
 
 from ._demo import add_demo_parser
+from ._memory import map_large_blocks
 from ._reconstruct import add_reconstruct_parser
 from ._report import add_report_parser
 from ._simulate import add_simulate_parser
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"janssen: error: {problem}", file=sys.stderr)
             return 2
+    map_large_blocks()  # freed arrays go back to the system (`janssen.cli._memory`)
     try:
         use_compile_cache(args.compile_cache or default_compile_cache())
         return int(args.handler(args) or 0)

@@ -13,6 +13,7 @@ import janssen.invert as jinv
 import janssen.io as jio
 
 from ._errors import BusyError, UsageError, WriteError
+from ._memory import release_memory
 from ._settings import ReconstructSettings
 from ._signals import saving
 
@@ -175,6 +176,7 @@ def figures(
     try:
         shown = data if streamed is None else streamed
         paths = list(save_figures(solution, out.parent, out.stem, verdict=verdict, data=shown, truth=truth).values())
+        release_memory()  # the patterns figure's prediction and the pages the drawing freed
         try:
             paths.append(write_report(out, data_path=data_path, data=data, truth=truth))
         except (ReportError, OSError) as error:  # a view of the saved result: never fail the run for it

@@ -18,6 +18,7 @@ from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
+from ._memory import release_memory
 from ._output import figures, output_lock, output_path
 from ._resume import check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
@@ -166,9 +167,11 @@ def _reconstruct(settings: ReconstructSettings, out: pathlib.Path, kept: dict[st
         start, interrupted = refine_geometry(start, data, settings.seed)
         if interrupted:  # keep what the geometry stage reached: a result file with no engine iterations
             iterations = 0
+    release_memory()  # the probe search's programs and pages
     solution, seconds, engine = run_engine(
         start, data, engine, iterations, settings.seed, out, kept, trainable=trainable, records=records
     )
+    release_memory()  # the engines' programs, before the verdict and figures
     interrupted = interrupted or solution.result == jinv.RESULTS.interrupted or bool(received)
     verdict, written = None, []
     # After SIGTERM the scheduler's kill follows, and a second Ctrl-C (or one during the final
@@ -177,6 +180,7 @@ def _reconstruct(settings: ReconstructSettings, out: pathlib.Path, kept: dict[st
     hurry = signal_exit() == EXIT_TERMINATED or len(received) > int(stopped_by_signal)
     if not (received and hurry):
         verdict = verdict_of(solution, data)
+        release_memory()
         if settings.uncertainty and not interrupted:
             write_uncertainty(solution, data, engine, settings.noise_std, settings.seed, out, records, verdict)
         elif verdict is not None:

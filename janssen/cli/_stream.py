@@ -27,6 +27,7 @@ import janssen.io as jio
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import EXTRA_MODE_POWER, check_data_path, check_modes, check_probe_modes, load_probe, object_grid
+from ._memory import release_memory
 from ._output import figures
 from ._resume import check_frame_count, cli_record, read_saved, resume_command, resumed
 from ._run import checkpointer, save_verdict, verdict_of
@@ -170,6 +171,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
             file=sys.stderr,
             flush=True,
         )
+        release_memory()  # the start's programs and pages
         started = time.perf_counter()
         if staged:
             first_stage = (engine, records, trainable)
@@ -189,6 +191,7 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
             )
             done = solution.iteration - first
         seconds = time.perf_counter() - started
+        release_memory()
         verdict, written = _after_the_run(solution, frames, engine, out, records)
     print(f"streamed from {path}: {count} positions in batches of {batch}")
     print(summary(solution, seconds, out, written, verdict, unit="epochs and search steps" if staged else "epochs"))
@@ -237,6 +240,8 @@ def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_s
     stages: list[tuple[str, int, Any]] = []  # (engine, epochs or steps, RESULTS)
     current, solution, done, ran = start, None, 0, 0
     for number, stage in enumerate(plan):
+        if number:
+            release_memory(programs=False)  # the second search and PIE stage run the first's programs again
         if stage is None:  # a search, after a PIE stage that ran
             if not ran:
                 continue
@@ -346,5 +351,6 @@ def _after_the_run(solution, frames: jio.CXIFrames, engine, out: pathlib.Path, r
     verdict = verdict_of(solution, frames)
     if verdict is not None:
         save_verdict(solution, frames.geometry, engine, out, records, verdict)
+    release_memory()
     # The patterns figure reads only the frames it shows from the open file.
     return verdict, figures(solution, out, verdict, streamed=frames)
