@@ -8,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from janssen.cli._memory import _malloc_trim, _mallopt, release_memory
+from janssen.cli._memory import _libc, release_memory
 
 
 def test_release_drops_the_compiled_programs_only_when_asked():
@@ -31,7 +31,7 @@ def _resident_mb() -> float:
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux's /proc for resident memory")
-@pytest.mark.skipif(_malloc_trim() is None, reason="the C library has no malloc_trim (not glibc)")
+@pytest.mark.skipif(_libc("malloc_trim") is None, reason="the C library has no malloc_trim (not glibc)")
 def test_release_returns_freed_heap_pages_to_the_system():
     """100 MB of 4000-byte blocks (malloc's heap, below its mmap threshold) freed under one live block
     stay resident (the heap's top cannot shrink past the live block); the release returns at least
@@ -51,7 +51,7 @@ def test_release_returns_freed_heap_pages_to_the_system():
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux's /proc for resident memory")
-@pytest.mark.skipif(_mallopt() is None, reason="the C library has no mallopt (not glibc)")
+@pytest.mark.skipif(_libc("mallopt") is None, reason="the C library has no mallopt (not glibc)")
 def test_large_blocks_go_back_to_the_system_when_freed():
     """A 16 MB block allocated and freed raises glibc's own mapping threshold to 16 MB; 13 blocks of
     8 MB then come from the heap, and freed between small live blocks they stay resident. After

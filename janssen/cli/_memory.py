@@ -20,10 +20,11 @@ MMAP_THRESHOLD = 4 * 2**20
 
 
 @functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    """glibc's `mallopt`, or `None` where the C library has none."""
+def _libc(name: str) -> Callable[..., int] | None:
+    """The C library's function `name` (glibc's `mallopt`, `malloc_trim`), or `None` where it has none
+    (macOS, musl, Windows: nothing to tune this way)."""
     try:
-        return ctypes.CDLL(None).mallopt
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
@@ -41,18 +42,9 @@ def map_large_blocks() -> None:
     the machine's noise at 4 MB; at 128 kB about 5 % slower). Called once by the command;
     the library leaves the allocator alone.
     """
-    mallopt = _mallopt()
+    mallopt = _libc("mallopt")
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim` (it returns freed heap pages to the system), or `None` where the C library has none."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # macOS, musl, Windows: nothing to trim this way
-        return None
 
 
 def release_memory(*, programs: bool = True) -> None:
@@ -68,6 +60,6 @@ def release_memory(*, programs: bool = True) -> None:
 
         jax.clear_caches()
     gc.collect()
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")  # returns the heap's freed pages to the system
     if trim is not None:
         trim(0)
