@@ -8,14 +8,20 @@ import sys
 import jax
 import pytest
 
+from janssen.cli import _memory
 from janssen.cli._memory import _libc, release_memory
 
 
-def test_release_drops_the_compiled_programs_only_when_asked():
-    """A jitted function's compiled program survives `programs=False` and is gone after a full release."""
+def test_release_drops_the_compiled_programs_only_when_asked(monkeypatch):
+    """Run from Python (the process not the command's own) the release does nothing; owned, a jitted
+    function's compiled program survives `programs=False` and is gone after a full release."""
     add = jax.jit(lambda x: x + 1)
     assert float(add(1.0)) == 2.0
     assert add._cache_size() == 1
+    monkeypatch.setitem(_memory._PROCESS, "owned", False)
+    release_memory()
+    assert add._cache_size() == 1
+    monkeypatch.setitem(_memory._PROCESS, "owned", True)
     release_memory(programs=False)
     assert add._cache_size() == 1
     release_memory()
@@ -32,10 +38,11 @@ def _resident_mb() -> float:
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux's /proc for resident memory")
 @pytest.mark.skipif(_libc("malloc_trim") is None, reason="the C library has no malloc_trim (not glibc)")
-def test_release_returns_freed_heap_pages_to_the_system():
+def test_release_returns_freed_heap_pages_to_the_system(monkeypatch):
     """100 MB of 4000-byte blocks (malloc's heap, below its mmap threshold) freed under one live block
     stay resident (the heap's top cannot shrink past the live block); the release returns at least
     80 % of them (measured: 97 of 98 MB)."""
+    monkeypatch.setitem(_memory._PROCESS, "owned", True)
     before = _resident_mb()
     blocks = [bytearray(4000) for _ in range(25_000)]
     top = bytearray(4000)  # keeps the heap's top where it is

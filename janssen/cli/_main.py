@@ -8,7 +8,7 @@ import platform
 import sys
 
 from ._demo import add_demo_parser
-from ._memory import map_large_blocks
+from ._memory import own_process
 from ._reconstruct import add_reconstruct_parser
 from ._report import add_report_parser
 from ._simulate import add_simulate_parser
@@ -149,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `janssen` command with `argv` (default: `sys.argv[1:]`); return its exit code."""
+    """Run the `janssen` command with `argv` (default: `sys.argv[1:]`); return its exit code.
+
+    With `argv` left out (the `janssen` script, `python -m janssen`) the command owns the
+    process and gives memory back between the phases of a run (`janssen.cli._memory`);
+    called from Python with a list, it leaves the caller's allocator and compiled programs alone.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.compile_cache is not None:
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"janssen: error: {problem}", file=sys.stderr)
             return 2
-    map_large_blocks()  # freed arrays go back to the system (`janssen.cli._memory`)
+    if argv is None:  # the process's own command line: the command owns the process
+        own_process()  # freed arrays go back to the system (`janssen.cli._memory`)
     try:
         use_compile_cache(args.compile_cache or default_compile_cache())
         return int(args.handler(args) or 0)

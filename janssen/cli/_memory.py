@@ -13,6 +13,11 @@ import functools
 import gc
 from collections.abc import Callable
 
+# Whether the command is the process (`own_process`): only then does it touch the allocator
+# and the JIT caches. Run from Python (`janssen.cli.main([...])`: tests, notebooks), the
+# caller's process keeps both.
+_PROCESS = {"owned": False}
+
 # glibc's mallopt parameter for the size from which blocks are mapped on their own (malloc.h).
 _M_MMAP_THRESHOLD = -3
 #: Blocks of at least this many bytes get their own mapping (`map_large_blocks`).
@@ -47,14 +52,25 @@ def map_large_blocks() -> None:
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+def own_process() -> None:
+    """The command runs as its own process (its own command line): map large blocks
+    (`map_large_blocks`) and let `release_memory` act."""
+    _PROCESS["owned"] = True
+    map_large_blocks()
+
+
 def release_memory(*, programs: bool = True) -> None:
     """Drop the compiled programs of the phase that ended and return freed heap pages to the system.
 
     Changes no result; the next phase compiles what it runs (its programs differ from the
     last phase's: other engine, other frame count). Call only between phases of a run.
     `programs=False` keeps the compiled programs (a later phase runs them again) and only
-    returns the freed pages.
+    returns the freed pages. Nothing is done unless `own_process` was called: a caller that
+    runs the command inside its own Python keeps its compiled programs (clearing them made
+    the test suite, which runs the command in-process, 50 % slower).
     """
+    if not _PROCESS["owned"]:
+        return
     if programs:
         import jax  # noqa: PLC0415 - the command imports JAX only when it runs
 
