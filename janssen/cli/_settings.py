@@ -245,8 +245,7 @@ def _check_stream(settings: dict[str, Any], resuming: bool) -> None:
     if not is_pie(settings["engine"]):
         raise UsageError(
             "--stream runs the PIE engines only (auto, which streams rPIE and phase-field searches, or epie, rpie, "
-            "mpie), not "
-            f"{settings['engine']!r}: their closed-form updates need no step size tuned to the whole scan"
+            f"mpie), not {settings['engine']!r}: their closed-form updates need no step size tuned to the whole scan"
         )
     check_count("iterations", settings["iterations"], 1, MAX_ITERATIONS, "with --stream, epochs: " + ITERATIONS_WHY)
     if settings["stream_batch"] is None:
