@@ -1,6 +1,7 @@
 """`MicroscopeData`: measured diffraction intensities and the geometry they were taken in."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Real
@@ -95,9 +96,20 @@ class MicroscopeData(eqx.Module):
     def batch(self, index: np.ndarray | list[int]) -> "MicroscopeData":
         """The positions at `index` as a `MicroscopeData` (as `janssen.io.CXIFrames.batch` reads them from a file)."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
-        return eqx.tree_at(
-            lambda d: (d.intensities, d.positions), self, (self.intensities[index], self.positions[index])
-        )
+        count = self.num_positions
+        if index.size and (index.min() < -count or index.max() >= count):
+            raise IndexError(
+                f"`index` must lie in [-{count}, {count}) for {count} positions, got {index.min()}..{index.max()}"
+            )
+        index = np.where(index < 0, index + count, index)
+        if isinstance(self.intensities, jax.Array):
+            # `take` with the index on the device gathers straight into the new array; indexing
+            # with a NumPy array held a second copy of the gathered frames while it ran (on the
+            # large preset's 512 central frames: 280 MB above the frames at the peak, against 150).
+            intensities = jnp.take(self.intensities, jnp.asarray(index), axis=0, mode="clip")
+        else:
+            intensities = self.intensities[index]
+        return eqx.tree_at(lambda d: (d.intensities, d.positions), self, (intensities, self.positions[index]))
 
     @property
     def object_pixel_size(self) -> Float[Array, "2"]:

@@ -275,3 +275,27 @@ def test_search_on_a_central_patch_of_the_scan_chooses_as_on_all_of_it(janssen_b
     assert len(chosen) == 24 and np.hypot(*(chosen - centre).T).max() <= np.sort(distance)[23] + 1e-15
     with pytest.raises(ValueError, match="`max_positions`"):
         jinv.search_probe(data, max_positions=0)
+
+
+def test_search_scores_a_fixed_number_of_frame_pixels(janssen_both_sides, monkeypatch):
+    """`max_pixels` caps positions times frame pixels, above a floor of positions.
+
+    The default 512 x 128 x 128 pixels are 512 frames of 128 x 128, 128 of 256 x 256 and,
+    at the floor of 64 positions, 64 of 512 x 512; `max_positions` caps them all. Through
+    `search_probe`, a budget of 24 frames scores what `max_positions=24` does.
+    """
+    from janssen.invert import _init
+
+    assert jinv.SEARCH_PIXELS == 512 * 128 * 128 and jinv.SEARCH_MIN_POSITIONS == 64
+    count = _init.search_count
+    assert [count((n, n), 512, jinv.SEARCH_PIXELS) for n in (64, 128, 256, 512, 1024)] == [512, 512, 128, 64, 64]
+    assert count((256, 256), 100, jinv.SEARCH_PIXELS) == 100
+    assert count((256, 128), None, jinv.SEARCH_PIXELS) == 256
+    assert count((256, 256), 512, None) == 512 and count((256, 256), None, None) is None
+    data = janssen_both_sides[1].data
+    height, width = data.frame_shape
+    monkeypatch.setattr(_init, "SEARCH_MIN_POSITIONS", 8)
+    budget = jinv.search_probe(data, max_pixels=24 * height * width + height * width - 1)
+    assert budget.candidates == jinv.search_probe(data, max_positions=24, max_pixels=None).candidates
+    with pytest.raises(ValueError, match="`max_pixels`"):
+        jinv.search_probe(data, max_pixels=0)

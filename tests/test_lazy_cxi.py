@@ -57,6 +57,22 @@ def test_reads_what_read_cxi_reads(tmp_path, mapped):
         np.testing.assert_array_equal(np.asarray(batch.camera_pixel_size), np.asarray(whole.camera_pixel_size))
 
 
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_in_memory_batch_takes_the_indexed_frames(as_numpy):
+    """`MicroscopeData.batch` gathers the same frames from JAX and NumPy arrays, negative
+    indices counted from the end, and refuses an index outside the positions."""
+    data = make_data()
+    if as_numpy:
+        data = eqx.tree_at(lambda d: d.intensities, data, np.asarray(data.intensities))
+    expected = np.asarray(data.intensities)
+    batch = data.batch([6, -7, 2, 2])
+    np.testing.assert_array_equal(np.asarray(batch.intensities), expected[[6, 0, 2, 2]])
+    np.testing.assert_array_equal(np.asarray(batch.positions), np.asarray(data.positions)[[6, 0, 2, 2]])
+    for bad in ([7], [-8]):
+        with pytest.raises(IndexError, match=r"`index` must lie in \[-7, 7\) for 7 positions"):
+            data.batch(bad)
+
+
 # ---- detector orientation: what read_cxi reads, batch by batch ----------------------------------
 
 

@@ -52,6 +52,8 @@ from ._geometry import (
 )
 from ._init import (
     SEARCH_FACTORS as SEARCH_FACTORS,
+    SEARCH_MIN_POSITIONS as SEARCH_MIN_POSITIONS,
+    SEARCH_PIXELS as SEARCH_PIXELS,
     SEARCH_POSITIONS as SEARCH_POSITIONS,
     ProbeSearch as ProbeSearch,
     central_indices as central_indices,

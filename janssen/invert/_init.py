@@ -1,6 +1,7 @@
 """Starting points for a reconstruction, built from the data alone."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, PRNGKeyArray
@@ -156,10 +157,20 @@ def _defocused_guess(
     phase = -defocus_sign * np.pi * diameter * f2 / (2 * _bright_field_radius(mean))
     dtype = jnp.result_type(data.intensities.dtype, jnp.complex64)
     pupil = jnp.asarray(np.sqrt(mean) * np.exp(1j * phase), dtype=dtype)
+    return _guess_in_sample_plane(pupil, mean, data.valid)
+
+
+@jax.jit
+def _guess_in_sample_plane(pupil: Complex[Array, "y x"], mean: Float[ArrayLike, "y x"], valid: ArrayLike):
+    """The detector-plane guess `pupil` in the sample plane, its far field centred on the bright field.
+
+    One compiled program: op by op, the guess compiled 73 small programs that held 100 MB
+    until the caches were cleared.
+    """
     # The mean frame's intensity centroid is pulled off the beam by the object's own
     # scattering; centre the guess on the bright field's geometric centre instead (the
     # engines keep the probe's far-field centroid where it starts).
-    return align_to_pattern(ifft2c(pupil)[None], mean, data.valid)
+    return align_to_pattern(ifft2c(pupil)[None], mean, valid)
 
 
 class ProbeSearch(eqx.Module):
@@ -185,6 +196,13 @@ SEARCH_FACTORS = (0.5, 0.64, 0.8, 1.0, 1.25, 1.56, 1.95)
 #: Positions `search_probe` scores its candidates on, at most (see there).
 SEARCH_POSITIONS = 512
 
+#: Frame pixels, summed over the positions, `search_probe` scores its candidates on, at
+#: most: 512 frames of 128 x 128 (see there).
+SEARCH_PIXELS = 512 * 128 * 128
+
+#: Positions `search_probe` scores on however large the frames, where the scan has them.
+SEARCH_MIN_POSITIONS = 64
+
 
 def central_indices(positions: ArrayLike, count: int) -> np.ndarray:
     """Indices of the `count` positions `(N, 2)` nearest the centre of their bounding box, in scan order."""
@@ -200,6 +218,14 @@ def _central_positions(data: MicroscopeData, count: int | None) -> MicroscopeDat
     return data.batch(central_indices(data.positions, count))
 
 
+def search_count(frame_shape: tuple[int, int], max_positions: int | None, max_pixels: int | None) -> int | None:
+    """How many positions `search_probe` scores on frames of `frame_shape` (`None`: all)."""
+    if max_pixels is None:
+        return max_positions
+    fitting = max(int(max_pixels) // (int(frame_shape[0]) * int(frame_shape[1])), SEARCH_MIN_POSITIONS)
+    return fitting if max_positions is None else min(int(max_positions), fitting)
+
+
 def search_probe(
     data: MicroscopeData,
     *,
@@ -209,6 +235,7 @@ def search_probe(
     overlap: float | int = 0.7,
     key: PRNGKeyArray | None = None,
     max_positions: int | None = SEARCH_POSITIONS,
+    max_pixels: int | None = SEARCH_PIXELS,
 ) -> ProbeSearch:
     """Choose the probe guess's side of focus and size from the data.
 
@@ -235,6 +262,13 @@ def search_probe(
       mean pattern and the scan spacing the guesses are built from use every frame.
       On the xlarge preset (4000 frames of 512 x 512) scoring every position would take
       14 x 4 full iterations.
+    - `max_pixels`: and on at most this many frame pixels in all, positions times pixels
+      per frame, but on at least `SEARCH_MIN_POSITIONS` (64) positions (default
+      `SEARCH_PIXELS`, 512 frames of 128 x 128; `None`: `max_positions` alone). Frames of
+      up to 128 x 128 are scored on 512 positions, 256 x 256 on 128 and 512 x 512 on 64.
+      On the large preset (1000 frames of 256 x 256) 128 positions pick the same side of
+      focus and size as 512 do in a quarter of the time (29 s against 113 s on 2 CPU
+      cores), and the copy of the scored frames is 34 MB, not 134 MB.
 
     **Returns:**
 
@@ -249,13 +283,15 @@ def search_probe(
         isinstance(max_positions, bool) or int(max_positions) != max_positions or max_positions < 1
     ):
         raise ValueError(f"`max_positions` must be an integer >= 1 or None, got {max_positions!r}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1):
+        raise ValueError(f"`max_pixels` must be an integer >= 1 or None, got {max_pixels!r}")
     if not factors or not all(f > 0 for f in factors):
         raise ValueError(f"`factors` must be a non-empty sequence of numbers > 0, got {factors!r}")
     engine = RPIE() if engine is None else engine
     base = _scan_spacing_px(data) / (1 - overlap)
     mean = mean_pattern(data)  # the same for every candidate: only the defocus phase differs
     background = background_start(data)  # modelled by every candidate where it matters
-    scored = _central_positions(data, max_positions)
+    scored = _central_positions(data, search_count(data.frame_shape, max_positions, max_pixels))
     best, tried = None, []
     for sign in (1, -1):
         for factor in factors:
