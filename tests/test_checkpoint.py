@@ -50,6 +50,9 @@ def test_write_read_round_trip(tmp_path):
     assert out["attrs"]["iteration"] == 3
     np.testing.assert_array_equal(out["extra"]["note"], np.arange(3))
     assert out["state_bytes"] == b"\x00\x01abc"
+    view = read_result(path, state=False)  # what the report reads: all but the checkpoint
+    assert view["state_bytes"] is None
+    np.testing.assert_array_equal(view["object"], obj)
     assert not (tmp_path / "r.h5.partial").exists()
     with pytest.raises(ValueError, match="does not exist"):
         read_result(tmp_path / "missing.h5")

@@ -285,6 +285,11 @@ def test_background_start_and_the_default_schedule(scan, oracle):
     assert abs(level / scan["b"] - 1) < 0.01  # measured -0.55 %
     start = init_far_field_microscope(scan["bg"])
     assert float(start.detector.background) == pytest.approx(level)
+    # The probe search estimates it once and hands it on (the start reuses it).
+    from janssen.invert import search_probe
+
+    assert search_probe(scan["bg"], factors=(1.0,), iterations=1).background == level
+    assert search_probe(scan["clean"], factors=(1.0,), iterations=1).background is None
     run = run_schedule(start, scan["bg"], default_schedule(start))
     error = _cropped_error(scan, run.solution.microscope)
     assert oracle["bg"] > 3 * oracle["clean"]  # the background's noise, not the method

@@ -39,6 +39,28 @@ def test_r_per_frame_and_per_pixel_match_numpy():
     np.testing.assert_allclose(verdict.per_pixel[~bad], per_pixel[~bad], rtol=1e-5, atol=1e-6 * per_pixel.max())
 
 
+def test_batches_capped_by_pixels_give_the_same_verdict(monkeypatch):
+    """`BATCH_PIXELS` caps the frames handled at once; the sums, hence the verdict, do not change.
+
+    16 x 16 frames: a cap of 3 frames' pixels (plus a few) splits the 9 positions 3, 3, 3
+    where `batch_size=64` takes them at once.
+    """
+    from janssen.invert import _verdict
+
+    data, _, start = noiseless_far_field_problem(n=16, grid=3, step=4)
+    counts = np.random.default_rng(2).poisson(np.asarray(data.intensities)).astype(np.float32)
+    data = _with_counts(data, counts)
+    whole = compute_verdict(start, data, batch_size=64)
+    assert _verdict._batches(9, 64, (16, 16)) == [(0, 9)]
+    monkeypatch.setattr(_verdict, "BATCH_PIXELS", 3 * 16 * 16 + 5)
+    assert _verdict._batches(9, 64, (16, 16)) == [(0, 3), (3, 6), (6, 9)]
+    assert _verdict._batches(9, 2, (16, 16)) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    capped = compute_verdict(start, data, batch_size=64)
+    assert capped.r == pytest.approx(whole.r, rel=1e-6) and capped.floor == pytest.approx(whole.floor, rel=1e-12)
+    np.testing.assert_allclose(capped.per_frame, whole.per_frame, rtol=1e-6)
+    np.testing.assert_allclose(capped.per_pixel, whole.per_pixel, rtol=1e-5, atol=1e-7 * np.nanmax(whole.per_pixel))
+
+
 def test_r_is_zero_for_noise_free_data_of_the_truth():
     data, true, start = noiseless_far_field_problem(n=16, grid=3, step=4)
     assert r_factor(true, data) < 1e-10

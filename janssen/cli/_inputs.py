@@ -189,7 +189,7 @@ def start_microscope(
         return _start_near_field(settings, data), []
     # A model probe (from a file or bundled with the data) is centred on the measured
     # far field first: the engines pin the probe's far-field centroid (phase-ramp ambiguity).
-    notes = []
+    notes, background = [], "auto"
     if settings.probe is not None:
         fields = jinv.align_probe_to_data(jnp.asarray(load_probe(settings.probe, data)), data)
     elif bundled is not None:
@@ -201,10 +201,11 @@ def start_microscope(
             f"probe guess: sample {'downstream' if search.defocus_sign > 0 else 'upstream'} of the focus, "
             f"illuminated disc {search.diameter_px:.1f} px across (janssen.invert.search_probe)"
         )
-        fields = search.fields
+        fields, background = search.fields, search.background  # estimated once, for the search and the start
     probe = probe_module(fields, settings.modes, data.wavelength, data.object_pixel_size)
     padding = jinv.geometry_padding(data) if settings.geometry else None
-    start = jinv.init_far_field_microscope(data, probe, padding=padding, align=False)  # aligned above
+    # The fields were aligned above (align=False).
+    start = jinv.init_far_field_microscope(data, probe, padding=padding, align=False, background=background)
     if start.detector is not None:
         notes.append(
             f"detector background: {float(start.detector.background):.3g} counts per pixel, modelled "

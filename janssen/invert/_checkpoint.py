@@ -119,7 +119,7 @@ def save_solution(
         object_pixel_size=microscope.sample.dx,
         attrs=root,
         extra=extra,
-        state_bytes=buffer.getvalue(),
+        state_bytes=buffer.getbuffer(),  # the buffer itself: getvalue() copied it (31 MB on the large preset)
         object_std=object_std,
         verdict=None if verdict is None else _verdict_fields(verdict),
     )

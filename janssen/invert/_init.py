@@ -179,12 +179,15 @@ class ProbeSearch(eqx.Module):
     - `fields`: `(1, y, x)` the chosen probe guess.
     - `defocus_sign`, `diameter_px`: the chosen candidate.
     - `candidates`: `(sign, diameter_px, loss)` for every candidate tried, in order.
+    - `background`: the detector background every candidate modelled
+      (`background_start(data)`, `None` for none), for the start built on the guess.
     """
 
     fields: Complex[Array, "1 y x"]
     defocus_sign: int = eqx.field(static=True)
     diameter_px: float = eqx.field(static=True)
     candidates: tuple[tuple[int, float, float], ...] = eqx.field(static=True)
+    background: float | None = eqx.field(static=True, default=None)
 
 
 #: Diameters tried by `search_probe`, as factors of the scan-derived diameter: a factor
@@ -303,7 +306,7 @@ def search_probe(
             if best is None or loss < best[0]:
                 best = (loss, fields, sign, factor * base)
     assert best is not None
-    return ProbeSearch(best[1], best[2], best[3], tuple(tried))
+    return ProbeSearch(best[1], best[2], best[3], tuple(tried), background)
 
 
 def scale_probe_to_counts(fields: Num[ArrayLike, "*modes y x"], data: MicroscopeData) -> Array:
@@ -367,7 +370,10 @@ def init_far_field_microscope(
     dx = data.object_pixel_size
     given = probe is not None
     if probe is None:
-        probe = Probe(search_probe(data).fields, data.wavelength, dx)
+        search = search_probe(data)
+        probe = Probe(search.fields, data.wavelength, dx)
+        if isinstance(background, str) and background == "auto":
+            background = search.background  # the same estimate, not a second pass over the frames
     elif not isinstance(probe, AbstractProbe):
         probe = Probe(np.asarray(probe), data.wavelength, dx)
     shape = tuple(probe.fields().shape[-2:])

@@ -50,7 +50,7 @@ def write_result(
     object_pixel_size: Any,
     attrs: dict,
     extra: dict | None = None,
-    state_bytes: bytes | None = None,
+    state_bytes: bytes | memoryview | None = None,
     object_std: Any = None,
     verdict: Mapping[str, Any] | None = None,
 ) -> None:
@@ -75,7 +75,7 @@ def write_result(
     - `attrs`: attributes of the root group (`engine`, `engine_parameters`,
       `janssen_version`, `iteration`…); dicts and lists are stored as JSON text.
     - `extra`: further arrays, stored under `/extra`.
-    - `state_bytes`: serialised engine state, stored as `/checkpoint/state`.
+    - `state_bytes`: serialised engine state (bytes or a buffer), stored as `/checkpoint/state`.
     - `object_std`: `(Y, X)` per-pixel standard error of the object (e.g. from
       `janssen.invert.object_std`), stored as `/object_std`; optional.
     - `verdict`: the fit's verdict as a mapping with `r`, `floor` (floats, stored as the
@@ -115,7 +115,10 @@ def write_result(
             for name, value in (extra or {}).items():
                 handle.create_dataset(f"extra/{name}", data=np.asarray(value))
             if state_bytes is not None:
-                handle.create_dataset("checkpoint/state", data=np.void(state_bytes))
+                # One opaque scalar of the bytes, viewed rather than copied (np.void copies).
+                state = memoryview(state_bytes).cast("B")
+                scalar = np.frombuffer(state, dtype=np.dtype((np.void, state.nbytes))).reshape(())
+                handle.create_dataset("checkpoint/state", data=scalar)
             if object_std is not None:
                 handle.create_dataset("object_std", data=object_std)
             if verdict is not None:
@@ -160,12 +163,15 @@ def _reason(error: OSError) -> str:
     return " ".join(str(error).split())
 
 
-def read_result(path: str | pathlib.Path) -> dict[str, Any]:
+def read_result(path: str | pathlib.Path, *, state: bool = True) -> dict[str, Any]:
     """Read a result file written by `write_result`.
 
     **Arguments:**
 
     - `path`: the `.h5` file.
+    - `state`: read the checkpoint's serialised state (`"state_bytes"`); `False` leaves
+      it `None` (a view of the result needs none: on the large preset it is 31 MB,
+      twice the object).
 
     **Returns:**
 
@@ -199,7 +205,8 @@ def read_result(path: str | pathlib.Path) -> dict[str, Any]:
             attrs["engine_parameters"] = json.loads(attrs["engine_parameters"])
         out["attrs"] = attrs
         out["extra"] = _read_group(handle.get("extra", {}))
-        out["state_bytes"] = handle["checkpoint/state"][()].tobytes() if "checkpoint/state" in handle else None
+        saved = state and "checkpoint/state" in handle
+        out["state_bytes"] = handle["checkpoint/state"][()].tobytes() if saved else None
         out["object_std"] = handle["object_std"][()] if "object_std" in handle else None
         out["verdict"] = _read_verdict(handle, attrs)
     return out

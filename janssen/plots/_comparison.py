@@ -45,17 +45,20 @@ def align_to_truth(truth: Any, result: Any, illumination: Any, *, max_shift: int
             f"`truth`, `result` and `illumination` must have one shape, got {truth.shape}, {result.shape} and "
             f"{illumination.shape}"
         )
-    mask = illumination > _WELL_LIT * np.percentile(illumination, 99)
-    target = truth[mask]
-    best, aligned = np.inf, result
+    rows, cols = np.nonzero(illumination > _WELL_LIT * np.percentile(illumination, 99))
+    target = truth[rows, cols]
+    height, width = result.shape
+    best, chosen = np.inf, (0, 0, 1.0)
     for sy in range(-max_shift, max_shift + 1):
         for sx in range(-max_shift, max_shift + 1):
-            shifted = np.roll(result, (sy, sx), (0, 1))
-            inside = shifted[mask]
+            # The well-lit pixels of `np.roll(result, (sy, sx))`, without rolling all of it.
+            inside = result[(rows - sy) % height, (cols - sx) % width]
             gamma = np.vdot(inside, target) / max(np.vdot(inside, inside).real, np.finfo(np.float64).tiny)
             error = np.linalg.norm(target - gamma * inside) / np.linalg.norm(target)
             if error < best:
-                best, aligned = error, gamma * shifted
+                best, chosen = error, (sy, sx, gamma)
+    sy, sx, gamma = chosen
+    aligned = gamma * np.roll(result, (sy, sx), (0, 1)) if np.isfinite(best) else result
     return aligned, float(best) if np.isfinite(best) else float("nan")  # NaN in the result: no error
 
 

@@ -39,7 +39,7 @@ def _read_result(path: pathlib.Path) -> dict[str, Any]:
     from ..io import read_result
 
     try:
-        result = read_result(path)
+        result = read_result(path, state=False)  # the page shows no checkpoint
     except ValueError as error:
         raise ReportError(str(error)) from error
     except (OSError, KeyError, RuntimeError) as error:  # h5py on a truncated or damaged file
