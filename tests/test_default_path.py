@@ -141,9 +141,20 @@ def test_schedule_runs_stages_in_order_and_respects_the_cap(janssen_both_sides):
     truth = janssen_both_sides[-1]
     start = jinv.init_far_field_microscope(truth.data)
     stages = (jinv.Stage(jinv.RPIE(), 8, None), jinv.Stage(jinv.EPIE(object_step=0.25, probe_step=0.25), 8, None))
-    saved = []
-    run = jinv.run_schedule(start, truth.data, stages, max_iterations=12, checkpoint=lambda s, e: saved.append(e))
+    saved, ended = [], []
+    run = jinv.run_schedule(
+        start,
+        truth.data,
+        stages,
+        max_iterations=12,
+        checkpoint=lambda s, e: saved.append(e),
+        after_stage=lambda s, e: ended.append((type(e).__name__, len(s.losses), len(saved))),
+    )
     assert [(name, count) for name, count, _ in run.stages] == [("RPIE", 8), ("EPIE", 4)]
+    # Once per stage, with that stage's solution, after its end was saved and before the next began.
+    first_epie = next(i for i, e in enumerate(saved) if isinstance(e, jinv.EPIE))
+    assert ended[0][:2] == ("RPIE", 8) and ended[0][2] == first_epie and ended[1][:2] == ("EPIE", 4)
+    assert len(ended) == 2
     assert len(run.losses) == 12 and isinstance(run.engine, jinv.EPIE)
     assert {type(e).__name__ for e in saved} == {"RPIE", "EPIE"}
     # The second stage continues from the first: its first loss is near the first stage's last.

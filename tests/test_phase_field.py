@@ -136,6 +136,26 @@ def test_local_normal_equations_give_the_exact_gauss_newton_step(small, order, m
     np.testing.assert_allclose(squares, jnp.sum(terms.exact(bent()) ** 2), rtol=1e-5)
 
 
+def test_blocks_of_larger_frames_hold_fewer_frames_and_sum_the_same(small, monkeypatch):
+    """`_block_size` keeps 16 frames of up to 128 x 128 a block, fewer of larger frames (the
+    linearisation held per block scales with its pixels); the normal equations are sums over
+    frames, so blocks of 3 frames give what blocks of 16 give."""
+    from janssen.invert._engines import curvature
+
+    sizes = [curvature._block_size((n, n)) for n in (64, 128, 181, 256, 512, 1024)]
+    assert sizes == [16, 16, 8, 4, 1, 1]
+    dataset, true = small  # 64 x 64 frames: blocks of 16
+    engine = jinv.PhaseFieldSearch(order=2)
+    bent = engine.apply(true, _parameters(2, 3, 0.3))
+    whole = jax.jit(lambda m: engine.equations(m, _Blocks.of(dataset.data, 1e-6, False)))(bent)
+    monkeypatch.setattr(curvature, "_BLOCK_PIXELS", 3 * 64 * 64)
+    blocks = _Blocks.of(dataset.data, 1e-6, False)
+    assert blocks.index.shape == (34, 3)  # 100 frames: 33 blocks of 3 and one padded
+    split = jax.jit(lambda m: engine.equations(m, blocks))(bent)
+    for a, b in zip(split, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+
+
 def test_recovers_a_smooth_phase_put_on_the_truth(small):
     dataset, true = small
     illumination = jinv.illumination_map(true)

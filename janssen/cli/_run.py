@@ -11,6 +11,7 @@ import janssen.invert as jinv
 import janssen.io as jio
 
 from ._errors import UsageError, WriteError
+from ._memory import release_memory
 from ._output import save
 from ._signals import received
 
@@ -30,6 +31,10 @@ def checkpointer(out: pathlib.Path, data, engine, records, kept):
     return checkpoint
 
 
+def _release(solution: jinv.Solution, engine: jinv.AbstractEngine) -> None:
+    release_memory()
+
+
 def run_engine(
     microscope_or_solution, data, engine, iterations, seed, out: pathlib.Path, kept, *, trainable=None, records=None
 ) -> tuple[jinv.Solution, float, jinv.AbstractEngine]:
@@ -45,7 +50,11 @@ def run_engine(
         "checkpoint_every": CHECKPOINT_EVERY,
     }
     if isinstance(engine, tuple):
-        run = jinv.run_schedule(microscope_or_solution, data, engine, max_iterations=iterations, **options)
+        # Each stage compiles its own programs; drop them once it has ended (the persistent
+        # compilation cache, where set, serves a stage that runs again).
+        run = jinv.run_schedule(
+            microscope_or_solution, data, engine, max_iterations=iterations, after_stage=_release, **options
+        )
         kept["stages"] = run.stages
         stages = ", ".join(f"{name} {count} ({result.replace('_', ' ')})" for name, count, result in run.stages)
         print(f"schedule: {stages}", file=sys.stderr)

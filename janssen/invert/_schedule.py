@@ -84,6 +84,7 @@ def run_schedule(
     checkpoint: Callable[[Solution, AbstractEngine], None] | None = None,
     checkpoint_every: int = 10,
     level_ramp: bool | None = None,
+    after_stage: Callable[[Solution, AbstractEngine], None] | None = None,
 ) -> ScheduleRun:
     """Run `stages` one after another, each from where the previous one stopped.
 
@@ -114,6 +115,9 @@ def run_schedule(
       not pin the phase ramp (`microscope.phase_ramp_gauge` is `False`: the near field).
       Measured on janssen's near-field cone beam with a structured probe: object error
       0.075 without, 0.006 once the ramp was removed.
+    - `after_stage`: called as `after_stage(solution, engine)` when a stage has ended and
+      its checkpoint is saved, before the next stage starts (`janssen reconstruct` drops
+      the finished stage's compiled programs there and trims the heap).
 
     **Returns:**
 
@@ -163,6 +167,8 @@ def run_schedule(
             left = None if left is None else left - ran
             losses += [float(value) for value in solution.losses]
             record.append((type(engine).__name__, ran, result_name(solution.result)))
+            if after_stage is not None:
+                after_stage(solution, engine)
             kept = stage.keep
             if kept:
                 current = solution.microscope

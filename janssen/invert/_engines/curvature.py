@@ -245,16 +245,26 @@ def marquardt_trial(apply, microscope, blocks: "_Blocks", equations: tuple[Array
 # took the large preset's peak from 1.8 GB to 6.2 GB, 25x its 250 MB of frames).
 _BLOCK = 16
 
+# Frame pixels per block, at most: 16 frames of 128 x 128, 4 of 256 x 256. The phase-field
+# search's five tangent columns of 16 such frames and their linearisation took the large
+# preset's default command 60 MB above the rest of its run.
+_BLOCK_PIXELS = 16 * 128 * 128
+
+
+def _block_size(frame_shape: tuple[int, ...]) -> int:
+    """Frames per block of the normal equations: `_BLOCK`, fewer of frames larger than 128 x 128."""
+    return max(1, min(_BLOCK, _BLOCK_PIXELS // max(int(np.prod(frame_shape)), 1)))
+
 
 class _Blocks(eqx.Module):
-    """The frames in blocks of `_BLOCK` (the last one padded), for sums over the scan that hold one block at a time.
+    """The frames in blocks of `_block_size` (the last one padded), for sums over the scan held a block at a time.
 
     Each block reads its own measured counts and takes their square roots, so nothing
     frame-sized but the data themselves is held.
     """
 
     data: MicroscopeData
-    index: Array  # (blocks, _BLOCK) frame numbers, the padding repeating frame 0...
+    index: Array  # (blocks, block size) frame numbers, the padding repeating frame 0...
     live: Array  # ... with weight 0
     floor: Array  # under the square root of the smooth residual (`AmplitudeResidual.of`)
     count: Array  # valid pixels over all frames
@@ -263,11 +273,11 @@ class _Blocks(eqx.Module):
     @staticmethod
     def of(data: MicroscopeData, eps: float, on_grid: bool, floor: Array | None = None) -> "_Blocks":
         """`data` in blocks; `floor` (default: `eps` times `data`'s mean counts) under the smooth residual's root."""
-        count = data.num_positions
-        blocks = -(-count // _BLOCK)
-        slots = jnp.arange(blocks * _BLOCK)
-        index = (slots % count).reshape(blocks, _BLOCK)
-        live = (slots < count).astype(data.intensities.dtype).reshape(blocks, _BLOCK)
+        count, size = data.num_positions, _block_size(data.frame_shape)
+        blocks = -(-count // size)
+        slots = jnp.arange(blocks * size)
+        index = (slots % count).reshape(blocks, size)
+        live = (slots < count).astype(data.intensities.dtype).reshape(blocks, size)
         floor = AmplitudeResidual.of(data, eps).floor if floor is None else jnp.asarray(floor, data.intensities.dtype)
         return _Blocks(data, index, live, floor, count * jnp.sum(data.valid), on_grid)
 
