@@ -184,7 +184,7 @@ def r_factor(microscope: AbstractMicroscope, data: MicroscopeData | CXIFrames, *
     - `microscope`: the model, with one scan position per frame of `data`.
     - `data`: the measurements, or an open `janssen.io.CXIFrames` (read a block at a time).
     - `batch_size`: scan positions predicted at once (fewer where their frames hold
-      more than `BATCH_PIXELS` pixels).
+      more than 64 x 128 x 128 pixels).
 
     **Returns:**
 
@@ -278,7 +278,7 @@ def poisson_floor(data: MicroscopeData | CXIFrames, *, batch_size: int = 64) -> 
     - `data`: the measurements (counts), or an open `janssen.io.CXIFrames` (read a block
       at a time, twice).
     - `batch_size`: frames handled at once (the work is on the host, in float64; fewer
-      where they hold more than `BATCH_PIXELS` pixels).
+      where they hold more than 64 x 128 x 128 pixels).
 
     **Returns:**
 
@@ -319,7 +319,7 @@ def compute_verdict(
       read `batch_size` consecutive positions at a time, three times over (the floor's
       prior, the floor, the residual), and never held whole (`janssen reconstruct --stream`).
     - `batch_size`: scan positions predicted at once (memory stays bounded: fewer where
-      their frames hold more than `BATCH_PIXELS` pixels, 16 frames of 256 x 256).
+      their frames hold more than 64 x 128 x 128 pixels, 16 frames of 256 x 256).
 
     **Returns:**
 

@@ -245,9 +245,9 @@ def marquardt_trial(apply, microscope, blocks: "_Blocks", equations: tuple[Array
 # took the large preset's peak from 1.8 GB to 6.2 GB, 25x its 250 MB of frames).
 _BLOCK = 16
 
-# Frame pixels per block, at most: 16 frames of 128 x 128, 4 of 256 x 256. The phase-field
-# search's five tangent columns of 16 such frames and their linearisation took the large
-# preset's default command 60 MB above the rest of its run.
+# Frame pixels per block, at most: 16 frames of 128 x 128, 4 of 256 x 256. On the large
+# preset (256 x 256) the phase-field search's first iteration peaked 286 MB above its start
+# with blocks of 16 frames (five tangent columns and the linearisation of each), 187 MB with 4.
 _BLOCK_PIXELS = 16 * 128 * 128
 
 
