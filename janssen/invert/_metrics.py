@@ -74,12 +74,32 @@ def object_error(
         )
     if max_shift < 0:
         raise ValueError(f"`max_shift` must be >= 0, got {max_shift}")
-    mask = illum > 0.5 * np.percentile(illum, 99)
-    target = truth[mask]
-    best = np.inf
+    return float(best_alignment(truth, recon, illum, max_shift)[3])
+
+
+#: DESIGN.md's object error counts the pixels lit by more than this fraction of the
+#: illumination's 99th percentile.
+WELL_LIT = 0.5
+
+
+def best_alignment(
+    truth: np.ndarray, result: np.ndarray, illumination: np.ndarray, max_shift: int
+) -> tuple[int, int, np.number | float, float]:
+    """`(sy, sx, gamma, error)`: the integer shift of `result` (as `np.roll`) and global complex
+    scale that minimise `||T - gamma R|| / ||T||` over the well-lit pixels, and that error
+    (`inf` where no shift gives a finite one; `gamma` a NumPy scalar, 1.0 then). One definition for `object_error` and
+    `janssen.plots.align_to_truth`; each shift reads only the well-lit pixels, without
+    rolling the whole result.
+    """
+    rows, cols = np.nonzero(illumination > WELL_LIT * np.percentile(illumination, 99))
+    target = truth[rows, cols]
+    height, width = result.shape
+    best, chosen = np.inf, (0, 0, 1.0)
     for sy in range(-max_shift, max_shift + 1):
         for sx in range(-max_shift, max_shift + 1):
-            shifted = np.roll(recon, (sy, sx), (0, 1))[mask]
-            gamma = np.vdot(shifted, target) / max(np.vdot(shifted, shifted).real, np.finfo(np.float64).tiny)
-            best = min(best, np.linalg.norm(target - gamma * shifted) / np.linalg.norm(target))
-    return float(best)
+            inside = result[(rows - sy) % height, (cols - sx) % width]  # those of np.roll(result, (sy, sx))
+            gamma = np.vdot(inside, target) / max(np.vdot(inside, inside).real, np.finfo(np.float64).tiny)
+            error = np.linalg.norm(target - gamma * inside) / np.linalg.norm(target)
+            if error < best:
+                best, chosen = error, (sy, sx, gamma)
+    return (*chosen, float(best))

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..invert._metrics import best_alignment
 from ._figures import (
     _figure,
     _image,
@@ -16,9 +17,6 @@ from ._figures import (
     display_factor,
     illuminated_region,
 )
-
-# DESIGN.md's object error counts the pixels lit by more than half of the illumination's 99th percentile.
-_WELL_LIT = 0.5
 
 
 def align_to_truth(truth: Any, result: Any, illumination: Any, *, max_shift: int = 2) -> tuple[np.ndarray, float]:
@@ -45,19 +43,7 @@ def align_to_truth(truth: Any, result: Any, illumination: Any, *, max_shift: int
             f"`truth`, `result` and `illumination` must have one shape, got {truth.shape}, {result.shape} and "
             f"{illumination.shape}"
         )
-    rows, cols = np.nonzero(illumination > _WELL_LIT * np.percentile(illumination, 99))
-    target = truth[rows, cols]
-    height, width = result.shape
-    best, chosen = np.inf, (0, 0, 1.0)
-    for sy in range(-max_shift, max_shift + 1):
-        for sx in range(-max_shift, max_shift + 1):
-            # The well-lit pixels of `np.roll(result, (sy, sx))`, without rolling all of it.
-            inside = result[(rows - sy) % height, (cols - sx) % width]
-            gamma = np.vdot(inside, target) / max(np.vdot(inside, inside).real, np.finfo(np.float64).tiny)
-            error = np.linalg.norm(target - gamma * inside) / np.linalg.norm(target)
-            if error < best:
-                best, chosen = error, (sy, sx, gamma)
-    sy, sx, gamma = chosen
+    sy, sx, gamma, best = best_alignment(truth, result, illumination, max_shift)
     aligned = gamma * np.roll(result, (sy, sx), (0, 1)) if np.isfinite(best) else result
     return aligned, float(best) if np.isfinite(best) else float("nan")  # NaN in the result: no error
 
