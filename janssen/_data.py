@@ -123,3 +123,12 @@ class MicroscopeData(eqx.Module):
 def _take_rows(intensities: Array, positions: Array, index: Array) -> tuple[Array, Array]:
     """`MicroscopeData.batch`'s gather: the rows `index` (in range) of both arrays."""
     return jnp.take(intensities, index, axis=0, mode="clip"), jnp.take(positions, index, axis=0, mode="clip")
+
+
+def frames_within(frame_shape: tuple[int, ...], pixels: int) -> int:
+    """How many frames of `frame_shape` hold at most `pixels` pixels in all (at least one).
+
+    The bound the batched host and device work on frames shares (the verdict, the
+    background estimate, the searches' blocks, the probe search's positions).
+    """
+    return max(1, int(pixels) // max(int(np.prod(frame_shape)), 1))

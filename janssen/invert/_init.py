@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float, Num, PRNGKeyArray
 
-from .._data import MicroscopeData
+from .._data import MicroscopeData, frames_within
 from ..io._geometry_check import nearest_distances
 from ..optics._fft import ifft2c
 from ..optics._probe import AbstractProbe, Probe
@@ -225,7 +225,7 @@ def search_count(frame_shape: tuple[int, int], max_positions: int | None, max_pi
     """How many positions `search_probe` scores on frames of `frame_shape` (`None`: all)."""
     if max_pixels is None:
         return max_positions
-    fitting = max(int(max_pixels) // (int(frame_shape[0]) * int(frame_shape[1])), SEARCH_MIN_POSITIONS)
+    fitting = max(frames_within(frame_shape, max_pixels), SEARCH_MIN_POSITIONS)
     return fitting if max_positions is None else min(int(max_positions), fitting)
 
 

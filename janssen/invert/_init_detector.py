@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._data import MicroscopeData
+from .._data import MicroscopeData, frames_within
 from ._patterns import mean_frame
 
 
@@ -66,7 +66,7 @@ def _frame_moments(data: MicroscopeData, first: int = 0) -> tuple[np.ndarray, np
     """Per-pixel mean and (unbiased) variance over every other frame from `first`, in float64 a chunk at a time."""
     frames = np.asarray(data.intensities)[first::2]
     count = frames.shape[0]
-    chunk = max(1, _CHUNK_PIXELS // max(int(np.prod(frames.shape[1:])), 1))
+    chunk = frames_within(frames.shape[1:], _CHUNK_PIXELS)
     total = np.zeros(frames.shape[1:])
     squares = np.zeros(frames.shape[1:])
     for start in range(0, count, chunk):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .._data import MicroscopeData
+from .._data import MicroscopeData, frames_within
 from ..io._lazy import CXIFrames
 from ..scopes._base import AbstractMicroscope
 from ._residual import report_difference
@@ -136,7 +136,7 @@ def _batches(npos: int, batch_size: int, frame_shape: tuple[int, ...]) -> list[t
     """`[start, stop)` of consecutive frames: `batch_size` at a time, fewer where they exceed `BATCH_PIXELS`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
-    size = max(1, min(batch_size, BATCH_PIXELS // max(int(np.prod(frame_shape)), 1)))
+    size = min(batch_size, frames_within(frame_shape, BATCH_PIXELS))
     return [(start, min(start + size, npos)) for start in range(0, npos, size)]
 
 

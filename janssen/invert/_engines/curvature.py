@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ..._data import MicroscopeData
+from ..._data import MicroscopeData, frames_within
 from .._residual import AmplitudeResidual, safe_sqrt
 from .._trainable import fixed_on_grid, refines
 from .base import AbstractEngine
@@ -253,7 +253,7 @@ _BLOCK_PIXELS = 16 * 128 * 128
 
 def _block_size(frame_shape: tuple[int, ...]) -> int:
     """Frames per block of the normal equations: `_BLOCK`, fewer of frames larger than 128 x 128."""
-    return max(1, min(_BLOCK, _BLOCK_PIXELS // max(int(np.prod(frame_shape)), 1)))
+    return min(_BLOCK, frames_within(frame_shape, _BLOCK_PIXELS))
 
 
 class _Blocks(eqx.Module):
