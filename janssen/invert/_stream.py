@@ -16,7 +16,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Num, PRNGKeyArray
 
-from .._data import MicroscopeData
+from .._data import MicroscopeData, frames_within
 from ..io._lazy import CXIFrames
 from ..optics._coherence import CoherentModeSet, MixedStateProbe, extend_modes
 from ..optics._probe import AbstractProbe
@@ -307,6 +307,21 @@ def _prefetched(
         yield index, batch
 
 
+#: Frame pixels a streamed search reads at a time, at most (`search_from_file`): 256 frames of
+#: 64 x 64, 64 of 128 x 128, 16 of 256 x 256.
+SEARCH_BATCH_PIXELS = 64 * 128 * 128
+
+
+@eqx.filter_jit
+def _block_sums(engine, microscope, batch: MicroscopeData, floor: Array, on_grid: bool):
+    """A batch's share of a Marquardt search's normal equations, residual and pixel count.
+
+    At module level, so that every search (and every pass of one) runs the same program.
+    """
+    blocks = _Blocks.of(batch, engine.eps, on_grid, floor)
+    return engine.equations(microscope, blocks), blocks.count
+
+
 def search_from_file(
     microscope: AbstractMicroscope,
     frames: CXIFrames,
@@ -319,9 +334,10 @@ def search_from_file(
     """Run a Marquardt search (`PhaseFieldSearch`, `CurvatureSearch`) on a file's frames, streamed.
 
     Such a search fits a few numbers to the whole scan: its normal equations and its
-    residual are sums over frames, so each step sums them over batches of `batch_size`
-    positions read from the file (the next read on a thread while the current one is
-    summed) and never holds more than two batches of frames. A step reads the file once:
+    residual are sums over frames, so each step sums them over batches of at most
+    `batch_size` positions and `SEARCH_BATCH_PIXELS` frame pixels (16 frames of 256 x 256)
+    read from the file (the next read on a thread while the current one is summed) and
+    never holds more than two batches of frames. A step reads the file once:
     the pass that scores a trial also sums the equations at the trial, which the next
     step starts from when the trial is kept. The steps, the damping and the stopping rule
     are the engine's own, so the result is the one `reconstruct` reaches with the frames in
@@ -335,7 +351,7 @@ def search_from_file(
     - `frames`: an open `janssen.io.CXIFrames`.
     - `engine`: a `janssen.invert` Marquardt search.
     - `max_steps`: at most this many steps, >= 1.
-    - `batch_size`: positions per batch, >= 1.
+    - `batch_size`: positions per batch at most, >= 1.
     - `progress_meter`: advanced once per step.
 
     **Returns:**
@@ -355,23 +371,26 @@ def search_from_file(
     everywhere = microscope.positions
     order = np.arange(count)
     trainable = ["object", "probe"]
-    first = frames.batch(order[: int(batch_size)])
+    # The sums are the same over any grouping of the frames; a pass reads at most
+    # `SEARCH_BATCH_PIXELS` frame pixels at a time, fewer positions than `batch_size` of
+    # large frames (with the next read on its way and the batch's device copy, three batches
+    # of 256 frames of 256 x 256 held 400 MB).
+    read = min(int(batch_size), frames_within(frames.frame_shape, SEARCH_BATCH_PIXELS))
+    first = frames.batch(order[:read])
     state = engine.init(microscope, first, trainable_spec(microscope, trainable))
     floor = AmplitudeResidual.of(first, engine.eps).floor
+    dtype = first.intensities.dtype
+    del first  # not held through the search
     on_grid = state.on_grid
-
-    @eqx.filter_jit
-    def block_sums(engine, microscope, batch):
-        blocks = _Blocks.of(batch, engine.eps, on_grid, floor)
-        return engine.equations(microscope, blocks), blocks.count
 
     def sums(candidate) -> tuple[Array, Array, Array, Array]:
         totals = None
-        for index, batch in _prefetched(reader, frames, order, int(batch_size)):
+        for index, batch in _prefetched(reader, frames, order, read):
             part = eqx.tree_at(lambda m: m.positions, candidate, everywhere[index])
-            (normal, gradient, squares), pixels = block_sums(engine, part, batch)
+            (normal, gradient, squares), pixels = _block_sums(engine, part, batch, floor, on_grid)
             new = (normal, gradient, squares, pixels)
             totals = new if totals is None else tuple(a + b for a, b in zip(totals, new, strict=True))
+            del batch, part  # before the next read starts: two batches held, not three
         assert totals is not None
         return totals
 
@@ -400,7 +419,6 @@ def search_from_file(
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
         progress_meter.close()
-    dtype = first.intensities.dtype
     return Solution(
         microscope=current,
         state=state,
