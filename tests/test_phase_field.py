@@ -221,6 +221,7 @@ def test_search_from_file_reads_a_pixel_budget_and_compiles_once(small, small_fi
     # recompiled each time, grew the resident memory by 20-45 MB a search on the large preset).
     from janssen.invert import _stream
 
+    assert jinv.SEARCH_BATCH_PIXELS == _stream.SEARCH_BATCH_PIXELS == 64 * 128 * 128
     dataset, true = small
     engine = jinv.PhaseFieldSearch(order=ORDER)
     bent = engine.apply(true, _parameters(ORDER, 4, 0.3))

@@ -148,6 +148,7 @@ from ._sharding import (
 )
 from ._solution import Solution as Solution
 from ._stream import (
+    SEARCH_BATCH_PIXELS as SEARCH_BATCH_PIXELS,
     init_far_field_from_file as init_far_field_from_file,
     reconstruct_from_file as reconstruct_from_file,
     search_from_file as search_from_file,
