@@ -390,7 +390,6 @@ def search_from_file(
             (normal, gradient, squares), pixels = _block_sums(engine, part, batch, floor, on_grid)
             new = (normal, gradient, squares, pixels)
             totals = new if totals is None else tuple(a + b for a, b in zip(totals, new, strict=True))
-            del batch, part  # before the next read starts: two batches held, not three
         assert totals is not None
         return totals
 
