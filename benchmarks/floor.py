@@ -13,10 +13,11 @@ and takes the *minimum* (a floor that a way of running the iteration beats is no
   frame) depending on the previous position's result and nothing stacked as output, as in
   sequential PIE.
 
-Each way runs with all of XLA's threads (in the calling process) and with one thread (in a
-subprocess started with `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+On a CPU each way runs with all of XLA's threads (in the calling process) and with one
+thread (in a subprocess started with `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1` and pinned to one core), so the ways are
-`batched`, `blocks8`, `chain` and `batched-1t`, `blocks8-1t`, `chain-1t`. Every time is the
+`batched`, `blocks8`, `chain` and `batched-1t`, `blocks8-1t`, `chain-1t`; on a GPU the
+first three, on the device. Every time is the
 median of `repeats` calls, in wall time and in process CPU time (`time.process_time`, all
 threads). The floor is the way with the least wall time; `floor_cpu` the least CPU time
 (over the same ways). The transforms are unnormalised (`jnp.fft`), a lower bound on
@@ -119,9 +120,15 @@ def floor_of(ways: dict) -> dict:
 
 
 def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7, *, one_thread: bool = True) -> dict:
-    """Every way with all threads here and (with `one_thread`) with one thread in a subprocess; `floor_of` them."""
+    """Every way with all threads here and (with `one_thread`) with one thread in a subprocess; `floor_of` them.
+
+    The one-thread ways are a CPU's: where JAX runs on another device (a GPU), the ways are
+    timed there alone.
+    """
+    import jax
+
     ways = time_ways(num_positions, frame_shape, repeats)
-    if one_thread:
+    if one_thread and jax.default_backend() == "cpu":
         ways.update(one_thread_ways(num_positions, frame_shape, repeats))
     return floor_of(ways)
 
