@@ -373,8 +373,8 @@ def search_from_file(
     trainable = ["object", "probe"]
     # The sums are the same over any grouping of the frames; a pass reads at most
     # `SEARCH_BATCH_PIXELS` frame pixels at a time, fewer positions than `batch_size` of
-    # large frames (with the next read on its way and the batch's device copy, three batches
-    # of 256 frames of 256 x 256 held 400 MB).
+    # large frames (reads of 256 frames of 256 x 256, with the next read on its way and
+    # their device copies, took a search 480 MB above its start on the large preset).
     read = min(int(batch_size), frames_within(frames.frame_shape, SEARCH_BATCH_PIXELS))
     first = frames.batch(order[:read])
     state = engine.init(microscope, first, trainable_spec(microscope, trainable))
