@@ -160,11 +160,11 @@ def test_validation():
 
 
 @eqx.filter_jit
-def _diagonals(data, start):
-    """The scaling's weights for object and positions, and the dense diagonal of `J^T J`."""
+def _diagonals(data, start, names=("object", "positions")):
+    """The scaling's weights for the leaves `names`, and the dense diagonal of `J^T J`."""
     from janssen.invert._engines.gauss_newton import _diagonal_shape
 
-    params, static = eqx.partition(start, trainable_spec(start, ["object", "positions"]))
+    params, static = eqx.partition(start, trainable_spec(start, list(names)))
     x = to_real(params)
     residual_fn = residual_function(static, params, data, GaussNewton().eps)
     _, jvp, _ = jax.linearize(residual_fn, x, has_aux=True)
@@ -197,21 +197,6 @@ def test_scaling_follows_the_diagonal_of_the_normal_matrix(x64):
     np.testing.assert_allclose(ratio.mean(), 1.0, rtol=0.15)
 
 
-@eqx.filter_jit
-def _probe_diagonals(data, start):
-    """The scaling's weights for the probe, and the dense diagonal of `J^T J` for it."""
-    from janssen.invert._engines.gauss_newton import _diagonal_shape
-
-    params, static = eqx.partition(start, trainable_spec(start, ["object", "probe"]))
-    x = to_real(params)
-    residual_fn = residual_function(static, params, data, GaussNewton().eps)
-    _, jvp, _ = jax.linearize(residual_fn, x, has_aux=True)
-    weights = _diagonal_shape(start, x, jvp)
-    flat, unravel = ravel_pytree(x)
-    jacobian = jax.jacfwd(lambda f: residual_fn(unravel(f))[0].ravel())(flat)
-    return weights.probe.modes, unravel(jnp.sum(jacobian**2, axis=0)).probe.modes
-
-
 def test_probe_weights_are_the_object_intensity_over_the_windows(x64):
     """The probe's weights are `sum_j |O|^2` over the four 8 x 8 windows (here at whole-pixel
     corners 0 and 4 of the 12 x 12 object, summed by hand), which is the real + imaginary
@@ -227,7 +212,7 @@ def test_probe_weights_are_the_object_intensity_over_the_windows(x64):
     intensity = np.abs(np.asarray(obj)) ** 2
     by_hand = sum(intensity[y : y + 8, x : x + 8] for y in (0, 4) for x in (0, 4))
     np.testing.assert_array_equal(np.asarray(start.windows()[0]), [[0, 0], [4, 0], [0, 4], [4, 4]])
-    weights, dense = _probe_diagonals(data, start)
+    weights, dense = (tree.probe.modes for tree in _diagonals(data, start, ("object", "probe")))
     # `(modes, y, x, real/imaginary)`: the same weight for both parts, floored at 1 % of the largest.
     np.testing.assert_allclose(np.asarray(weights[0, ..., 0]), np.maximum(by_hand, 0.01 * by_hand.max()), rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(weights[..., 0]), np.asarray(weights[..., 1]))
