@@ -144,3 +144,20 @@ def test_import_check_catches_a_private_import(tmp_path):
 
 def test_reconstruct_module_is_parsing_and_calls():
     assert len((CLI / "_reconstruct.py").read_text().splitlines()) <= 300
+
+
+def test_the_parsers_engine_choices_are_the_registrys():
+    """`--engine`'s choices are written out (the parser loads no JAX): they must be "auto" and
+    `janssen.invert.ENGINE_NAMES`, in order, and the PIE engines and optimizers among them."""
+    import janssen.invert as jinv
+    from janssen.cli._args import AUTO, ENGINE_CHOICES
+    from janssen.cli._settings import OPTIMIZERS, PIE_ENGINES
+
+    assert ENGINE_CHOICES == tuple(sorted([AUTO, *jinv.ENGINE_NAMES]))
+    assert set(PIE_ENGINES) == {"epie", "mpie", "rpie"} and set(OPTIMIZERS) == {"adam", "sgd"}
+    parser_choices = next(
+        action.choices
+        for action in build_parser()._subparsers._group_actions[0].choices["reconstruct"]._actions
+        if action.dest == "engine"
+    )
+    assert tuple(parser_choices) == ENGINE_CHOICES

@@ -288,12 +288,12 @@ def test_a_missing_data_file_is_named(files, tmp_path):
 
 
 def _cli(argv):
-    from janssen.cli._report import add_report_parser
+    from janssen.cli._parsers import add_report_parser
 
     parser = argparse.ArgumentParser(prog="janssen")
     add_report_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", *map(str, argv)])
-    return args.handler(args)
+    return args.handler.load()(args)
 
 
 def test_cli_writes_the_page_and_reports_bad_input_in_one_line(files, tmp_path, capsys):

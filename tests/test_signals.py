@@ -103,6 +103,30 @@ def test_import_janssen_leaves_jax_for_later():
     assert done.stdout.split() == ["False", "True"]
 
 
+def test_help_and_a_mistyped_flag_answer_without_jax():
+    """`janssen --help`, a subcommand's help and a refused flag are argparse's answers: JAX (and the
+    subcommand's modules) are not imported for them (importing JAX takes 1.5-3 s here)."""
+    script = (
+        "import sys\n"
+        "from janssen.cli import main\n"
+        "for argv in (['--help'], ['reconstruct', '--help'], ['reconstruct', 'd.cxi', '--engine', 'foo'],"
+        " ['simulate', '--size', 'huge', '--out', 'x.cxi']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code, file=sys.stderr)\n"
+        "print('loaded', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'equinox')"
+        " or m in ('janssen.invert', 'janssen.io', 'janssen.cli._reconstruct', 'janssen.cli._simulate')),"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("exit", "loaded"))]
+    assert lines == ["exit 0", "exit 0", "exit 2", "exit 2", "loaded []"], done.stderr[-2000:]
+    assert "usage: janssen [-h]" in done.stdout and "usage: janssen reconstruct [-h]" in done.stdout
+    assert "argument --engine: invalid choice: 'foo'" in done.stderr
+    assert "argument --size: invalid choice: 'huge'" in done.stderr
+
+
 @pytest.mark.parametrize("name", ["scopes", "io", "invert", "optics", "plots", "cli"])
 def test_each_subpackage_imports_first(name):
     """With `janssen/__init__.py` lazy, any subpackage may be the first one imported (no import cycle)."""

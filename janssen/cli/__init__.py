@@ -1,9 +1,11 @@
 """The `janssen` command line."""
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
@@ -14,20 +16,31 @@ def _interrupted_while_loading(signum: int, frame: object) -> None:
     os._exit(130)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the `janssen` command; the exit code.
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """While modules load (JAX among them), Ctrl-C ends the process with one line and exit 130.
 
-    The command's modules (and JAX) are imported here, with Ctrl-C answered by one line
-    and exit 130 (not a traceback) until they are loaded and the command's own handling
-    takes over.
+    Only in the main thread (signal handlers can be set nowhere else); elsewhere a no-op.
     """
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted_while_loading) if handled else None
     try:
-        from ._main import main as run
+        yield
     finally:
         if handled:
             signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `janssen` command; the exit code.
+
+    The parsers are loaded first (no JAX: `janssen --help` and a mistyped flag answer at
+    once), the subcommand's modules (and JAX) once the command line is read; until they
+    are loaded and the command's own handling takes over, Ctrl-C is answered by one line
+    and exit 130, not a traceback.
+    """
+    with loading():
+        from ._main import main as run
     try:
         return run(argv)
     except KeyboardInterrupt:

@@ -1,4 +1,7 @@
-"""What every subcommand checks its arguments against: file names and the bounds on counts."""
+"""What every subcommand checks its arguments against: file names, the bounds on counts, the choices.
+
+Imports nothing of JAX or janssen: the parsers (`_parsers`) use it before either is loaded.
+"""
 
 import argparse
 import pathlib
@@ -10,6 +13,33 @@ MAX_ITERATIONS = 100_000
 #: The most probe modes (`--modes`): each is a whole probe to refine, and a few carry all but a
 #: percent of a real beam's power; more cannot be determined from the data and run for hours.
 MAX_MODES = 32
+#: Iterations between the checkpoints `janssen reconstruct` writes into its result file.
+CHECKPOINT_EVERY = 10
+#: `--engine auto`: `janssen.invert.default_schedule`.
+AUTO = "auto"
+#: `--engine`'s choices: "auto" and `janssen.invert.ENGINE_NAMES`, written out so that the parser
+#: needs no JAX (`tests/test_cli_settings.py` checks that they are the registry's names).
+ENGINE_CHOICES = (
+    "adam",
+    AUTO,
+    "curvature",
+    "epie",
+    "gauss-newton",
+    "lm",
+    "mpie",
+    "optx-dogleg",
+    "optx-gn",
+    "optx-lm",
+    "phase-field",
+    "rpie",
+    "sgd",
+)
+#: Iterations of a named engine (or epochs of a streamed run) when `--iterations` is not given.
+DEFAULT_ITERATIONS = 50
+LOSSES = ("amplitude", "poisson", "intensity")
+PROPAGATORS = ("fresnel", "angular_spectrum")
+#: `janssen simulate --size`: `janssen.io.simulate_preset`'s presets.
+SIMULATE_SIZES = ("small", "medium", "large", "xlarge")
 
 
 def path_argument(value: str) -> pathlib.Path:

@@ -9,28 +9,13 @@ import jax.random as jr
 import janssen.invert as jinv
 import janssen.io as jio
 
-from ._args import MAX_ITERATIONS, path_argument
+from ._args import MAX_ITERATIONS
 from ._errors import UsageError
 from ._output import check_output, figures, output_lock
 from ._run import run_engine, save_verdict, verdict_of
 from ._settings import ITERATIONS_WHY, check_count
 from ._signals import command, kept_text, received, signal_exit, signal_name
 from ._summary import stopped, summary
-
-
-def add_demo_parser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register the `demo` subcommand on the `janssen` parser's subparsers."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="simulate a small dataset, reconstruct it and compare with the ground truth",
-        description="Simulate the small preset, reconstruct it with rPIE, write the result and figures to DIR.",
-    )
-    parser.add_argument("--out", type=path_argument, default=pathlib.Path("janssen-demo"), help="output folder")
-    parser.add_argument(
-        "--iterations", type=int, default=30, help=f"rPIE iterations (default 30, at most {MAX_ITERATIONS})"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's files in the folder")
-    parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -7,11 +7,9 @@ import pathlib
 import platform
 import sys
 
-from ._demo import add_demo_parser
+from . import loading
 from ._memory import own_process
-from ._reconstruct import add_reconstruct_parser
-from ._report import add_report_parser
-from ._simulate import add_simulate_parser
+from ._parsers import add_demo_parser, add_reconstruct_parser, add_report_parser, add_simulate_parser
 
 _OFF = "off"
 
@@ -165,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the process's own command line: the command owns the process
         own_process()  # freed arrays go back to the system (`janssen.cli._memory`)
     try:
-        use_compile_cache(args.compile_cache or default_compile_cache())
-        return int(args.handler(args) or 0)
+        with loading():  # the subcommand's modules, JAX with them
+            handler = args.handler.load()
+            use_compile_cache(args.compile_cache or default_compile_cache())
+        return int(handler(args) or 0)
     except KeyboardInterrupt:  # before a command's own handling starts, or in one without it
         print(f"janssen {args.command}: interrupted; nothing more was written", file=sys.stderr)
         return 130

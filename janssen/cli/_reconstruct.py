@@ -14,125 +14,18 @@ from typing import Any
 import janssen.invert as jinv
 import janssen.io as jio
 
-from ._args import MAX_ITERATIONS, MAX_MODES, path_argument
+from ._args import DEFAULT_ITERATIONS
 from ._engines import make_engine, trainable_names
 from ._errors import EXIT_TERMINATED, UsageError
 from ._inputs import check_modes, load_data, near_field_geometry, object_grid, start_microscope
 from ._memory import release_memory
 from ._output import figures, output_lock, output_path
 from ._resume import check_frame_count, cli_record, read_saved, resume_command, resumed
-from ._run import CHECKPOINT_EVERY, refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
-from ._settings import DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, PROPAGATORS, ReconstructSettings, read_settings
+from ._run import refine_geometry, run_engine, save_verdict, verdict_of, write_uncertainty
+from ._settings import ReconstructSettings, read_settings
 from ._signals import command, received, signal_exit, signal_name
 from ._stream import reconstruct_streamed
 from ._summary import data_line, stopped, summary
-
-
-def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register the `reconstruct` subcommand on the `janssen` parser's subparsers."""
-    parser = subparsers.add_parser(
-        "reconstruct",
-        help="reconstruct object and probe from a CXI file or the Siemens-star .npz.bz2",
-        description=(
-            "Reconstruct object and probe with a PIE, gradient (adam, sgd) or Gauss-Newton engine. Writes "
-            f"RESULT.h5 (checkpointed every {CHECKPOINT_EVERY} iterations; resumable with --resume) and "
-            "RESULT_object.png, RESULT_probe.png, RESULT_loss.png, RESULT_residual.png beside it; prints R beside its "
-            "Poisson floor. Flags override the config file."
-        ),
-    )
-    parser.add_argument(
-        "data", metavar="DATA", type=path_argument, help="a CXI file (.cxi/.h5) or the Siemens-star .npz(.bz2)"
-    )
-    parser.add_argument("--config", type=path_argument, help="TOML file with the same keys as the flags")
-    parser.add_argument(
-        "--engine",
-        choices=ENGINE_CHOICES,
-        help=(
-            "engine (default auto: rPIE, ePIE with small steps, then batched mPIE, each until converged, "
-            "then the curvature search)"
-        ),
-    )
-    parser.add_argument(
-        "--iterations",
-        type=int,
-        help=f"iterations to run (default 50, at most {MAX_ITERATIONS}; with auto: the most, it stops on convergence)",
-    )
-    parser.add_argument("--probe", type=path_argument, help="starting probe, a .npy of (y, x) or (modes, y, x)")
-    parser.add_argument("--batched", action="store_true", default=None, help="batched instead of sequential PIE")
-    parser.add_argument("--loss", choices=LOSSES, help="loss minimised by adam/sgd (default amplitude)")
-    parser.add_argument(
-        "--learning-rate", dest="learning_rate", type=float, help="adam/sgd learning rate (default 0.02 / 1.0)"
-    )
-    parser.add_argument(
-        "--refine",
-        help=(
-            "comma-separated parts to refine besides the object, e.g. probe,positions,distance (default probe); "
-            "in the far field, distance refines the object pixel wavelength * distance / (N * camera pixel)"
-        ),
-    )
-    parser.add_argument(
-        "--modes", type=int, help=f"probe modes of a mixed-state probe (default 1; at most {MAX_MODES} and the frames)"
-    )
-    parser.add_argument(
-        "--near-field", dest="near_field", action="store_true", default=None, help="near-field data (CXI only)"
-    )
-    parser.add_argument("--distance", type=float, help="near field: sample-to-detector distance, m (default: file's)")
-    parser.add_argument(
-        "--focus-to-sample", dest="focus_to_sample", type=float, help="near field: focus-to-sample distance, m"
-    )
-    parser.add_argument("--propagator", choices=PROPAGATORS, help="near field: propagator (default fresnel)")
-    parser.add_argument(
-        "--uncertainty",
-        action="store_true",
-        default=None,
-        help="after the run, write object_std: the per-pixel standard error of the object from the Gauss-Newton "
-        "curvature (64 CG solves; meaningful at a converged solution)",
-    )
-    parser.add_argument(
-        "--noise-std",
-        dest="noise_std",
-        type=float,
-        help="with --uncertainty: amplitude noise in sqrt(counts) (0.5 for Poisson counts; default: from the residual)",
-    )
-    parser.add_argument(
-        "--geometry",
-        action="store_true",
-        default=None,
-        help="far field: first refine the scan positions and the distance (off by up to 7 %% and a few pixels) "
-        "with janssen.invert.refine_geometry, then run the engine from there",
-    )
-    parser.add_argument(
-        "--stream",
-        action="store_true",
-        default=None,
-        help="far-field CXI file: leave the frames in the file and read them a batch of positions at a time "
-        "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs rPIE and phase-field "
-        "searches in turn (or the PIE engine named alone), --iterations counting epochs (passes over the frames, "
-        "default 50); with --resume it continues a streamed run's result (only those)",
-    )
-    parser.add_argument(
-        "--stream-batch",
-        dest="stream_batch",
-        type=int,
-        help="with --stream: positions per batch (default 256, resuming: the result's; two batches of frames are "
-        "held in memory)",
-    )
-    parser.add_argument(
-        "--out", type=path_argument, help="result file (default: DATA's name + _result.h5, in DATA's folder)"
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing result file at --out and its figures (default: refuse)",
-    )
-    parser.add_argument(
-        "--resume",
-        type=path_argument,
-        help="continue from this result file's checkpoint (engine, its state and the refined parts from the file), "
-        "on the data file it records; a streamed run's with --stream, any other without",
-    )
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.set_defaults(handler=run_reconstruct)
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:

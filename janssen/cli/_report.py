@@ -4,31 +4,6 @@ import argparse
 import os
 import sys
 
-from ._args import path_argument
-
-
-def add_report_parser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register the `report` subcommand on the `janssen` parser's subparsers."""
-    parser = subparsers.add_parser(
-        "report",
-        help="write a result file's HTML report (verdict, figures, settings, geometry, versions)",
-        description=(
-            "Write RESULT.html beside RESULT.h5: one self-contained page (figures inline, no server needed) with the "
-            "verdict (R beside its Poisson floor), the loss curve with its noise floor, object and probe with scale "
-            "bars, the residuals, the run's settings, the geometry and the software versions. With --data (or the "
-            "data file the result records), measured against predicted patterns too, and, when the data file holds "
-            "the ground truth (janssen simulate), truth / result / difference and the object error."
-        ),
-    )
-    parser.add_argument(
-        "result", metavar="RESULT", type=path_argument, help="a result file of janssen reconstruct (.h5)"
-    )
-    parser.add_argument("--out", type=path_argument, help="the HTML file to write (default: RESULT with .html)")
-    parser.add_argument(
-        "--data", type=path_argument, help="the data file the result was refined against (CXI or the Siemens .npz.bz2)"
-    )
-    parser.set_defaults(handler=run_report)
-
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report; bad input gives one line on stderr and exit 2."""

@@ -10,12 +10,11 @@ import numpy as np
 import janssen.invert as jinv
 import janssen.io as jio
 
+from ._args import CHECKPOINT_EVERY
 from ._errors import UsageError, WriteError
 from ._memory import release_memory
 from ._output import save
 from ._signals import received
-
-CHECKPOINT_EVERY = 10
 
 
 def checkpointer(out: pathlib.Path, data, engine, records, kept):

@@ -12,18 +12,11 @@ import numpy as np
 
 import janssen.invert as jinv
 
-from ._args import MAX_ITERATIONS, MAX_MODES
+from ._args import AUTO, DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, MAX_ITERATIONS, MAX_MODES, PROPAGATORS
 from ._errors import UsageError
 
 PIE_ENGINES = tuple(name for name in jinv.ENGINE_NAMES if issubclass(jinv.engine_class(name), jinv.AbstractPIE))
 OPTIMIZERS = tuple(sorted(jinv.DEFAULT_LEARNING_RATES))  # the gradient engines, by optimizer
-# "auto": `janssen.invert.default_schedule` (rPIE, ePIE with small steps, batched mPIE, each until
-# converged; then the curvature search).
-AUTO = "auto"
-ENGINE_CHOICES = tuple(sorted([AUTO, *jinv.ENGINE_NAMES]))
-DEFAULT_ITERATIONS = 50
-LOSSES = ("amplitude", "poisson", "intensity")
-PROPAGATORS = ("fresnel", "angular_spectrum")
 _PIE_REFINABLE = ("object", "sample", "probe")
 # Seeds become 32-bit PRNG keys: a larger one would silently repeat a smaller one's run.
 MAX_SEED = 2**32 - 1

@@ -11,46 +11,13 @@ import numpy as np
 
 import janssen.io as jio
 
-from ._args import MAX_MODES, path_argument
+from ._args import MAX_MODES
 
-_SIZES = ("small", "medium", "large", "xlarge")
 # Mean counts per frame: at least one photon (fewer is an empty detector), at most 1e12 (beyond any
 # detector's range; float32 counts stop being whole photons far below it).
 _PHOTONS = (1.0, 1e12)
 # The coherence width is in metres: over 1 mm (the probe is 480 nm across) it is a unit slip (nm).
 _MAX_COHERENCE_WIDTH = 1e-3
-
-
-def add_simulate_parser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register the `simulate` subcommand on the `janssen` parser's subparsers."""
-    parser = subparsers.add_parser(
-        "simulate",
-        help="simulate a far-field dataset with known ground truth and write it as CXI",
-        description=(
-            "Simulate far-field ptychography data (janssen.io.simulate_preset) and write it, with its "
-            "ground truth, to a CXI 1.6 file, a batch of positions at a time. Sizes: small = 64x64 frames, "
-            "100 positions; medium = 128x128, 400; large = 256x256, 1000; xlarge = 512x512, 4000 (4.2 GB of "
-            "frames as float32, about 0.5 GB compressed on disk)."
-        ),
-    )
-    parser.add_argument("--size", required=True, choices=_SIZES, help="preset size")
-    parser.add_argument("--photons", type=float, default=1e6, help="mean counts per frame (default 1e6; 1 to 1e12)")
-    parser.add_argument("--modes", type=int, default=1, help=f"incoherent probe modes (default 1, at most {MAX_MODES})")
-    parser.add_argument(
-        "--coherence-width",
-        type=float,
-        default=None,
-        metavar="W",
-        help=(
-            "rms width of the probe's degree of coherence in the sample plane, in metres: the probe modes are "
-            "then the --modes strongest coherent modes of a partially coherent (Schell-model) beam "
-            "(default: a coherent probe); e.g. 1.8e-7 with --modes 3 gives weights 0.61/0.20/0.20"
-        ),
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", required=True, type=path_argument, help="the CXI file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing file at --out (default: refuse)")
-    parser.set_defaults(handler=run_simulate)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
