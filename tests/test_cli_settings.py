@@ -154,7 +154,8 @@ def test_the_parsers_engine_choices_are_the_registrys():
     from janssen.cli._settings import OPTIMIZERS, PIE_ENGINES
 
     assert ENGINE_CHOICES == tuple(sorted([AUTO, *jinv.ENGINE_NAMES]))
-    assert set(PIE_ENGINES) == {"epie", "mpie", "rpie"} and set(OPTIMIZERS) == {"adam", "sgd"}
+    pie = tuple(name for name in jinv.ENGINE_NAMES if issubclass(jinv.engine_class(name), jinv.AbstractPIE))
+    assert PIE_ENGINES == pie == ("epie", "mpie", "rpie") and OPTIMIZERS == ("adam", "sgd")
     parser_choices = next(
         action.choices
         for action in build_parser()._subparsers._group_actions[0].choices["reconstruct"]._actions

@@ -127,6 +127,31 @@ def test_help_and_a_mistyped_flag_answer_without_jax():
     assert "argument --size: invalid choice: 'huge'" in done.stderr
 
 
+def test_solver_libraries_load_only_for_the_engines_that_use_them():
+    """lineax, optimistix and optax (about 0.4 s of imports) stay unloaded through `janssen reconstruct`'s
+    modules, the default schedule and a PIE engine by name; the engines over them are there on first use."""
+    script = (
+        "import sys\n"
+        "import janssen.invert as jinv, janssen.io, janssen.cli._reconstruct, janssen.cli._demo\n"
+        "solvers = lambda: [m for m in ('lineax', 'optimistix', 'optax') if m in sys.modules]\n"
+        "jinv.engine_from_name('rpie'); jinv.engine_class('phase-field'); jinv.engine_name('RPIE')\n"
+        "jinv.engine_name('GaussNewton'); jinv.engine_name('Gradient', {'optimizer': 'adam'})\n"
+        "print(solvers())\n"
+        "lazy = ['GaussNewton', 'Gradient', 'OptimistixLeastSquares', 'normal_cg', 'simple_microscope_gn']\n"
+        "print(all(name in dir(jinv) for name in lazy), [getattr(jinv, name).__module__ for name in lazy])\n"
+        "print(jinv.engine_class('lm') is jinv.GaussNewton, jinv.engine_class('sgd') is jinv.Gradient, solvers())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = "janssen.invert._engines."
+    assert done.stdout.splitlines() == [
+        "[]",
+        f"True ['{modules}gauss_newton', '{modules}gradient', '{modules}optimistix', '{modules}optimistix', "
+        "'janssen.invert._seed.refine']",
+        "True True ['lineax', 'optimistix', 'optax']",
+    ]
+
+
 @pytest.mark.parametrize("name", ["scopes", "io", "invert", "optics", "plots", "cli"])
 def test_each_subpackage_imports_first(name):
     """With `janssen/__init__.py` lazy, any subpackage may be the first one imported (no import cycle)."""

@@ -34,6 +34,8 @@ ENGINE_CHOICES = (
     "rpie",
     "sgd",
 )
+#: The PIE engines among them (checked against the registry's classes by the same test).
+PIE_ENGINES = ("epie", "mpie", "rpie")
 #: Iterations of a named engine (or epochs of a streamed run) when `--iterations` is not given.
 DEFAULT_ITERATIONS = 50
 LOSSES = ("amplitude", "poisson", "intensity")

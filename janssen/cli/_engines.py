@@ -58,7 +58,7 @@ def make_engine(
     try:
         engine = jinv.engine_from_name(name, **params)
     except (TypeError, ValueError) as error:
-        label = name if cls is jinv.OptimistixLeastSquares else cls.__name__
+        label = name if name.startswith("optx-") else cls.__name__  # the class is the same for three solvers
         raise UsageError(f"bad {label} parameters: {error}") from error
     params = {key: value for key, value in params.items() if key not in ("solver", "optimizer")}
     return engine, jinv.engine_record(name, **params)

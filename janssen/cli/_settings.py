@@ -12,10 +12,18 @@ import numpy as np
 
 import janssen.invert as jinv
 
-from ._args import AUTO, DEFAULT_ITERATIONS, ENGINE_CHOICES, LOSSES, MAX_ITERATIONS, MAX_MODES, PROPAGATORS
+from ._args import (
+    AUTO,
+    DEFAULT_ITERATIONS,
+    ENGINE_CHOICES,
+    LOSSES,
+    MAX_ITERATIONS,
+    MAX_MODES,
+    PIE_ENGINES,
+    PROPAGATORS,
+)
 from ._errors import UsageError
 
-PIE_ENGINES = tuple(name for name in jinv.ENGINE_NAMES if issubclass(jinv.engine_class(name), jinv.AbstractPIE))
 OPTIMIZERS = tuple(sorted(jinv.DEFAULT_LEARNING_RATES))  # the gradient engines, by optimizer
 _PIE_REFINABLE = ("object", "sample", "probe")
 # Seeds become 32-bit PRNG keys: a larger one would silently repeat a smaller one's run.

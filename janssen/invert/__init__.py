@@ -1,4 +1,28 @@
-"""Reconstruction engines, the `reconstruct` driver and the seed API."""
+"""Reconstruction engines, the `reconstruct` driver and the seed API.
+
+The engines built on lineax, optimistix and optax (`GaussNewton`, `OptimistixLeastSquares`,
+`Gradient`, and the seed functions over them) are imported on first use: the three
+libraries take about 0.4 s to import, and neither the PIE engines nor the default
+schedule needs them.
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._engines.gauss_newton import GaussNewton as GaussNewton, GaussNewtonEngineState as GaussNewtonEngineState
+    from ._engines.gradient import Gradient as Gradient, GradientState as GradientState
+    from ._engines.optimistix import (
+        OptimistixLeastSquares as OptimistixLeastSquares,
+        OptimistixState as OptimistixState,
+        normal_cg as normal_cg,
+        optimistix_engine as optimistix_engine,
+    )
+    from ._seed.refine import (
+        profile_gn_memory as profile_gn_memory,
+        simple_microscope_gn as simple_microscope_gn,
+        simple_microscope_optim as simple_microscope_optim,
+    )
 
 from ._checkpoint import (
     load_solution as load_solution,
@@ -16,17 +40,6 @@ from ._engines.curvature import (
     AbstractMarquardtSearch as AbstractMarquardtSearch,
     CurvatureSearch as CurvatureSearch,
     CurvatureState as CurvatureState,
-)
-from ._engines.gauss_newton import (
-    GaussNewton as GaussNewton,
-    GaussNewtonEngineState as GaussNewtonEngineState,
-)
-from ._engines.gradient import Gradient as Gradient, GradientState as GradientState
-from ._engines.optimistix import (
-    OptimistixLeastSquares as OptimistixLeastSquares,
-    OptimistixState as OptimistixState,
-    normal_cg as normal_cg,
-    optimistix_engine as optimistix_engine,
 )
 from ._engines.phase_field import (
     PhaseFieldSearch as PhaseFieldSearch,
@@ -133,10 +146,7 @@ from ._seed import (
     mixed_state_gradient_step as mixed_state_gradient_step,
     mixed_state_loss as mixed_state_loss,
     mixed_state_reconstruct as mixed_state_reconstruct,
-    profile_gn_memory as profile_gn_memory,
     simple_microscope_epie as simple_microscope_epie,
-    simple_microscope_gn as simple_microscope_gn,
-    simple_microscope_optim as simple_microscope_optim,
     single_pie_iteration as single_pie_iteration,
     single_pie_sequential as single_pie_sequential,
     single_pie_vmap as single_pie_vmap,
@@ -161,3 +171,25 @@ from ._verdict import (
     poisson_floor as poisson_floor,
     r_factor as r_factor,
 )
+
+# Name -> module, for the names imported on first use (see the module's docstring).
+_LAZY = {
+    **dict.fromkeys(("GaussNewton", "GaussNewtonEngineState"), "._engines.gauss_newton"),
+    **dict.fromkeys(("Gradient", "GradientState"), "._engines.gradient"),
+    **dict.fromkeys(
+        ("OptimistixLeastSquares", "OptimistixState", "normal_cg", "optimistix_engine"), "._engines.optimistix"
+    ),
+    **dict.fromkeys(("profile_gn_memory", "simple_microscope_gn", "simple_microscope_optim"), "._seed.refine"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

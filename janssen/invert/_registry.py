@@ -9,20 +9,21 @@ give (the `optax` optimizer of `Gradient`, the optimistix solver of
 
 import functools
 from collections.abc import Mapping
-from typing import Any
-
-import optax
+from typing import TYPE_CHECKING, Any
 
 from ._engines.base import AbstractEngine
 from ._engines.curvature import CurvatureSearch
-from ._engines.gauss_newton import GaussNewton
-from ._engines.gradient import Gradient
-from ._engines.optimistix import OptimistixLeastSquares, optimistix_engine
 from ._engines.phase_field import PhaseFieldSearch
 from ._engines.pie import EPIE, RPIE, MomentumPIE
 
+if TYPE_CHECKING:  # pragma: no cover
+    import optax
+
+# Gauss-Newton, the gradient engines and optimistix's solvers are imported when first built
+# (lineax, optax and optimistix take about 0.4 s to import; `janssen.invert`'s docstring).
+_GAUSS_NEWTON, _GRADIENT, _OPTIMISTIX_ENGINE = "GaussNewton", "Gradient", "OptimistixLeastSquares"
 _PIE = {"epie": EPIE, "rpie": RPIE, "mpie": MomentumPIE}
-_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+_OPTIMIZERS = ("adam", "sgd")  # optax's functions of the same names
 # `GaussNewton` is Levenberg-Marquardt; "gauss-newton" starts it with almost no damping.
 _LEAST_SQUARES = {"gauss-newton": {"initial_damping": 1e-6}, "lm": {}}
 _OPTIMISTIX = {"optx-gn": "gauss-newton", "optx-lm": "levenberg-marquardt", "optx-dogleg": "dogleg"}
@@ -53,8 +54,16 @@ def engine_class(name: str) -> type[AbstractEngine]:
     if name in _OTHERS:
         return _OTHERS[name]
     if name in _LEAST_SQUARES:
+        from ._engines.gauss_newton import GaussNewton
+
         return GaussNewton
-    return OptimistixLeastSquares if name in _OPTIMISTIX else Gradient
+    if name in _OPTIMISTIX:
+        from ._engines.optimistix import OptimistixLeastSquares
+
+        return OptimistixLeastSquares
+    from ._engines.gradient import Gradient
+
+    return Gradient
 
 
 def engine_parameter_names(name: str) -> frozenset[str]:
@@ -98,21 +107,25 @@ def engine_from_name(name: str, **parameters: Any) -> AbstractEngine:
     if name in _OTHERS:
         return _OTHERS[name](**parameters)
     if name in _LEAST_SQUARES:
-        return GaussNewton(**{**_LEAST_SQUARES[name], **parameters})
+        return engine_class(name)(**{**_LEAST_SQUARES[name], **parameters})
     if name in _OPTIMISTIX:
+        from ._engines.optimistix import optimistix_engine
+
         return optimistix_engine(_OPTIMISTIX[name], **parameters)
     rate = parameters.pop("learning_rate", None)
     rate = DEFAULT_LEARNING_RATES[name] if rate is None else float(rate)
     # No factors and an empty table are the same engine: one form, so that a rebuilt engine equals it.
     parameters["learning_rates"] = parameters.get("learning_rates") or None
-    return Gradient(_optimizer(name, rate), **parameters)
+    return engine_class(name)(_optimizer(name, rate), **parameters)
 
 
 @functools.lru_cache(maxsize=16)
-def _optimizer(name: str, rate: float) -> optax.GradientTransformation:
+def _optimizer(name: str, rate: float) -> "optax.GradientTransformation":
     # The same transformation for the same name and rate: a new one holds new functions,
     # and the jitted step would compile again for each engine built.
-    return _OPTIMIZERS[name](rate)
+    import optax
+
+    return getattr(optax, name)(rate)
 
 
 def _without_record(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,14 +172,14 @@ def engine_name(class_name: str, parameters: Mapping[str, Any] | None = None) ->
     **Raises:** `ValueError` when no name builds that engine.
     """
     parameters = parameters or {}
-    names = {cls.__name__: name for name, cls in (_PIE | _OTHERS).items()} | {GaussNewton.__name__: "gauss-newton"}
+    names = {cls.__name__: name for name, cls in (_PIE | _OTHERS).items()} | {_GAUSS_NEWTON: "gauss-newton"}
     if class_name in names:
         return names[class_name]
     solver = parameters.get("solver")
-    if class_name == OptimistixLeastSquares.__name__ and solver in _OPTIMISTIX.values():
+    if class_name == _OPTIMISTIX_ENGINE and solver in _OPTIMISTIX.values():
         return {value: key for key, value in _OPTIMISTIX.items()}[solver]
     optimizer = parameters.get("optimizer")
-    if class_name == Gradient.__name__ and optimizer in _OPTIMIZERS:
+    if class_name == _GRADIENT and optimizer in _OPTIMIZERS:
         return optimizer
     raise ValueError(f"no engine name builds the engine {class_name!r} with parameters {dict(parameters)}")
 

@@ -63,7 +63,6 @@ from .._data import MicroscopeData
 from .._validate import check_positive
 from ..optics._scan import put_window
 from ..scopes._base import AbstractMicroscope
-from ._engines.gauss_newton import normal_operator
 from ._realify import from_real, to_real
 from ._residual import AmplitudeResidual
 
@@ -165,6 +164,8 @@ def _object_variance(
     `noise_std <= 0` asks for `σ` estimated from the residual: a value, not a Python
     branch, so that both choices share one compilation.
     """
+    from ._engines.gauss_newton import normal_operator  # lineax: imported when first needed
+
     x0 = to_real(microscope.sample.sample)
     residual, jvp = jax.linearize(_object_residual_fn(microscope, data, eps), x0)
     transpose = jax.linear_transpose(jvp, x0)

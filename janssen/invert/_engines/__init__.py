@@ -1,10 +1,11 @@
-"""The reconstruction engines; `janssen.invert` exports them."""
+"""The reconstruction engines; `janssen.invert` exports them.
+
+`gauss_newton`, `gradient` and `optimistix` (lineax, optax, optimistix) are not imported here:
+`janssen.invert` imports them on first use.
+"""
 
 from .base import AbstractEngine as AbstractEngine, AbstractFixedLengthEngine as AbstractFixedLengthEngine
 from .curvature import CurvatureSearch as CurvatureSearch, CurvatureState as CurvatureState
-from .gauss_newton import GaussNewton as GaussNewton
-from .gradient import Gradient as Gradient
-from .optimistix import OptimistixLeastSquares as OptimistixLeastSquares
 from .phase_field import PhaseFieldSearch as PhaseFieldSearch, PhaseFieldState as PhaseFieldState
 from .pie import (
     EPIE as EPIE,

@@ -1,4 +1,7 @@
-"""The seed API: the original janssen's documented functions over the engines."""
+"""The seed API: the original janssen's documented functions over the engines.
+
+`refine` (Gauss-Newton and optax) is not imported here: `janssen.invert` imports it on first use.
+"""
 
 from .diffuser import (
     epie_optical as epie_optical,
@@ -15,11 +18,6 @@ from .mixed_state import (
     mixed_state_gradient_step as mixed_state_gradient_step,
     mixed_state_loss as mixed_state_loss,
     mixed_state_reconstruct as mixed_state_reconstruct,
-)
-from .refine import (
-    profile_gn_memory as profile_gn_memory,
-    simple_microscope_gn as simple_microscope_gn,
-    simple_microscope_optim as simple_microscope_optim,
 )
 from .simple_microscope import (
     compute_fov_and_positions as compute_fov_and_positions,
