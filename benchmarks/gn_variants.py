@@ -10,7 +10,11 @@ in turn (as many steps as the list is long), and any of
 - `damping=D`: `GaussNewton(initial_damping=D)`;
 - `floor=F`: the floor of the diagonal weights (`_FLOOR`, 0.01 in the engine);
 - `scale=S`: weights `S` times the structural diagonal (illumination, object intensity)
-  instead of the scaling's two products along the gradient.
+  instead of the scaling's two products along the gradient;
+- `sub=F`: CG's products by `J^T J` on a random `F` of the positions (a new draw each
+  step), times `1 / F`: a subsampled curvature (the gradient, the scaling and the
+  acceptance test on every position), each parameter's product scaled by the square root
+  of its diagonal weight over the subset's (`sub=-F`: by `1 / F` throughout instead).
 
 The steps are `GaussNewton.step` written out with those hooks, followed by the driver's
 `constrain_step` (the phase-ramp pin); the script first checks that, without hooks, that
@@ -33,11 +37,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 def _variant(text: str) -> dict:
     name, counts, *options = text.split(":")
     out = {"name": name, "schedule": [int(c) for c in counts.split(",")], "warm": False,
-           "damping": 1e-3, "floor": 0.01, "scale": 0.0}  # fmt: skip
+           "damping": 1e-3, "floor": 0.01, "scale": 0.0, "sub": 0.0}  # fmt: skip
     for option in options:
         key, value = option.split("=")
         if key not in out or key in ("name", "schedule"):
-            raise SystemExit(f"unknown option {key!r} in {text!r}: use warm, damping, floor or scale")
+            raise SystemExit(f"unknown option {key!r} in {text!r}: use warm, damping, floor, scale or sub")
         out[key] = bool(int(value)) if key == "warm" else float(value)
     return out
 
@@ -57,7 +61,7 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
     from janssen.invert._engines import gauss_newton as gn
     from janssen.invert._losses import AmplitudeLoss
     from janssen.invert._realify import from_real, to_real
-    from janssen.invert._residual import residual_function
+    from janssen.invert._residual import AmplitudeResidual, residual_function
     from janssen.invert._trainable import trainable_spec
 
     with tempfile.TemporaryDirectory() as folder:
@@ -66,7 +70,7 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
         data, start, truth, illumination, _ = run.load_dataset(str(path))
     spec = trainable_spec(start, ["object", "probe"])
 
-    def solve(engine, jvp, vjp, residual, x, damping, microscope, project, previous, warm, scale):
+    def solve(engine, jvp, vjp, residual, x, damping, microscope, project, previous, warm, scale, curvature=None):
         gradient = project(vjp(residual))
         dtype = residual.dtype
         shape = gn._diagonal_shape(microscope, x, jvp)
@@ -82,7 +86,7 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
         preconditioner = lx.FunctionLinearOperator(
             lambda v: project(jtu.tree_map(jnp.multiply, inverse, v)), struct, tags=tags
         )
-        inner = gn.normal_operator(jvp, vjp, x, diagonal)
+        inner = gn.normal_operator(*(curvature or (jvp, vjp)), x, diagonal)
         operator = lx.FunctionLinearOperator(lambda v: project(inner.mv(project(v))), struct, tags=tags)
         rhs = jtu.tree_map(jnp.negative, gradient)
         options = {"preconditioner": preconditioner}
@@ -95,8 +99,35 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
         )
         return project(solution.value)
 
+    def subsampled(static, params, x, on_grid, eps, key, fraction, correct):
+        """`J_S` and `J_S^T / F` on a random `F` of the positions."""
+        count = max(1, round(fraction * data.intensities.shape[0]))
+        chosen = jax.random.permutation(key, data.intensities.shape[0])[:count]
+        part = eqx.tree_at(lambda d: (d.intensities, d.positions), data,
+                           (data.intensities[chosen], data.positions[chosen]))  # fmt: skip
+        terms = AmplitudeResidual.of(part, eps)
+
+        def fn(real):
+            whole = eqx.combine(from_real(real, params), static)
+            return terms.smooth(eqx.tree_at(lambda m: m.positions, whole, whole.positions[chosen])(on_grid=on_grid))
+
+        _, jvp_s = jax.linearize(fn, x)
+        transpose_s = jax.linear_transpose(jvp_s, x)
+        whole = eqx.combine(from_real(x, params), static)
+        if not correct:
+            factor = jtu.tree_map(lambda u: jnp.full_like(u, (data.intensities.shape[0] / count) ** 0.5), x)
+        else:
+            # Per parameter, sqrt(full diagonal / the subset's): the subset's curvature brought to the
+            # full one's diagonal.
+            full = gn._diagonal_shape(whole, x, None)
+            part_scope = eqx.tree_at(lambda m: m.positions, whole, whole.positions[chosen])
+            own = gn._diagonal_shape(part_scope, x, None)
+            factor = jtu.tree_map(lambda f, o: jnp.sqrt(f / o), full, own)
+        scale = lambda v: jtu.tree_map(jnp.multiply, factor, v)  # noqa: E731
+        return (lambda v: jvp_s(scale(v))), (lambda u: scale(transpose_s(u)[0]))
+
     @eqx.filter_jit
-    def step(engine, microscope, state, trainable, previous, warm, scale, floor):
+    def step(engine, microscope, state, trainable, previous, warm, scale, floor, sub=0.0, key=None):
         gn._FLOOR = floor  # read when the step is traced; `floor` is static, so each value traces anew
         params, static = eqx.partition(microscope, trainable)
         x = to_real(params)
@@ -105,8 +136,11 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
         transpose = jax.linear_transpose(jvp, x)
         loss = AmplitudeLoss()(predicted, data.intensities, data.valid[None])
         project = gn._scan_projector(microscope, trainable)
+        curvature = None
+        if sub != 0:
+            curvature = subsampled(static, params, x, state.on_grid, engine.eps, key, abs(sub), sub > 0)
         delta = solve(engine, jvp, lambda u: transpose(u)[0], residual, x, state.damping, microscope, project,
-                      previous, warm, scale)  # fmt: skip
+                      previous, warm, scale, curvature)  # fmt: skip
         trial = gn._axpy(1.0, delta, x)
         trial_loss = AmplitudeLoss()(engine._predict(trial, static, params, state.on_grid), data.intensities,
                                      data.valid[None])  # fmt: skip
@@ -142,8 +176,9 @@ def sweep(size: str, variants: list[dict]) -> list[dict]:
             if previous is None:
                 previous = jtu.tree_map(jnp.zeros_like, to_real(eqx.filter(start, spec)))
             microscope, state, previous = step(
-                engine, microscope, state, spec, previous, warm, variant["scale"], variant["floor"]
-            )
+                engine, microscope, state, spec, previous, warm, variant["scale"], variant["floor"],
+                variant["sub"], jax.random.PRNGKey(len(errors)),
+            )  # fmt: skip
             products.append(count + (2 if warm else 0))
             errors.append(
                 round(object_error(truth, np.asarray(microscope.sample.sample), illumination, max_shift=0), 4)
