@@ -248,7 +248,6 @@ def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7
 def make_engine(name: str, start):
     """The engine called `name`, configured for the starting microscope `start`."""
     import jax.numpy as jnp
-    import optax
 
     import janssen.invert as jinv
 
@@ -256,6 +255,8 @@ def make_engine(name: str, start):
         family = {"epie": jinv.EPIE, "rpie": jinv.RPIE, "mpie": jinv.MomentumPIE}[name.split("-")[0]]
         return family(mode="batched" if name.endswith("-batched") else "sequential")
     if name == "adam":
+        import optax  # only here: the PIE rows' processes do not import it (time_to_accuracy.py)
+
         # Adam moves each part by about its rate: the probe's on the scale of its amplitude.
         rms = float(jnp.sqrt(jnp.mean(jnp.abs(start.probe.fields()) ** 2)))
         # An iteration is an epoch of minibatch steps (20 positions each), as in other
