@@ -2,6 +2,8 @@
 
     python benchmarks/cores.py [--size medium] [--engines rpie,mpie,epie] [--rounds 5]
 
+(`--engines` also takes `rpie-batched`, `epie-batched`, `mpie-batched`.)
+
 XLA's CPU code splits some of a step's elementwise passes over its threads (the passes over
 a probe-sized array in sequential PIE's loop, for example); on a machine with few cores the
 split can cost more than it saves. For each engine this script times, in a fresh process
@@ -44,7 +46,8 @@ def measure(size: str, name: str, rounds: int) -> dict:
 
     dataset = simulate_preset(size, key=jr.PRNGKey(0))
     data = dataset.data
-    engine = {"rpie": jinv.RPIE(), "epie": jinv.EPIE(), "mpie": jinv.MomentumPIE()}[name]
+    family = {"rpie": jinv.RPIE, "epie": jinv.EPIE, "mpie": jinv.MomentumPIE}[name.removesuffix("-batched")]
+    engine = family(mode="batched" if name.endswith("-batched") else "sequential")
     solution = jinv.reconstruct(pie.starting_point(dataset), data, engine, num_iterations=1)
     arrays, static = eqx.partition(
         (engine, solution.microscope, solution.state, data, solution.trainable, jr.PRNGKey(3)), eqx.is_array
