@@ -73,7 +73,7 @@ def measure(size: str, name: str, rounds: int) -> dict:
     return {
         "size": size,
         "engine": name,
-        "cpus": len(os.sched_getaffinity(0)),
+        "cpus": floor.usable_cpus(),
         "step_s": round(wall, 5),
         "step_cpu_s": round(cpu, 5),
         "floor_s": round(fft_floor, 5),
@@ -92,7 +92,10 @@ def main(argv=None) -> int:
     if args.row:
         name, cpus = args.row
         if cpus == "one":
-            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+            sys.path.insert(0, str(HERE))
+            import floor
+
+            floor.pin_to_one_core()
         print(json.dumps(measure(args.size, name, args.rounds)), flush=True)
         return 0
     if not hasattr(os, "sched_setaffinity"):

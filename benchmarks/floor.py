@@ -94,6 +94,17 @@ def time_ways(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7
     return out
 
 
+def pin_to_one_core() -> None:
+    """Run this process on the lowest-numbered CPU it may use (Linux). Before JAX starts, so
+    that XLA sizes its thread pool to the one core."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: fewer than `os.cpu_count()` under `taskset` or a cpuset."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def one_thread_ways(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7, timeout: float = 900) -> dict:
     """The three ways timed with one thread, in a subprocess; `{way-1t: [wall, cpu]}`."""
     env = dict(os.environ)
@@ -142,7 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)  # the one-thread child
     args = parser.parse_args(argv)
     if args.pin and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        pin_to_one_core()
     if args.threads == "one" and args.pin:  # the child: print its ways, suffixed
         ways = time_ways(args.positions, tuple(args.frame), args.repeats)
         print(json.dumps({f"{way}-1t": times for way, times in ways.items()}))

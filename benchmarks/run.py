@@ -238,11 +238,16 @@ def fft_floor(num_positions: int, frame_shape: tuple[int, int], repeats: int = 7
     `fft_floor_cpu_s` (least process CPU time) and `fft_floor_ways` (`{way: [wall, cpu]}`:
     batched, blocks of 8 and a per-position chain, with all threads and with one thread).
     """
+    return _floor().fft_floor(num_positions, frame_shape, repeats, one_thread=one_thread)
+
+
+def _floor():
+    """`benchmarks/floor.py` as a module (this file may be imported from elsewhere)."""
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     import floor
 
-    return floor.fft_floor(num_positions, frame_shape, repeats, one_thread=one_thread)
+    return floor
 
 
 def make_engine(name: str, start):
@@ -378,8 +383,7 @@ def run_worker(name: str, data_path: str, iterations: int) -> dict:
         "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}",
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        # The CPUs this process may run on: fewer than `cores` under `taskset` or a scheduler's cpuset.
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": _floor().usable_cpus(),  # fewer than `cores` under `taskset` or a scheduler's cpuset
         "janssen": janssen.__version__,
         "jax": jax.__version__,
     }

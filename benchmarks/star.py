@@ -171,8 +171,10 @@ def main(argv=None) -> None:
     if not args.no_peer:
         summary["ptylab"] = run_ptylab(args.star, args.out_dir, args.ptylab_iterations)
     summary["cores"] = os.cpu_count()
-    # The CPUs this process may run on (fewer under `taskset`; the command it starts inherits them).
-    summary["cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    sys.path.insert(0, str(HERE))
+    import floor
+
+    summary["cpus"] = floor.usable_cpus()  # fewer under `taskset` (the command it starts inherits them)
     text = json.dumps(summary, indent=1)
     print(text)
     if args.out:
