@@ -173,7 +173,14 @@ def resumed(
             key = None if key is None else jnp.asarray(key)
             frames, batch = stream
             like = jinv.reconstruct_from_file(
-                microscope, frames, engine, epochs=0, batch_size=batch, trainable=trainable, key=key
+                microscope,
+                frames,
+                engine,
+                epochs=0,
+                batch_size=batch,
+                trainable=trainable,
+                key=key,
+                whole_scan=engine.sums_over_positions,
             )
         records = (record, {**cli, "engine": name, "data": str(settings.data.resolve())})
         return engine, jinv.load_solution(path, like), records

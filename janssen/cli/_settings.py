@@ -190,7 +190,8 @@ def _check(settings: dict[str, Any], *, resuming: bool = False) -> None:
     engine = settings["engine"]
     if engine not in ENGINE_CHOICES:
         raise UsageError(f"unknown engine {engine!r} (choose from {', '.join(ENGINE_CHOICES)})")
-    if settings["iterations"] is None and (engine != AUTO or settings["stream"]):
+    # A streamed `auto` run has the default schedule's caps, as in memory; resuming, its last stage's engine.
+    if settings["iterations"] is None and (engine != AUTO or (settings["stream"] and resuming)):
         settings["iterations"] = DEFAULT_ITERATIONS
     if settings["iterations"] is not None:
         check_count("iterations", settings["iterations"], 0, MAX_ITERATIONS, ITERATIONS_WHY)
@@ -245,10 +246,13 @@ def _check_stream(settings: dict[str, Any], resuming: bool) -> None:
             raise UsageError(message)
     if not is_pie(settings["engine"]):
         raise UsageError(
-            "--stream runs the PIE engines only (auto, which streams rPIE and phase-field searches, or epie, rpie, "
+            "--stream runs the PIE engines only (auto, which streams the default schedule's PIE stages and "
+            "phase-field searches, or epie, rpie, "
             f"mpie), not {settings['engine']!r}: their closed-form updates need no step size tuned to the whole scan"
         )
-    check_count("iterations", settings["iterations"], 1, MAX_ITERATIONS, "with --stream, epochs: " + ITERATIONS_WHY)
+    if settings["iterations"] is not None:
+        why = "with --stream, epochs (and search steps): " + ITERATIONS_WHY
+        check_count("iterations", settings["iterations"], 1, MAX_ITERATIONS, why)
     if settings["stream_batch"] is None:
         if resuming:
             return

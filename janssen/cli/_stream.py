@@ -12,6 +12,7 @@ measured-vs-predicted patterns figure reads the three frames it shows.
 """
 
 import contextlib
+import dataclasses
 import pathlib
 import sys
 import time
@@ -35,32 +36,14 @@ from ._settings import AUTO, ReconstructSettings
 from ._signals import received, signal_exit, signal_name
 from ._summary import data_line, stopped, summary
 
-#: The engine of `--stream`'s first stage when none is named (see `_stages`): the default
-#: schedule's first stage, which converges streamed as it does on the frames in memory (docs/scale.md).
-STREAM_DEFAULT_ENGINE = "rpie"
-# Each batch is one iteration of the engine (docs/scale.md): a loss that rises from one
-# batch to the next is no sign of divergence and must not raise rPIE's damping (with it,
-# on the small preset in batches of 8, 10 epochs reach object error 0.23; without, 0.056,
-# as 10 rPIE iterations on the frames in memory); batched engines' heavy momentum
-# carries one batch's change into the next batch's region.
+# A sequential engine refines one batch per iteration (docs/scale.md): a loss that rises
+# from one batch to the next is no sign of divergence and must not raise rPIE's damping
+# (with it, on the small preset in batches of 8, 10 epochs reach object error 0.23;
+# without, 0.056, as 10 rPIE iterations on the frames in memory). A batched engine takes
+# one step per epoch from sums over every batch (`whole_scan`), the in-memory run's steps,
+# and keeps its own defaults.
 _STREAM_DEFAULTS = {"adapt_alpha": False}
-_BATCHED_DEFAULTS = {"momentum": 0.3}
-#: With no engine named, `--stream` runs the default schedule's stages on the file: rPIE, a
-#: phase-field search (`janssen.invert.search_from_file`), `AFTER_SEARCH`, the search again,
-#: `AFTER_SEARCH` again; `--iterations` epochs split between the three PIE stages by these shares.
-STREAM_SHARES = (0.4, 0.4, 0.2)
-#: The PIE engine after each search, with its `[engine]` parameters.
-AFTER_SEARCH = ("rpie", {"adapt_alpha": False})
-#: The most steps of each search (`default_schedule`'s cap for its searches).
-SEARCH_STEPS = jinv.DEFAULT_STAGE_ITERATIONS[2]
 _STOPS = (jinv.RESULTS.interrupted, jinv.RESULTS.nonfinite, jinv.RESULTS.diverged, jinv.RESULTS.positions_off_object)
-
-
-def stream_epochs(epochs: int) -> tuple[int, int, int]:
-    """The epochs of `--stream`'s three PIE stages for `--iterations` = `epochs` (>= 1): 20, 20, 10 for 50."""
-    first = max(1, round(STREAM_SHARES[0] * epochs))
-    second = min(round(STREAM_SHARES[1] * epochs), epochs - first)
-    return first, second, epochs - first - second
 
 
 @contextlib.contextmanager
@@ -83,18 +66,12 @@ def open_frames(path: pathlib.Path) -> Iterator[jio.CXIFrames]:
 def stream_engine(settings: ReconstructSettings, start) -> tuple[str, jinv.AbstractEngine, dict[str, Any], list[str]]:
     """The engine's name, the engine, its record and the trainable names.
 
-    rPIE for `auto`; `_STREAM_DEFAULTS` (and `_BATCHED_DEFAULTS` for a batched engine)
-    where the engine has them and its `[engine]` table does not say otherwise.
+    A named engine (`auto` runs `_stages`); `_STREAM_DEFAULTS` for a sequential engine where
+    the engine has them and its `[engine]` table does not say otherwise (a batched one
+    streams whole-scan steps).
     """
     name, params = settings.engine, dict(settings.engine_parameters)
-    if name == AUTO:
-        if params:
-            raise UsageError(
-                f"with --stream the default engine is {STREAM_DEFAULT_ENGINE} (the default schedule's first stage): "
-                f"name it (engine = {STREAM_DEFAULT_ENGINE!r}) to give it [engine] parameters, got {sorted(params)}"
-            )
-        name = STREAM_DEFAULT_ENGINE
-    defaults = _STREAM_DEFAULTS | (_BATCHED_DEFAULTS if settings.batched or params.get("mode") == "batched" else {})
+    defaults = {} if settings.batched or params.get("mode") == "batched" else _STREAM_DEFAULTS
     allowed = set(jinv.engine_parameter_names(name))
     params = {key: value for key, value in defaults.items() if key in allowed} | params
     trainable = trainable_names(settings, name, start)
@@ -114,8 +91,9 @@ class _EpochLines:
     smaller), so the time left is measured over the epochs after it.
     """
 
-    def __init__(self, epochs: int, first: int = 0):
+    def __init__(self, epochs: int, first: int = 0, label: str = ""):
         self.epochs, self.done, self.last, self.started = epochs, first, time.perf_counter(), None
+        self.label = f"{label} " if label else ""
 
     def __call__(self, epoch: int, loss: float, microscope: Any) -> None:
         del microscope
@@ -127,7 +105,8 @@ class _EpochLines:
         if epoch > self.done + 1:
             left = round((now - self.started) / (epoch - self.done - 1) * (self.epochs - epoch))
             eta = f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
-        print(f"epoch {epoch}/{self.epochs}  loss {loss:.4g}  {took:.1f} s  ETA {eta}", file=sys.stderr, flush=True)
+        line = f"{self.label}epoch {epoch}/{self.epochs}  loss {loss:.4g}  {took:.1f} s  ETA {eta}"
+        print(line, file=sys.stderr, flush=True)
 
 
 def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept: dict[str, Any]) -> int:
@@ -136,7 +115,6 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
     With `--resume` it continues a streamed run's result from its checkpoint (`_resumed_start`).
     """
     path, epochs, saved = settings.data, settings.iterations, None
-    assert epochs is not None  # `read_settings` sets it with --stream
     if settings.resume is not None:  # refused before the data file is opened
         saved = read_saved(settings.resume, stream=True, data=path)
     batch = settings.stream_batch or int(saved["cli"]["stream"]["batch_size"])
@@ -153,18 +131,19 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         else:
             start, engine, records, trainable = _resumed_start(settings, saved, frames, batch)
         first = start.iteration if isinstance(start, jinv.Solution) else 0
-        # The report leaves the data unread; `--resume` reads the batch size back.
-        records[1]["stream"] = {"batch_size": batch, "epochs": first + epochs}
+        staged = isinstance(engine, tuple)  # the default schedule's stages: `_stages`
+        # The report leaves the data unread; `--resume` reads the batch size back. A staged run
+        # records its cap on epochs and search steps together (`None`: the stages' own caps).
+        records[1]["stream"] = {"batch_size": batch, "epochs": epochs if staged else first + epochs}
         went_on = f"continuing {settings.resume} after epoch {first}: " if saved is not None else ""
-        staged = saved is None and settings.engine == AUTO  # `_stages`
-        what = f"{epochs} epochs of {type(engine).__name__}"
         if staged:
-            rpie, again, last = stream_epochs(epochs)
-            after = jinv.engine_class(AFTER_SEARCH[0]).__name__
+            cap = "" if epochs is None else f", {epochs} epochs and search steps at most"
             what = (
-                f"the default stages: {rpie} epochs of RPIE, a phase-field search, {again} of {after}, the search, "
-                f"{last} more"
+                "the default schedule's stages (rPIE and ePIE a batch at a time, the phase-field search, batched mPIE "
+                f"a whole-scan step an epoch, the search, mPIE again), each until it converges{cap}"
             )
+        else:
+            what = f"{epochs} epochs of {type(engine).__name__}"
         print(
             f"janssen: streaming {count} positions in batches of {batch}: {went_on}{what}, saved into {out} after "
             "each epoch",
@@ -174,8 +153,9 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
         release_memory()  # the start's programs and pages
         started = time.perf_counter()
         if staged:
-            first_stage = (engine, records, trainable)
-            solution, engine, records, done = _stages(settings, start, frames, first_stage, batch, out, kept)
+            solution, engine, done, remaining, note = _stages(
+                settings, start, frames, engine, batch, out, kept, records
+            )
         else:
             solution = jinv.reconstruct_from_file(
                 start,
@@ -188,8 +168,10 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
                 callback=_EpochLines(first + epochs, first),
                 checkpoint=checkpointer(out, frames.geometry, engine, records, kept),
                 checkpoint_every=1,
+                whole_scan=engine.sums_over_positions,
             )
             done = solution.iteration - first
+            remaining, note = epochs - done, ""
         seconds = time.perf_counter() - started
         release_memory()
         verdict, written = _after_the_run(solution, frames, engine, out, records)
@@ -197,102 +179,93 @@ def reconstruct_streamed(settings: ReconstructSettings, out: pathlib.Path, kept:
     print(summary(solution, seconds, out, written, verdict, unit="epochs and search steps" if staged else "epochs"))
     if not (solution.result == jinv.RESULTS.interrupted or received):
         return stopped("reconstruct", solution, out)
-    remaining = epochs - done  # epochs: the searches' steps of the default stages are not counted
     if solution.result != jinv.RESULTS.interrupted or remaining == 0:
         print(f"interrupted ({signal_name()}) after the run had ended: {out} holds its result")
     else:
-        # The checkpoint holds the last completed batch; `--resume` runs its epoch again from the start.
+        # The checkpoint holds the last completed batch (a whole-scan engine's: epoch); `--resume`
+        # runs its epoch again from the start.
         hint = resume_command(settings, out, remaining)
-        last = type(engine).__name__
-        later = f" (the last stage's engine, {last}; the searches are not run by --resume)" if staged else ""
+        unit = "epoch" if engine.sums_over_positions else "batch"
+        of = "" if staged else f" of {first + epochs}"
         print(
-            f"interrupted ({signal_name()}) after {first + done} of {first + epochs} epochs: {out} holds the "
-            f"last completed batch; continue with `{hint}`{later}"
+            f"interrupted ({signal_name()}) after {first + done}{of} epochs: {out} holds the last completed {unit}; "
+            f"continue with `{hint}`{note}"
         )
     return signal_exit()
 
 
-def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, first_stage, batch: int, out, kept):
-    """`--stream` with no engine named: rPIE, the phase-field search, `AFTER_SEARCH`, the search, `AFTER_SEARCH`.
+def _stages(settings: ReconstructSettings, start, frames: jio.CXIFrames, stages, batch: int, out, kept, records):
+    """`--stream` with no engine named: `janssen.invert.default_schedule`'s stages on the file.
 
-    The PIE stages run through `reconstruct_from_file` (their epochs: `stream_epochs`), each
-    checkpointing into `out` after every epoch with its engine (the losses of the stages
-    before it kept in front); the searches through `search_from_file` (one read of the file
-    a step). A search that follows a stage of no epochs is left out. Returns the solution
-    (every stage's losses), the last PIE stage's engine and records (what `--resume`
-    continues) and prints the stages run.
+    As `janssen.invert.run_schedule` runs them in memory: one after another, each from where
+    the last stopped, until it converges (`Stage.convergence` on the per-epoch losses) or
+    reaches its cap, `--iterations` capping all of them together (epochs and search steps).
+    The PIE stages run through `reconstruct_from_file`, checkpointing into `out` after every
+    epoch with their engine (the losses of the stages before them kept in front); the
+    searches through `search_from_file` (one read of the file a step). Returns the solution
+    (every stage's losses), the engine a checkpoint names (the last PIE stage's: what
+    `--resume` continues), the PIE epochs run, the epochs `--resume` should run (what the
+    interrupted stage had left) and a note for the interrupted message; prints the stages run.
     """
-    engine, records, trainable = first_stage
-    name, params = AFTER_SEARCH
-    paths = jinv.trainable_paths(start, trainable)
-    after, after_record = make_engine(name, params, settings, start, paths)
-    after_records = (after_record, {**records[1], "engine": name})
-    epochs = stream_epochs(settings.iterations)
-    plan = [
-        (engine, records, epochs[0]),
-        None,
-        (after, after_records, epochs[1]),
-        None,
-        (after, after_records, epochs[2]),
-    ]
-    lines = _EpochLines(sum(epochs))
+    left = sum(stage.max_iterations for stage in stages) if settings.iterations is None else settings.iterations
     history: list[float] = []
-    stages: list[tuple[str, int, Any]] = []  # (engine, epochs or steps, RESULTS)
-    current, solution, done, ran = start, None, 0, 0
-    for number, stage in enumerate(plan):
+    ran: list[tuple[str, int, Any, int]] = []  # (engine, epochs or steps, RESULTS, cap)
+    current, solution, last, done = start, None, None, 0
+    for number, stage in enumerate(stages):
+        budget = min(stage.max_iterations, left)
+        if budget == 0:
+            break
         if number:
-            release_memory(programs=False)  # the second search and PIE stage run the first's programs again
-        if stage is None:  # a search, after a PIE stage that ran
-            if not ran:
-                continue
-            search = jinv.PhaseFieldSearch(order=jinv.phase_field_order(current))
+            release_memory(programs=False)  # a later stage may run an earlier one's programs again
+        engine = stage.engine
+        if isinstance(engine, jinv.AbstractMarquardtSearch):
             print(
-                f"janssen: phase-field search (order {search.order}): at most {SEARCH_STEPS} steps, one read of "
-                "the file each",
+                f"janssen: {type(engine).__name__}: at most {budget} steps, one read of the file each",
                 file=sys.stderr,
                 flush=True,
             )
-            found = jinv.search_from_file(current, frames, search, max_steps=SEARCH_STEPS, batch_size=batch)
-            history += _losses(found)
-            stages.append(("PhaseFieldSearch", found.iteration, found.result))
-            current = found.microscope
-            solution = _with_history(solution, current, history, found.result)
-            if found.result in _STOPS:
-                break
-            continue
-        engine, records, count = stage
-        ran = count
-        if not count:
-            continue
-        before, offset = list(history), done
-        save = checkpointer(out, frames.geometry, engine, records, kept)
-        run = jinv.reconstruct_from_file(
-            current,
-            frames,
-            engine,
-            epochs=count,
-            batch_size=batch,
-            trainable=trainable,
-            key=jr.fold_in(jr.PRNGKey(settings.seed), number),
-            callback=lambda epoch, loss, scope, offset=offset: lines(offset + epoch, loss, scope),
-            checkpoint=lambda s, before=before: save(_with_history(s, s.microscope, before + _losses(s), s.result)),
-            checkpoint_every=1,
-        )
-        done += run.iteration
+            run = jinv.search_from_file(current, frames, engine, max_steps=budget, batch_size=batch)
+            if solution is None:  # nothing to carry the search's losses yet: a template of the search's result
+                solution = run
+        else:
+            if not engine.sums_over_positions and hasattr(engine, "adapt_alpha"):
+                engine = dataclasses.replace(engine, **_STREAM_DEFAULTS)  # batch losses are not comparable
+            before = list(history)
+            save = checkpointer(out, frames.geometry, engine, records, kept)
+            lines = _EpochLines(budget, label=type(engine).__name__)
+            run = jinv.reconstruct_from_file(
+                current,
+                frames,
+                engine,
+                epochs=budget,
+                batch_size=batch,
+                trainable=stage.trainable,
+                key=jr.fold_in(jr.PRNGKey(settings.seed), number),
+                callback=lambda epoch, loss, scope, lines=lines: lines(epoch, loss, scope),
+                checkpoint=lambda s, before=before: save(_with_history(s, s.microscope, before + _losses(s), s.result)),
+                checkpoint_every=1,
+                whole_scan=engine.sums_over_positions,
+                convergence=stage.convergence,
+            )
+            done += run.iteration
+            solution, last = run, engine
         history += _losses(run)
-        stages.append((type(engine).__name__, run.iteration, run.result))
+        left -= run.iteration
+        ran.append((type(engine).__name__, run.iteration, run.result, budget))
         current = run.microscope
-        solution = _with_history(run, current, history, run.result)
-        last = (engine, records)
+        solution = _with_history(solution, current, history, run.result)
         if run.result in _STOPS:
             break
-    assert solution is not None  # the first stage has >= 1 epoch
-    engine, records = last
-    checkpointer(out, frames.geometry, engine, records, kept)(solution)  # the searches after the last checkpoint
-    words = ", ".join(f"{name} {count}{' (interrupted)' if result == jinv.RESULTS.interrupted else ''}"
-                      for name, count, result in stages)  # fmt: skip
+    assert solution is not None and last is not None  # the first stage is a PIE stage of >= 1 epoch
+    checkpointer(out, frames.geometry, last, records, kept)(solution)  # the searches after the last checkpoint
+    kept["stages"] = tuple((name, count, jinv.result_name(result)) for name, count, result, _ in ran)
+    words = ", ".join(
+        f"{name} {count} ({jinv.result_name(result).replace('_', ' ')})" for name, count, result, _ in ran
+    )
     print(f"stages: {words}", file=sys.stderr, flush=True)
-    return solution, engine, records, done
+    name, count, result, budget = ran[-1]
+    remaining, note = budget - count, f" (the {type(last).__name__} stage; later stages are not run by --resume)"
+    return solution, last, done, remaining, note
 
 
 def _losses(solution: jinv.Solution) -> list[float]:
@@ -313,7 +286,7 @@ def _with_history(solution: jinv.Solution, microscope, history: list[float], res
 
 
 def _fresh_start(settings: ReconstructSettings, frames: jio.CXIFrames):
-    """A new run's start (the microscope), engine, records and trainable names."""
+    """A new run's start (the microscope), engine (a tuple of stages for `auto`), records and trainable names."""
     path = settings.data
     # `--probe` as the in-memory path loads it (checked before any frame is read), scaled by the
     # start to the counts of the frames it reads and centred on their bright field.
@@ -324,9 +297,12 @@ def _fresh_start(settings: ReconstructSettings, frames: jio.CXIFrames):
     start = jinv.init_far_field_from_file(
         frames, probe=probe, modes=settings.modes, mode_share=EXTRA_MODE_POWER, scale_probe=True
     )
+    cli = {**cli_record(settings, frames.geometry, start), "data": str(path.resolve())}
+    if settings.engine == AUTO:  # as in memory: the default schedule's stages, recorded as `auto`
+        stages, record = make_engine(AUTO, settings.engine_parameters, settings, start)
+        return start, stages, (record, {**cli, "engine": AUTO}), None
     name, engine, record, trainable = stream_engine(settings, start)
-    cli = {**cli_record(settings, frames.geometry, start), "engine": name, "data": str(path.resolve())}
-    return start, engine, (record, cli), trainable
+    return start, engine, (record, {**cli, "engine": name}), trainable
 
 
 def _resumed_start(settings: ReconstructSettings, saved: dict[str, Any], frames: jio.CXIFrames, batch: int):

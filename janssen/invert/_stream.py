@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Num, PRNGKeyArray
 
@@ -23,16 +24,18 @@ from ..optics._probe import AbstractProbe
 from ..optics._sample import SampleFunction
 from ..optics._scan import object_shape_for
 from ..scopes._base import AbstractMicroscope
+from ._constraints import constrain_step
+from ._convergence import Convergence
 from ._engines.base import AbstractEngine
 from ._engines.curvature import AbstractMarquardtSearch, _Blocks, marquardt_step, marquardt_verdict
 from ._init import SEARCH_POSITIONS, _default_padding, central_indices, init_far_field_microscope
 from ._progress import AbstractProgressMeter, NoProgressMeter
-from ._reconstruct import reconstruct
+from ._reconstruct import _DEFAULT_TRAINABLE, DIVERGENCE_FACTOR, reconstruct
 from ._residual import AmplitudeResidual
 from ._results import RESULTS
 from ._schedule import _STOPS
 from ._solution import Solution, empty_losses
-from ._trainable import trainable_spec
+from ._trainable import all_finite, trainable_spec
 
 
 def init_far_field_from_file(
@@ -121,6 +124,8 @@ def reconstruct_from_file(
     callback: Callable[[int, float, AbstractMicroscope], None] | None = None,
     checkpoint: Callable[[Solution], None] | None = None,
     checkpoint_every: int = 1,
+    whole_scan: bool = False,
+    convergence: Convergence | None = None,
 ) -> Solution:
     """Refine `microscope` against a file's frames, streamed a batch of positions at a time.
 
@@ -130,6 +135,12 @@ def reconstruct_from_file(
     PIE engine an epoch is a PIE iteration whose positions come in blocks: the default
     `RPIE()` converges as it does on the frames in memory. Batched engines see one batch
     per update; use them without loss-based damping (`adapt_alpha=False`, see docs/scale.md).
+
+    With `whole_scan=True` an engine whose step is a sum over positions
+    (`engine.sums_over_positions`: the batched PIE engines) takes one step per epoch from
+    its sums over every batch, read in the file's order: the run is `reconstruct` on the
+    frames in memory, iteration for iteration (the same momentum, damping and gauges),
+    holding one batch of frames and the sums (about three objects' worth) at a time.
 
     Reading overlaps the work: the next batch is read on a thread (h5py decompresses
     outside the GIL's way of JAX's computation). Memory holds the microscope, the
@@ -141,7 +152,8 @@ def reconstruct_from_file(
     the key carry over, and epoch `e` keeps its order (`fold_in(key, e)`), so with the
     same `batch_size` N + M epochs in two calls equal N + M in one. A checkpoint written
     when a run was interrupted holds the last completed batch, part way through an
-    epoch: continuing from it runs that epoch again from its start.
+    epoch: continuing from it runs that epoch again from its start (with `whole_scan`, a
+    checkpoint holds a completed epoch).
 
     **Arguments:**
 
@@ -168,6 +180,12 @@ def reconstruct_from_file(
       `checkpoint_every` epochs (its `result` then `RESULTS.running`) and once when the
       run ends, as `reconstruct` calls them (e.g. `janssen.invert.save_solution` with
       `frames.geometry` as the data).
+    - `whole_scan`: one step per epoch over every position (above); `ValueError` for an
+      engine whose step is not a sum over positions. A `Solution` to continue must come
+      from a run with the same `whole_scan`.
+    - `convergence`: e.g. `Convergence()`: also stop, with `RESULTS.converged`, once the
+      per-epoch loss has stopped falling (as `reconstruct` tests its iterations' losses;
+      an epoch's loss covers every position, so successive ones compare).
 
     Ctrl-C (a `KeyboardInterrupt`, wherever it lands: in a batch, while a batch is read
     or in a checkpoint) stops the run with `RESULTS.interrupted`, keeping the last
@@ -176,9 +194,11 @@ def reconstruct_from_file(
     **Returns:**
 
     A `Solution` whose microscope holds every position again, whose `losses` are one per
-    epoch (the root mean square of its batches' losses, weighted by their sizes) and whose
-    `iteration` counts epochs (over all calls). A batch that stops abnormally (non-finite,
-    diverged, interrupted) ends the run with that result, keeping what the driver kept.
+    epoch (the root mean square of its batches' losses, weighted by their sizes; with
+    `whole_scan`, the step's loss over the whole scan) and whose `iteration` counts epochs
+    (over all calls). A batch that stops abnormally (non-finite, diverged, interrupted)
+    ends the run with that result, keeping what the driver kept; with `whole_scan` as
+    `reconstruct` does (the lowest loss's microscope after a non-finite or diverging step).
     """
     if isinstance(engine, AbstractMarquardtSearch):
         raise TypeError(
@@ -191,6 +211,17 @@ def reconstruct_from_file(
         raise ValueError(f"`checkpoint_every` must be an integer >= 0 (0: only at the end), got {checkpoint_every!r}")
     start = microscope.microscope if isinstance(microscope, Solution) else microscope
     count = _check_batches(start, frames, batch_size)
+    if whole_scan:
+        if not engine.sums_over_positions:
+            raise ValueError(
+                f"`whole_scan`: {type(engine).__name__}'s step is not a sum over positions "
+                "(`engine.sums_over_positions` is False); the batched PIE engines (`mode='batched'`) take whole-scan "
+                "steps"
+            )
+        return _whole_scan(
+            microscope, frames, engine, int(epochs), int(batch_size), trainable, key, progress_meter, callback,
+            checkpoint, int(checkpoint_every), convergence,
+        )  # fmt: skip
     everywhere = start.positions
     batches = -(-count // int(batch_size))
     current: AbstractMicroscope | Solution
@@ -256,6 +287,9 @@ def reconstruct_from_file(
                     callback(len(losses), losses[-1], solution(RESULTS.running).microscope)
                 if checkpoint is not None and checkpoint_every and len(losses) % checkpoint_every == 0:
                     checkpoint(solution(RESULTS.running))
+                if convergence is not None and convergence(losses):
+                    result = RESULTS.converged
+                    break
     except KeyboardInterrupt:
         # As `reconstruct`: keep the last completed batch. An interrupt before the first
         # batch has run leaves nothing to keep.
@@ -265,6 +299,95 @@ def reconstruct_from_file(
     finally:
         progress_meter.close()
     final = solution(RESULTS.max_iterations_reached if result is None else result)
+    if checkpoint is not None:
+        checkpoint(final)
+    return final
+
+
+@eqx.filter_jit
+def _position_sums(engine: AbstractEngine, microscope, state, batch: MicroscopeData, trainable, previous):
+    """`engine.position_sums` over a batch, added to the sums of the batches before it (`None`: none)."""
+    sums = engine.position_sums(microscope, state, batch, trainable)
+    return sums if previous is None else jtu.tree_map(jnp.add, previous, sums)
+
+
+@eqx.filter_jit
+def _step_from_sums(engine: AbstractEngine, microscope, state, sums, trainable):
+    """As `reconstruct`'s step: the engine's step from the whole scan's sums, constrained, and whether it is finite."""
+    new, new_state, loss = engine.step_from_sums(microscope, state, sums, trainable)
+    new = constrain_step(new, microscope, trainable, ramp=not engine.holds_phase_ramp)
+    return new, new_state, loss, jnp.isfinite(loss) & all_finite(eqx.filter(new, trainable))
+
+
+def _whole_scan(
+    microscope, frames: CXIFrames, engine: AbstractEngine, epochs: int, batch_size: int, trainable, key,
+    progress_meter: AbstractProgressMeter, callback, checkpoint, checkpoint_every: int, convergence,
+) -> Solution:  # fmt: skip
+    """`reconstruct_from_file(..., whole_scan=True)`: one step per epoch from sums over every batch."""
+    order = np.arange(frames.num_positions)
+    slices = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+    if isinstance(microscope, Solution):
+        current, state, spec = microscope.microscope, microscope.state, microscope.trainable
+        key, losses = microscope.key, [float(loss) for loss in np.asarray(microscope.losses)]
+    else:
+        current = microscope
+        spec = trainable_spec(microscope, _DEFAULT_TRAINABLE if trainable is None else trainable)
+        engine.check_detector(microscope, spec)
+        # The state of the whole scan (sub-pixel shifts decided over every position); the
+        # first batch stands for the data (its frame shape, its devices).
+        state = engine.init(microscope, frames.batch(slices[0]), spec)
+        key, losses = (jr.PRNGKey(0) if key is None else key), []
+    everywhere = current.positions
+
+    def solution(result: RESULTS) -> Solution:
+        return Solution(
+            microscope=current,
+            state=state,
+            losses=jnp.asarray(losses, dtype=jnp.result_type(float)),
+            iteration=len(losses),
+            result=result,
+            key=key,
+            trainable=spec,
+        )
+
+    if epochs == 0:
+        return solution(RESULTS.max_iterations_reached)
+    progress_meter.start(epochs * len(slices))
+    result, done, best, best_loss = RESULTS.max_iterations_reached, 0, (current, state, len(losses)), np.inf
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+            for _ in range(epochs):
+                sums = None
+                for index, batch in _prefetched(reader, frames, order, batch_size):
+                    on_batch = eqx.tree_at(lambda m: m.positions, current, everywhere[index])
+                    sums = _position_sums(engine, on_batch, state, batch, spec, sums)
+                    done += 1
+                    progress_meter.update(done, losses[-1] if losses else float("nan"))
+                new, new_state, loss, finite = _step_from_sums(engine, current, state, sums, spec)
+                loss = float(loss)
+                if loss < best_loss:
+                    best, best_loss = (current, state, len(losses)), loss
+                ceiling = max(DIVERGENCE_FACTOR * best_loss, losses[0] if losses else loss)
+                if not bool(finite) or (best_loss > 0 and not loss <= ceiling):
+                    result = RESULTS.nonfinite if not bool(finite) else RESULTS.diverged
+                    current, state, length = best
+                    del losses[length:]
+                    break
+                current, state = new, new_state
+                losses.append(loss)
+                if callback is not None:
+                    callback(len(losses), loss, current)
+                if checkpoint is not None and checkpoint_every and len(losses) % checkpoint_every == 0:
+                    checkpoint(solution(RESULTS.running))
+                if convergence is not None and convergence(losses):
+                    result = RESULTS.converged
+                    break
+    except KeyboardInterrupt:
+        result = RESULTS.interrupted  # the last completed epoch is kept
+    finally:
+        progress_meter.close()
+    current = engine.postprocess(current, state)
+    final = solution(result)
     if checkpoint is not None:
         checkpoint(final)
     return final

@@ -67,6 +67,28 @@ class AbstractEngine(eqx.Module, Generic[_State]):
             "with `janssen.scopes.with_detector(microscope, None)` (and subtract a known background from the data)"
         )
 
+    @property
+    def sums_over_positions(self) -> bool:
+        """Whether a step is one update from sums over the positions (`position_sums`, `step_from_sums`).
+
+        Such a step can be taken over frames that are never held together: sum
+        `position_sums` over batches of positions (the leaves of its PyTree add), then
+        `step_from_sums` once; `janssen.invert.reconstruct_from_file(..., whole_scan=True)`
+        does so, an epoch per step, equal to `reconstruct` on the frames in memory. `False`
+        by default; the batched PIE engines say `True`.
+        """
+        return False
+
+    def position_sums(self, microscope: AbstractMicroscope, state: _State, data: MicroscopeData, trainable: Any) -> Any:
+        """`data`'s share of the next step's sums (`microscope` holding `data`'s positions)."""
+        raise NotImplementedError(f"{type(self).__name__}'s step is not a sum over positions")
+
+    def step_from_sums(
+        self, microscope: AbstractMicroscope, state: _State, sums: Any, trainable: Any
+    ) -> tuple[AbstractMicroscope, _State, Float[Array, ""]]:
+        """The step from `position_sums` summed over every position: `(microscope, state, loss)` as `step`."""
+        raise NotImplementedError(f"{type(self).__name__}'s step is not a sum over positions")
+
     @abc.abstractmethod
     def init(self, microscope: AbstractMicroscope, data: MicroscopeData, trainable: Any) -> _State:
         """The initial engine state."""

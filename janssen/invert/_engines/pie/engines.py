@@ -38,13 +38,13 @@ from ...._data import MicroscopeData
 from ....scopes._base import AbstractMicroscope
 from ..._jit import quick_jit
 from ..._ramp import spectrum_centroid
-from ..._sharding import positions_mesh_of
+from ..._sharding import positions_mesh_of, sum_over_positions
 from ..._trainable import selected_paths
 from ..base import AbstractFixedLengthEngine
 from .gauge import hold_gauge
 from .kernel import Kernel, Optics, checkerboard, fast_path, locate_all
 from .modes import field_power, follow_modes, mode_power_step
-from .schedules import DEFAULT_MOMENTUM, batched_sweep, sequential_sweep
+from .schedules import DEFAULT_MOMENTUM, apply_sums, batch_sums, batched_sweep, sequential_sweep
 
 _MODES = ("sequential", "batched")
 
@@ -154,24 +154,64 @@ def _with_momentum(new, old, velocity, eta):
     return new + eta * velocity, velocity
 
 
-def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, trainable, key):
-    update_obj, update_probe = _pie_targets(microscope, trainable)
+def _in_use(cfg: _Config, state: PIEState) -> _Config:
     if cfg.adapt_alpha and cfg.object_alpha < 1:
         # The damping in use; a start of 1 (ePIE) or no adaptation keeps it fixed, and a
         # fixed 1 lets `regularised` divide by a scalar.
         cfg = eqx.tree_at(lambda c: c.object_alpha, cfg, state.object_alpha)
-    shifted = state.subpixel
+    return cfg
+
+
+def _kernel(microscope, state: PIEState, valid) -> tuple[Kernel, Array]:
+    """The per-position update for these optics, and the probe's fields."""
     optics = Optics(microscope, fast_path(microscope))
-    where = locate_all(microscope)
     fields = microscope.probe.fields()
     signs = checkerboard(fields.shape[-2:], fields.real.dtype) if optics.fast else None
-    kernel = Kernel(optics, data.valid, signs, shifted, _fixed_background(microscope))
-    obj0 = microscope.sample.sample
-    order = jr.permutation(key, microscope.num_positions)
-    schedule = sequential_sweep if cfg.mode == "sequential" else functools.partial(batched_sweep, mesh=state.mesh)
-    obj, probe, total = schedule(
+    return Kernel(optics, valid, signs, state.subpixel, _fixed_background(microscope)), fields
+
+
+def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, trainable, key):
+    update_obj, update_probe = _pie_targets(microscope, trainable)
+    cfg = _in_use(cfg, state)
+    kernel, fields = _kernel(microscope, state, data.valid)
+    obj0, where = microscope.sample.sample, locate_all(microscope)
+    if cfg.mode == "sequential":
+        order = jr.permutation(key, microscope.num_positions)
+        sweep = sequential_sweep
+    else:
+        order, sweep = None, functools.partial(batched_sweep, mesh=state.mesh)
+    obj, probe, total = sweep(
         cfg, kernel, obj0, kernel.carry_in(fields), where, data.intensities, order, update_obj, update_probe
     )
+    count = data.num_positions * jnp.sum(data.valid)
+    return _pie_update(cfg, microscope, state, kernel, fields, (obj, probe, total, count), (update_obj, update_probe))
+
+
+def _pie_sums(microscope, state: PIEState, data: MicroscopeData) -> tuple[Any, ...]:
+    """The batched update's sums over `data`'s positions, and their count of measured pixels."""
+    kernel, fields = _kernel(microscope, state, data.valid)
+    sums = sum_over_positions(batch_sums, state.mesh, num_replicated=3)(
+        kernel, microscope.sample.sample, kernel.carry_in(fields), locate_all(microscope), data.intensities
+    )
+    return (*sums, data.num_positions * jnp.sum(data.valid))
+
+
+def _pie_step_from_sums(cfg: _Config, microscope, state: PIEState, sums, trainable):
+    update_obj, update_probe = _pie_targets(microscope, trainable)
+    cfg = _in_use(cfg, state)
+    *parts, count = sums
+    kernel, fields = _kernel(microscope, state, None)  # here it only carries the probe in and out
+    obj, probe, total = apply_sums(
+        cfg, microscope.sample.sample, kernel.carry_in(fields), tuple(parts), update_obj, update_probe
+    )
+    return _pie_update(cfg, microscope, state, kernel, fields, (obj, probe, total, count), (update_obj, update_probe))
+
+
+def _pie_update(cfg: _Config, microscope, state: PIEState, kernel: Kernel, fields, swept, targets):
+    """After the sweep: the probe delay, momentum, mode powers, the gauges; the new microscope, state and loss."""
+    obj, probe, total, count = swept
+    update_obj, update_probe = targets
+    obj0, shifted = microscope.sample.sample, state.subpixel
     probe = jnp.where(state.iteration >= cfg.probe_delay, kernel.carry_out(probe), fields)
     obj_v, probe_v = state.object_velocity, state.probe_velocity
     if cfg.momentum > 0:
@@ -190,7 +230,6 @@ def _pie_step(cfg: _Config, microscope, state: PIEState, data: MicroscopeData, t
         if cfg.momentum > 0 and fields.shape[0] > 1:
             probe_v = follow_modes(probe, rebuilt.fields(), probe_v)
         new = eqx.tree_at(lambda m: m.probe, new, rebuilt)
-    count = data.num_positions * jnp.sum(data.valid)
     loss = jnp.sqrt(jnp.sum(total.residual) / count)
     next_state = PIEState(
         obj_v,
@@ -280,6 +319,21 @@ class AbstractPIE(AbstractFixedLengthEngine[PIEState]):
 
     def step(self, microscope, state, data, trainable, key):
         return _pie_step(self._config(), microscope, state, data, trainable, key)
+
+    @property
+    def sums_over_positions(self) -> bool:
+        return self.mode == "batched"
+
+    def position_sums(self, microscope, state, data, trainable):
+        del trainable
+        if not self.sums_over_positions:
+            raise NotImplementedError(f"{type(self).__name__}(mode={self.mode!r})'s step is not a sum over positions")
+        return _pie_sums(microscope, state, data)
+
+    def step_from_sums(self, microscope, state, sums, trainable):
+        if not self.sums_over_positions:
+            raise NotImplementedError(f"{type(self).__name__}(mode={self.mode!r})'s step is not a sum over positions")
+        return _pie_step_from_sums(self._config(), microscope, state, sums, trainable)
 
 
 class EPIE(AbstractPIE):

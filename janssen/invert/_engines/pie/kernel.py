@@ -211,10 +211,12 @@ class Kernel(eqx.Module):
     With `checkerboard` set (fast far-field path), the exit wave must carry the (+1, -1)
     modulation. Without sub-pixel shifts the probe is kept pre-modulated for the whole
     step (no per-position cost); with them, the probe is moved first and modulated after.
+    `valid` is the detector's mask of measured pixels (`None` for a kernel that only carries
+    the probe in and out, visiting no position).
     """
 
     optics: Optics
-    valid: Array
+    valid: Array | None
     checkerboard: Array | None
     shifted: bool = eqx.field(static=True)
     background: Array | None = None

@@ -74,6 +74,11 @@ def batched_sweep(cfg, kernel, obj, probe, where, measured, order, update_obj, u
     """
     del order
     sums = sum_over_positions(batch_sums, mesh, num_replicated=3)(kernel, obj, probe, where, measured)
+    return apply_sums(cfg, obj, probe, sums, update_obj, update_probe)
+
+
+def apply_sums(cfg, obj, probe, sums, update_obj, update_probe):
+    """The batched update from `batch_sums`' sums (over any grouping of the positions): new object, probe, totals."""
     obj_num, obj_w, probe_num, probe_w, total = sums
     new_obj, new_probe = obj, probe
     if update_obj:
