@@ -1,17 +1,22 @@
-"""The default schedule's stages run on frames streamed from a CXI file, against streamed rPIE alone.
+"""Stages of the default schedule run on frames streamed from a CXI file, against streamed rPIE alone.
 
     python benchmarks/stream_schedule.py [--frames 64 4000] [--photons 6e4] [--batch-size 256]
-        [--epochs 40 40 20] [--steps 8]
+        [--epochs 40 40 20] [--steps 8] [--after whole|mpie|rpie|epie]
 
 Simulates a wide field (`janssen.io.simulate(SIDE, POSITIONS)`, the field of
 `large_default.py --frames`), writes its frames to a CXI file, and reconstructs them from
 the file without holding them, from the default path's start (`init_far_field_from_file`):
 
-- `rpie`: sequential `RPIE()` through `reconstruct_from_file` for all the epochs of the
-  schedule below (what `janssen reconstruct --stream` runs with no engine named);
-- `schedule`: the default schedule's stages streamed: rPIE epochs, a `PhaseFieldSearch`
-  (`search_from_file`, order `phase_field_order`), batched mPIE epochs (momentum 0.3,
-  `adapt_alpha=False`, as the CLI streams a batched engine), the search again, mPIE again.
+- `rpie`: sequential `RPIE(adapt_alpha=False)` through `reconstruct_from_file` for all the
+  epochs below (what `janssen reconstruct --stream --engine rpie` runs);
+- `schedule`: rPIE epochs, a `PhaseFieldSearch` (`search_from_file`, order
+  `phase_field_order`), the `--after` engine's epochs, the search again, that engine
+  again. `--after whole` (default): batched mPIE with its own defaults, a whole-scan step
+  an epoch (`whole_scan=True`: the default schedule's batched stages, as `janssen
+  reconstruct --stream` runs them, here without the ePIE stage and with fixed epochs);
+  `mpie`: batched mPIE a batch at a time (momentum 0.3, `adapt_alpha=False`); `rpie`:
+  sequential rPIE (the streamed default's stages before 2026-12-08); `epie`: sequential
+  ePIE with steps of 0.25.
 
 Prints one JSON line per stage: the object error raw and with the best linear phase ramp
 removed (as `large_default.py`), the wall time so far, the peak resident memory.
@@ -38,9 +43,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("rpie", "schedule"), default=None)
     parser.add_argument(
         "--after",
-        choices=("mpie", "rpie", "epie"),
-        default="mpie",
-        help="the PIE engine after each search: batched mPIE (momentum 0.3), sequential rPIE or ePIE with steps 0.25",
+        choices=("whole", "mpie", "rpie", "epie"),
+        default="whole",
+        help="the PIE engine after each search: batched mPIE whole-scan steps, batched mPIE a batch at a time "
+        "(momentum 0.3), sequential rPIE or ePIE with steps 0.25",
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
@@ -88,6 +94,7 @@ def main(argv=None) -> int:
                         current = row(f"RPIE {done} epochs", solution)
                     continue
                 mpie = {
+                    "whole": jinv.MomentumPIE(mode="batched"),
                     "mpie": jinv.MomentumPIE(mode="batched", momentum=0.3, adapt_alpha=False),
                     "rpie": rpie,
                     "epie": jinv.EPIE(object_step=0.25, probe_step=0.25),
@@ -99,7 +106,10 @@ def main(argv=None) -> int:
                     if isinstance(engine, jinv.AbstractMarquardtSearch):
                         solution = jinv.search_from_file(current, frames, engine, max_steps=count, batch_size=batch)
                     else:
-                        solution = jinv.reconstruct_from_file(current, frames, engine, epochs=count, batch_size=batch)
+                        whole = engine.sums_over_positions and args.after == "whole"
+                        solution = jinv.reconstruct_from_file(
+                            current, frames, engine, epochs=count, batch_size=batch, whole_scan=whole
+                        )
                     current = row(f"{type(engine).__name__} {count}", solution)
     return 0
 

@@ -4,6 +4,7 @@ import re
 
 import equinox as eqx
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -463,6 +464,31 @@ def test_whole_scan_resumes_and_stops_on_ctrl_c(simulated_file, tmp_path):
     # The callback of epoch 3 runs after its step was kept: the run stops with three epochs done.
     assert stopped.result == RESULTS.interrupted and stopped.iteration == 3
     np.testing.assert_array_equal(np.asarray(stopped.losses), np.asarray(one.losses)[:3])
+
+
+@pytest.mark.parametrize("whole_scan", [False, True])
+def test_a_streamed_epoch_compiles_nothing_after_the_first_two(simulated_file, whole_scan):
+    """After two epochs (batches of 24, 24 and 16: every program compiled) the next four compile nothing.
+
+    Before 2026-12-08 `Solution.final_loss`, asked after every batch, indexed a loss array one
+    longer each time on the device, and each epoch's loss history was made with `jnp.asarray`
+    of a list: a program compiled (and kept, about 1.1 MB) for every batch and epoch, a
+    streamed run's memory growing by 20-30 MB an epoch on a 4000-position scan.
+    """
+    from helpers import compilations
+
+    from janssen.invert import MomentumPIE, init_far_field_from_file, reconstruct_from_file
+
+    path, _ = simulated_file
+    engine = MomentumPIE(mode="batched") if whole_scan else RPIE(adapt_alpha=False)
+    counts = []
+    with jio.CXIFrames(path) as frames, compilations() as compiled:
+        jax.jit(lambda x: x * 3.5 + 1)(jnp.ones(17 + whole_scan)).block_until_ready()  # a new program
+        assert len(compiled) >= 1  # the listener hears compilations
+        start = init_far_field_from_file(frames)
+        callback = lambda epoch, loss, microscope: counts.append(len(compiled))  # noqa: E731
+        reconstruct_from_file(start, frames, engine, epochs=6, batch_size=24, callback=callback, whole_scan=whole_scan)
+    assert counts[2:] == [counts[1]] * 4
 
 
 def test_verdict_and_geometry_check_read_a_file_as_the_data_in_memory(simulated_file):

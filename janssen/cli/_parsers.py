@@ -143,9 +143,9 @@ def add_reconstruct_parser(subparsers: "argparse._SubParsersAction") -> None:
         action="store_true",
         default=None,
         help="far-field CXI file: leave the frames in the file and read them a batch of positions at a time "
-        "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs rPIE and phase-field "
-        "searches in turn (or the PIE engine named alone), --iterations counting epochs (passes over the frames, "
-        "default 50); with --resume it continues a streamed run's result (only those)",
+        "(janssen.invert.reconstruct_from_file), for frames larger than memory; runs the default schedule's "
+        "stages on the file (or the PIE engine named alone, default 50 epochs), --iterations counting epochs "
+        "(passes over the frames) and search steps; with --resume it continues a streamed run's result (only those)",
     )
     parser.add_argument(
         "--stream-batch",

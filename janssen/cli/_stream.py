@@ -19,8 +19,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import jax.random as jr
+import numpy as np
 
 import janssen.invert as jinv
 import janssen.io as jio
@@ -277,7 +278,8 @@ def _with_history(solution: jinv.Solution, microscope, history: list[float], res
     return jinv.Solution(
         microscope=microscope,
         state=solution.state,
-        losses=jnp.asarray(history, dtype=solution.losses.dtype),
+        # A transfer: `jnp.asarray` of a list compiles (and keeps) a program for every new length.
+        losses=jax.device_put(np.asarray(history, dtype=solution.losses.dtype)),
         iteration=len(history),
         result=result,
         key=solution.key,

@@ -1,9 +1,12 @@
 """`Solution`: what `reconstruct` returns, and what it takes to resume."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..scopes._base import AbstractMicroscope
@@ -41,8 +44,21 @@ class Solution(eqx.Module):
     @property
     def final_loss(self) -> float:
         """The last recorded loss (NaN when none was recorded)."""
-        return float(self.losses[-1]) if self.losses.size else float("nan")
+        # On the host: indexing the device array compiled a slice for every new length
+        # (about 1.1 MB kept and 40 ms each; a streamed run asks after every batch).
+        losses = np.asarray(self.losses)
+        return float(losses[-1]) if losses.size else float("nan")
 
 
 def empty_losses() -> Float[Array, " 0"]:
     return jnp.zeros((0,), dtype=jnp.result_type(float))
+
+
+def losses_array(values: Sequence[float], dtype: Any = None) -> Float[Array, " n"]:
+    """Losses kept on the host as a device array (default dtype: JAX's default float).
+
+    A transfer: `jnp.asarray` of a Python list compiles a program for every new length
+    (about 1.4 MB and 40 ms each on the CPU), which a run that hands out its losses once
+    an epoch or a batch would pay, and keep, every time.
+    """
+    return jax.device_put(np.asarray(values, dtype=jnp.result_type(float) if dtype is None else dtype))

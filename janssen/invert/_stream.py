@@ -11,6 +11,7 @@ import concurrent.futures
 from collections.abc import Callable, Iterator
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
@@ -34,7 +35,7 @@ from ._reconstruct import _DEFAULT_TRAINABLE, DIVERGENCE_FACTOR, reconstruct
 from ._residual import AmplitudeResidual
 from ._results import RESULTS
 from ._schedule import _STOPS
-from ._solution import Solution, empty_losses
+from ._solution import Solution, empty_losses, losses_array
 from ._trainable import all_finite, trainable_spec
 
 
@@ -223,6 +224,7 @@ def reconstruct_from_file(
             checkpoint, int(checkpoint_every), convergence,
         )  # fmt: skip
     everywhere = start.positions
+    on_host = _on_host(everywhere)
     batches = -(-count // int(batch_size))
     current: AbstractMicroscope | Solution
     if isinstance(microscope, Solution):
@@ -254,7 +256,7 @@ def reconstruct_from_file(
         return Solution(
             microscope=eqx.tree_at(lambda m: m.positions, current.microscope, everywhere),
             state=current.state,
-            losses=jnp.asarray(losses, dtype=current.losses.dtype),
+            losses=losses_array(losses, current.losses.dtype),
             iteration=len(losses),
             result=result,
             key=key,
@@ -267,7 +269,7 @@ def reconstruct_from_file(
                 order = np.asarray(jr.permutation(jr.fold_in(key, epoch), count))
                 squares, seen = 0.0, 0
                 for index, batch in _prefetched(reader, frames, order, int(batch_size)):
-                    positions = everywhere[index]
+                    positions = jax.device_put(on_host[index])
                     if isinstance(current, Solution):
                         current = eqx.tree_at(lambda s: s.microscope.positions, current, positions)
                     else:
@@ -304,6 +306,12 @@ def reconstruct_from_file(
     return final
 
 
+def _on_host(positions: Array) -> np.ndarray:
+    """The scan's positions on the host, to take a batch's from: indexing the device array with
+    a NumPy index runs an eager gather, 30-50 ms a batch on the CPU; a host slice is a transfer."""
+    return np.asarray(positions)
+
+
 @eqx.filter_jit
 def _position_sums(engine: AbstractEngine, microscope, state, batch: MicroscopeData, trainable, previous):
     """`engine.position_sums` over a batch, added to the sums of the batches before it (`None`: none)."""
@@ -337,13 +345,12 @@ def _whole_scan(
         # first batch stands for the data (its frame shape, its devices).
         state = engine.init(microscope, frames.batch(slices[0]), spec)
         key, losses = (jr.PRNGKey(0) if key is None else key), []
-    everywhere = current.positions
 
     def solution(result: RESULTS) -> Solution:
         return Solution(
             microscope=current,
             state=state,
-            losses=jnp.asarray(losses, dtype=jnp.result_type(float)),
+            losses=losses_array(losses),
             iteration=len(losses),
             result=result,
             key=key,
@@ -357,9 +364,9 @@ def _whole_scan(
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
             for _ in range(epochs):
-                sums = None
+                sums, on_host = None, _on_host(current.positions)
                 for index, batch in _prefetched(reader, frames, order, batch_size):
-                    on_batch = eqx.tree_at(lambda m: m.positions, current, everywhere[index])
+                    on_batch = eqx.tree_at(lambda m: m.positions, current, jax.device_put(on_host[index]))
                     sums = _position_sums(engine, on_batch, state, batch, spec, sums)
                     done += 1
                     progress_meter.update(done, losses[-1] if losses else float("nan"))
@@ -491,7 +498,7 @@ def search_from_file(
     if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
         raise ValueError(f"`max_steps` must be an integer >= 1, got {max_steps!r}")
     count = _check_batches(microscope, frames, batch_size)
-    everywhere = microscope.positions
+    on_host = _on_host(microscope.positions)
     order = np.arange(count)
     trainable = ["object", "probe"]
     # The sums are the same over any grouping of the frames; a pass reads at most
@@ -509,7 +516,7 @@ def search_from_file(
     def sums(candidate) -> tuple[Array, Array, Array, Array]:
         totals = None
         for index, batch in _prefetched(reader, frames, order, read):
-            part = eqx.tree_at(lambda m: m.positions, candidate, everywhere[index])
+            part = eqx.tree_at(lambda m: m.positions, candidate, jax.device_put(on_host[index]))
             (normal, gradient, squares), pixels = _block_sums(engine, part, batch, floor, on_grid)
             new = (normal, gradient, squares, pixels)
             totals = new if totals is None else tuple(a + b for a, b in zip(totals, new, strict=True))
@@ -533,7 +540,7 @@ def search_from_file(
                 equations = trial_equations
             losses.append(float(verdict.rms))
             progress_meter.update(step + 1, losses[-1])
-            if bool(engine.terminate(state, jnp.asarray(losses))):
+            if bool(engine.terminate(state, losses_array(losses))):
                 result = RESULTS.converged
                 break
     except KeyboardInterrupt:
@@ -544,7 +551,7 @@ def search_from_file(
     return Solution(
         microscope=current,
         state=state,
-        losses=jnp.asarray(losses, dtype=dtype),
+        losses=losses_array(losses, dtype),
         iteration=len(losses),
         result=result,
         key=jr.PRNGKey(0),
