@@ -285,11 +285,8 @@ def reconstruct_from_file(
                 if result is not None:
                     break
                 losses.append((squares / seen) ** 0.5)
-                if callback is not None:
-                    callback(len(losses), losses[-1], solution(RESULTS.running).microscope)
-                if checkpoint is not None and checkpoint_every and len(losses) % checkpoint_every == 0:
-                    checkpoint(solution(RESULTS.running))
-                if convergence is not None and convergence(losses):
+                if _after_epoch(losses, lambda: solution(RESULTS.running), callback, checkpoint, checkpoint_every,
+                                convergence):  # fmt: skip
                     result = RESULTS.converged
                     break
     except KeyboardInterrupt:
@@ -304,6 +301,17 @@ def reconstruct_from_file(
     if checkpoint is not None:
         checkpoint(final)
     return final
+
+
+def _after_epoch(losses: list[float], running: Callable[[], Solution], callback, checkpoint, every: int,
+                 convergence: Convergence | None) -> bool:  # fmt: skip
+    """An epoch's end in both streamed loops, as `reconstruct` ends an iteration: the callback (with the
+    microscope holding every position), the checkpoint every `every` epochs; whether the run has converged."""
+    if callback is not None:
+        callback(len(losses), losses[-1], running().microscope)
+    if checkpoint is not None and every and len(losses) % every == 0:
+        checkpoint(running())
+    return convergence is not None and convergence(losses)
 
 
 def _on_host(positions: Array) -> np.ndarray:
@@ -382,11 +390,8 @@ def _whole_scan(
                     break
                 current, state = new, new_state
                 losses.append(loss)
-                if callback is not None:
-                    callback(len(losses), loss, current)
-                if checkpoint is not None and checkpoint_every and len(losses) % checkpoint_every == 0:
-                    checkpoint(solution(RESULTS.running))
-                if convergence is not None and convergence(losses):
+                if _after_epoch(losses, lambda: solution(RESULTS.running), callback, checkpoint, checkpoint_every,
+                                convergence):  # fmt: skip
                     result = RESULTS.converged
                     break
     except KeyboardInterrupt:
