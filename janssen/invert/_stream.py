@@ -275,12 +275,12 @@ def reconstruct_from_file(
                     else:
                         current = eqx.tree_at(lambda m: m.positions, current, positions)
                     current = reconstruct(current, batch, engine, trainable=trainable, num_iterations=1, key=key)
-                    done += 1
-                    progress_meter.update(done, current.final_loss)
+                    done, loss = done + 1, current.final_loss  # one read of the batch's loss history
+                    progress_meter.update(done, loss)
                     if current.result in _STOPS:
                         result = current.result
                         break
-                    squares += float(current.final_loss) ** 2 * len(index)
+                    squares += loss**2 * len(index)
                     seen += len(index)
                 if result is not None:
                     break
